@@ -1,10 +1,21 @@
 //! The OCI runtime of Skiff: an OCI bundle (rootfs + `config.json`) in, a contained process out.
 //!
-//! Today: the container lifecycle state machine of the runtime spec (`creating`, `created`,
-//! `running`, `stopped`, `paused`) with the guards every verb checks first, and the state record
-//! kept under the runtime root (`ROOT/ID/state.json`), which `skiff runtime state ID` prints in
-//! the JSON shape runc prints. The runtime issue adds create/start/kill/delete/exec and the rest.
+//! `create` reads `config.json` (through `oci-spec`) into a [`plan::Plan`] of plain data, makes
+//! the container's cgroup, and forks the init ([`init`]), which joins or creates namespaces,
+//! sets up the root filesystem ([`rootfs`]), reports ready over a typed channel ([`sync`]) and
+//! waits on the exec FIFO; `start` releases it to exec the user program. The state record of
+//! each container lives under the runtime root (`ROOT/ID/state.json`); every verb refreshes the
+//! status from the system before it checks its guard ([`container`]).
 
+pub mod clock;
+pub mod container;
+pub mod init;
+pub mod paths;
+pub mod plan;
+pub mod rootfs;
+pub mod spec;
 pub mod state;
+pub mod sync;
 
-pub use state::{ContainerState, ContainerStatus, StateError, StateStore};
+pub use container::{ContainerError, CreateOptions};
+pub use state::{ContainerState, ContainerStatus, Record, StateError, StateStore};

@@ -120,6 +120,22 @@ pub struct ContainerState {
     pub annotations: BTreeMap<String, String>,
 }
 
+/// What the runtime keeps about one container: the public state plus what it needs to manage
+/// the container later (how to recognise its init, where its cgroup is).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Record {
+    /// The state `skiff runtime state` prints.
+    pub state: ContainerState,
+    /// The init's start time (field 22 of `/proc/PID/stat`), so a reused pid is not mistaken
+    /// for the container.
+    #[serde(default)]
+    pub init_start_time: u64,
+    /// The container's cgroup path (relative to the cgroup roots).
+    #[serde(default)]
+    pub cgroup_path: String,
+}
+
 /// The state records under one runtime root (`ROOT/ID/state.json`).
 #[derive(Debug, Clone)]
 pub struct StateStore {
@@ -149,8 +165,58 @@ impl StateStore {
         Ok(self.root.join(id).join("state.json"))
     }
 
+    /// The directory of container `id` (state record, exec fifo).
+    pub fn dir_of(&self, id: &str) -> Result<PathBuf, StateError> {
+        Ok(self
+            .path_of(id)?
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| self.root.join(id)))
+    }
+
+    /// Whether a record for `id` exists.
+    pub fn exists(&self, id: &str) -> bool {
+        self.path_of(id).map(|p| p.exists()).unwrap_or(false)
+    }
+
+    /// The ids of every container under the root, sorted.
+    pub fn ids(&self) -> Result<Vec<String>, StateError> {
+        let entries = match std::fs::read_dir(&self.root) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(source) => {
+                return Err(StateError::Io {
+                    action: "read",
+                    path: self.root.clone(),
+                    source,
+                });
+            }
+        };
+        let mut ids: Vec<String> = entries
+            .filter_map(Result::ok)
+            .filter(|e| e.path().join("state.json").exists())
+            .filter_map(|e| e.file_name().to_str().map(str::to_string))
+            .collect();
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// Removes the directory of `id` and everything in it.
+    pub fn remove(&self, id: &str) -> Result<(), StateError> {
+        let dir = self.dir_of(id)?;
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(StateError::Io {
+                action: "remove",
+                path: dir,
+                source,
+            }),
+        }
+    }
+
     /// Reads the record of `id`.
-    pub fn load(&self, id: &str) -> Result<ContainerState, StateError> {
+    pub fn load(&self, id: &str) -> Result<Record, StateError> {
         let path = self.path_of(id)?;
         let bytes = match std::fs::read(&path) {
             Ok(bytes) => bytes,
@@ -169,8 +235,8 @@ impl StateStore {
     }
 
     /// Writes the record atomically (write a temp file, then rename over the old one).
-    pub fn save(&self, state: &ContainerState) -> Result<(), StateError> {
-        let path = self.path_of(&state.id)?;
+    pub fn save(&self, record: &Record) -> Result<(), StateError> {
+        let path = self.path_of(&record.state.id)?;
         let dir = path.parent().unwrap_or(&self.root).to_path_buf();
         std::fs::create_dir_all(&dir).map_err(|source| StateError::Io {
             action: "create",
@@ -178,7 +244,7 @@ impl StateStore {
             source,
         })?;
         let tmp = dir.join("state.json.tmp");
-        let bytes = serde_json::to_vec_pretty(state).map_err(|source| StateError::Corrupt {
+        let bytes = serde_json::to_vec_pretty(record).map_err(|source| StateError::Corrupt {
             path: path.clone(),
             source,
         })?;
@@ -234,11 +300,19 @@ mod tests {
     }
 
     #[test]
-    fn a_saved_state_loads_back() {
+    fn a_saved_record_loads_back_and_is_listed() {
         let dir = tempfile::tempdir().unwrap();
         let store = StateStore::new(dir.path());
-        store.save(&sample("c1")).unwrap();
-        assert_eq!(store.load("c1").unwrap(), sample("c1"));
+        let record = Record {
+            state: sample("c1"),
+            init_start_time: 9,
+            cgroup_path: "skiff/c1".into(),
+        };
+        store.save(&record).unwrap();
+        assert_eq!(store.load("c1").unwrap(), record);
+        assert_eq!(store.ids().unwrap(), vec!["c1".to_string()]);
+        store.remove("c1").unwrap();
+        assert!(!store.exists("c1"));
     }
 
     #[test]

@@ -7,10 +7,12 @@
 
 pub mod error;
 pub mod fd;
+pub mod fifo;
 pub mod mount;
 pub mod namespace;
 pub mod process;
 
 pub use error::{SysError, SysResult};
 pub use namespace::{NamespaceError, NamespaceId, NamespaceKind};
+pub use nix::errno::Errno;
 pub use process::{ProcessError, is_child_subreaper, set_child_subreaper};

@@ -88,6 +88,45 @@ impl Image {
         format!("oci:{}:{LAYOUT_TAG}", self.layout.display())
     }
 
+    /// Unpacks the image's layers into `rootfs` (created if missing), bottom first, applying
+    /// whiteouts and opaque directories: a plain root filesystem for runtime bundles.
+    pub fn unpack_into(&self, rootfs: &Path) -> Result<()> {
+        std::fs::create_dir_all(rootfs).map_err(TestkitError::io("create", rootfs))?;
+        for layer in &self.layers {
+            let mut archive = tar::Archive::new(&layer.tar[..]);
+            archive.set_preserve_permissions(true);
+            let entries = archive
+                .entries()
+                .map_err(TestkitError::io("read layer of", &self.layout))?;
+            for entry in entries {
+                let mut entry = entry.map_err(TestkitError::io("read layer of", &self.layout))?;
+                let path = entry
+                    .path()
+                    .map_err(TestkitError::io("read layer of", &self.layout))?
+                    .into_owned();
+                let name = path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let parent = rootfs.join(path.parent().unwrap_or(Path::new("")));
+                if name == ".wh..wh..opq" {
+                    if let Ok(children) = std::fs::read_dir(&parent) {
+                        for child in children.flatten() {
+                            let _ = remove_any(&child.path());
+                        }
+                    }
+                } else if let Some(hidden) = name.strip_prefix(".wh.") {
+                    let _ = remove_any(&parent.join(hidden));
+                } else {
+                    entry
+                        .unpack_in(rootfs)
+                        .map_err(TestkitError::io("unpack into", rootfs))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The tag inside the docker archive: `skiff.test/NAME:latest`.
     pub fn archive_tag(&self) -> String {
         format!("skiff.test/{}:latest", self.name)
@@ -129,6 +168,14 @@ impl ImageSet {
     /// The directory holding every layout and archive.
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+}
+
+fn remove_any(path: &Path) -> std::io::Result<()> {
+    match path.symlink_metadata() {
+        Ok(meta) if meta.is_dir() => std::fs::remove_dir_all(path),
+        Ok(_) => std::fs::remove_file(path),
+        Err(_) => Ok(()),
     }
 }
 

@@ -152,3 +152,32 @@ fn builds_are_reproducible_and_removed_on_drop() {
     drop(first);
     assert!(!dir.exists(), "the image dir outlived its fixture");
 }
+
+#[test]
+fn unpacking_applies_the_same_whiteouts_as_umoci() {
+    let images = ImageSet::build().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    images.layered.unpack_into(dir.path()).unwrap();
+    for (path, content) in LAYERED_PRESENT {
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(path)).unwrap(),
+            *content,
+            "{path}"
+        );
+    }
+    for path in LAYERED_ABSENT {
+        assert!(
+            !dir.path().join(path).exists(),
+            "{path} should be deleted by a whiteout"
+        );
+    }
+    assert!(dir.path().join("bin/busybox").is_file());
+    assert!(
+        dir.path()
+            .join("bin/sh")
+            .symlink_metadata()
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+}

@@ -1,13 +1,15 @@
 //! The runc-compatible OCI runtime command line: `skiff runtime ...` and `skiff-runc ...`.
 //!
-//! Global flags match runc's so engines can pass them unchanged. The runtime issue adds
-//! create/start/kill/delete/exec and the rest; `state` reads the state records today.
+//! Global flags match runc's so engines (podman, containerd) can pass them unchanged; errors go
+//! to stderr and, with `--log`, to the log file in the format `--log-format` names.
 
-use std::path::PathBuf;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use skiff_runtime::StateStore;
+use skiff_runtime::container::{self, CreateOptions};
+use skiff_runtime::{ContainerStatus, StateStore};
 
 /// The runtime-spec version this runtime implements.
 pub const OCI_SPEC_VERSION: &str = "1.2.0";
@@ -33,10 +35,10 @@ pub struct RuntimeArgs {
     /// Root directory for the containers' state records.
     #[arg(long, global = true, default_value = "/run/skiff-runc")]
     root: PathBuf,
-    /// Log file (accepted for runc compatibility; errors also go to stderr).
+    /// Also write errors to this file.
     #[arg(long, global = true)]
     log: Option<PathBuf>,
-    /// Log format, text or json (accepted for runc compatibility).
+    /// Format of the --log file: text or json.
     #[arg(long = "log-format", global = true, default_value = "text")]
     log_format: String,
     /// Use systemd for cgroups: refused, these hosts run no systemd.
@@ -52,18 +54,111 @@ pub struct RuntimeArgs {
     command: Option<RuntimeCommand>,
 }
 
+#[derive(Debug, Args)]
+struct CreateArgs {
+    /// The bundle directory (holding config.json).
+    #[arg(short = 'b', long, default_value = ".")]
+    bundle: PathBuf,
+    /// Write the init's pid to this file.
+    #[arg(long = "pid-file")]
+    pid_file: Option<PathBuf>,
+    /// Unix socket to send the terminal's master fd to (process.terminal).
+    #[arg(long = "console-socket")]
+    console_socket: Option<PathBuf>,
+    /// Use chroot instead of pivot_root (for a rootfs on a ramdisk).
+    #[arg(long = "no-pivot")]
+    no_pivot: bool,
+    /// Do not create a session keyring (accepted; no keyring is created).
+    #[arg(long = "no-new-keyring")]
+    no_new_keyring: bool,
+    /// Pass this many extra fds (after stdio) to the container.
+    #[arg(long = "preserve-fds", default_value_t = 0)]
+    preserve_fds: u32,
+    /// The container id.
+    id: String,
+}
+
 #[derive(Debug, Subcommand)]
 enum RuntimeCommand {
+    /// Create a container from a bundle; its process waits for `start`.
+    Create(CreateArgs),
+    /// Start a created container's process.
+    Start {
+        /// The container id.
+        id: String,
+    },
+    /// Create, start and wait for a container; exits with its exit code.
+    Run {
+        #[command(flatten)]
+        create: CreateArgs,
+        /// Return after start instead of waiting.
+        #[arg(short = 'd', long)]
+        detach: bool,
+    },
     /// Print the state of a container as JSON.
     State {
         /// The container id.
         id: String,
     },
+    /// Send a signal to a container's init (default TERM).
+    Kill {
+        /// Signal every process of the container.
+        #[arg(short = 'a', long)]
+        all: bool,
+        /// The container id.
+        id: String,
+        /// The signal: a number, NAME or SIGNAME.
+        #[arg(default_value = "TERM")]
+        signal: String,
+    },
+    /// Delete a container and everything it holds.
+    Delete {
+        /// Kill it first if it is still running.
+        #[arg(short = 'f', long)]
+        force: bool,
+        /// The container id.
+        id: String,
+    },
+    /// Freeze every process of a container.
+    Pause {
+        /// The container id.
+        id: String,
+    },
+    /// Thaw a paused container.
+    Resume {
+        /// The container id.
+        id: String,
+    },
+    /// List the containers under the root.
+    List {
+        /// table or json.
+        #[arg(short = 'f', long, default_value = "table")]
+        format: String,
+        /// Print ids only.
+        #[arg(short = 'q', long)]
+        quiet: bool,
+    },
+    /// Write a default config.json into a bundle directory.
+    Spec {
+        /// The bundle directory.
+        #[arg(short = 'b', long, default_value = ".")]
+        bundle: PathBuf,
+    },
 }
 
 impl RuntimeArgs {
-    /// Runs the chosen runtime command.
+    /// Runs the chosen runtime command, logging a failure to `--log` as well.
     pub fn run(self) -> anyhow::Result<ExitCode> {
+        let log = self.log.clone();
+        let json = self.log_format == "json";
+        let result = self.dispatch();
+        if let (Err(err), Some(log)) = (&result, log) {
+            write_log(&log, json, &format!("{err:#}"));
+        }
+        result
+    }
+
+    fn dispatch(self) -> anyhow::Result<ExitCode> {
         if self.systemd_cgroup {
             anyhow::bail!(
                 "--systemd-cgroup is not supported: this runtime manages cgroupfs directly; drop the flag"
@@ -77,13 +172,148 @@ impl RuntimeArgs {
             return Ok(ExitCode::SUCCESS);
         }
         let store = StateStore::new(&self.root);
-        match self.command {
-            Some(RuntimeCommand::State { id }) => {
-                let state = store.load(&id)?;
-                println!("{}", serde_json::to_string_pretty(&state)?);
-                Ok(ExitCode::SUCCESS)
+        let Some(command) = self.command else {
+            anyhow::bail!("no runtime command given: see `skiff-runc --help`");
+        };
+        match command {
+            RuntimeCommand::Create(args) => {
+                create(&store, &args)?;
             }
-            None => anyhow::bail!("no runtime command given: see `skiff-runc --help`"),
+            RuntimeCommand::Start { id } => {
+                container::start(&store, &id)?;
+            }
+            RuntimeCommand::Run {
+                create: args,
+                detach,
+            } => return run(&store, &args, detach),
+            RuntimeCommand::State { id } => {
+                let record = container::load(&store, &id)?;
+                println!("{}", serde_json::to_string_pretty(&record.state)?);
+            }
+            RuntimeCommand::Kill { all, id, signal } => {
+                container::kill(&store, &id, container::parse_signal(&signal)?, all)?;
+            }
+            RuntimeCommand::Delete { force, id } => match container::delete(&store, &id, force) {
+                // Deleting what is already gone is what engines do after a crash: fine with --force.
+                Err(skiff_runtime::ContainerError::State(
+                    skiff_runtime::StateError::NotFound { .. },
+                )) if force => {}
+                other => other?,
+            },
+            RuntimeCommand::Pause { id } => container::pause(&store, &id)?,
+            RuntimeCommand::Resume { id } => container::resume(&store, &id)?,
+            RuntimeCommand::List { format, quiet } => list(&store, &format, quiet)?,
+            RuntimeCommand::Spec { bundle } => {
+                let path = bundle.join("config.json");
+                if path.exists() {
+                    anyhow::bail!("{} already exists: remove it first", path.display());
+                }
+                let spec = skiff_runtime::spec::default_spec(&["sh"], false);
+                std::fs::write(&path, serde_json::to_string_pretty(&spec)?)?;
+            }
         }
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+fn create(store: &StateStore, args: &CreateArgs) -> anyhow::Result<()> {
+    if args.console_socket.is_some() {
+        anyhow::bail!(
+            "--console-socket: terminals are not supported by this build yet; run without process.terminal"
+        );
+    }
+    if args.preserve_fds > 0 {
+        anyhow::bail!("--preserve-fds is not supported by this build yet");
+    }
+    let options = CreateOptions {
+        pid_file: args.pid_file.clone(),
+        no_pivot: args.no_pivot,
+    };
+    container::create(store, &args.id, &args.bundle, &options)?;
+    Ok(())
+}
+
+fn run(store: &StateStore, args: &CreateArgs, detach: bool) -> anyhow::Result<ExitCode> {
+    // The container's init may be a grandchild (behind a PID namespace fork): become its
+    // subreaper so it is re-parented to us and we can wait for it.
+    skiff_sys::set_child_subreaper(true)?;
+    create(store, args)?;
+    let record = match container::start(store, &args.id) {
+        Ok(record) => record,
+        Err(err) => {
+            let _ = container::delete(store, &args.id, true);
+            return Err(err.into());
+        }
+    };
+    if detach {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let status = skiff_sys::process::wait_for_exit(record.state.pid)?;
+    container::delete(store, &args.id, true)?;
+    Ok(ExitCode::from(u8::try_from(status.code()).unwrap_or(255)))
+}
+
+fn list(store: &StateStore, format: &str, quiet: bool) -> anyhow::Result<()> {
+    let records = container::list(store)?;
+    if quiet {
+        for r in &records {
+            println!("{}", r.state.id);
+        }
+        return Ok(());
+    }
+    match format {
+        "json" => {
+            let states: Vec<_> = records.iter().map(|r| &r.state).collect();
+            println!("{}", serde_json::to_string(&states)?);
+        }
+        "table" => {
+            println!(
+                "{:<20} {:<8} {:<10} {:<40} {:<32} OWNER",
+                "ID", "PID", "STATUS", "BUNDLE", "CREATED"
+            );
+            for r in &records {
+                let status = match r.state.status {
+                    ContainerStatus::Creating => "creating",
+                    ContainerStatus::Created => "created",
+                    ContainerStatus::Running => "running",
+                    ContainerStatus::Stopped => "stopped",
+                    ContainerStatus::Paused => "paused",
+                };
+                println!(
+                    "{:<20} {:<8} {:<10} {:<40} {:<32} {}",
+                    r.state.id,
+                    r.state.pid,
+                    status,
+                    r.state.bundle.display(),
+                    r.state.created,
+                    if r.state.owner.is_empty() {
+                        "root"
+                    } else {
+                        &r.state.owner
+                    }
+                );
+            }
+        }
+        other => anyhow::bail!("unknown list format {other:?}: use table or json"),
+    }
+    Ok(())
+}
+
+/// Appends one error line to the runtime log, as runc does (engines read it for the reason).
+fn write_log(path: &Path, json: bool, message: &str) {
+    let line = if json {
+        serde_json::json!({"level": "error", "msg": message, "time": skiff_runtime::clock::rfc3339_now()}).to_string()
+    } else {
+        format!(
+            "time=\"{}\" level=error msg={message:?}",
+            skiff_runtime::clock::rfc3339_now()
+        )
+    };
+    if let Ok(mut file) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        let _ = writeln!(file, "{line}");
     }
 }

@@ -96,11 +96,12 @@ fn the_state_of_a_missing_container_does_not_exist() {
 fn state_prints_a_saved_record_as_runc_does() {
     let root = tempfile::tempdir().unwrap();
     let record = serde_json::json!({
-        "ociVersion": "1.2.0", "id": "c1", "pid": 7, "status": "stopped",
+        "ociVersion": "1.2.0", "id": "c1", "pid": 0, "status": "stopped",
         "bundle": "/b", "rootfs": "/b/rootfs", "created": "2026-01-01T00:00:00Z", "owner": ""
     });
     std::fs::create_dir_all(root.path().join("c1")).unwrap();
-    std::fs::write(root.path().join("c1/state.json"), record.to_string()).unwrap();
+    let saved = serde_json::json!({"state": record, "initStartTime": 0, "cgroupPath": "/skiff/c1"});
+    std::fs::write(root.path().join("c1/state.json"), saved.to_string()).unwrap();
     let out = run(
         &skiff(),
         &[

@@ -1,0 +1,442 @@
+//! The OCI runtime for real, as root, through the command line engines use
+//! (`skiff runtime ...`, the same code as `skiff-runc`), on bundles made from the test kit's
+//! busybox image.
+
+#![allow(clippy::unwrap_used)] // test code: a panic is how a test reports failure
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::{Value, json};
+use skiff_testkit::image::ImageSet;
+
+fn skiff() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_skiff"))
+}
+
+/// A bundle (busybox rootfs + config.json), a private runtime root, and the ids it created;
+/// every container is force-deleted on drop, also when the test panics.
+struct Bundle {
+    dir: tempfile::TempDir,
+    root: tempfile::TempDir,
+    ids: std::cell::RefCell<Vec<String>>,
+}
+
+impl Bundle {
+    fn new(args: &[&str], edit: impl FnOnce(&mut Value)) -> Bundle {
+        let images = ImageSet::build().unwrap_or_else(|e| panic!("{e}"));
+        let dir = tempfile::tempdir().unwrap();
+        images
+            .busybox
+            .unpack_into(&dir.path().join("rootfs"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let root = tempfile::tempdir().unwrap();
+        let bundle = Bundle {
+            dir,
+            root,
+            ids: Default::default(),
+        };
+        let out = bundle.runtime(&["spec", "--bundle", bundle.path().to_str().unwrap()]);
+        assert!(out.status.success(), "spec: {}", text(&out.stderr));
+        let mut config: Value =
+            serde_json::from_slice(&std::fs::read(bundle.config_path()).unwrap()).unwrap();
+        config["process"]["args"] = json!(args);
+        edit(&mut config);
+        std::fs::write(bundle.config_path(), config.to_string()).unwrap();
+        bundle
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn config_path(&self) -> PathBuf {
+        self.dir.path().join("config.json")
+    }
+
+    fn runtime(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new(skiff());
+        cmd.arg("runtime")
+            .arg("--root")
+            .arg(self.root.path())
+            .args(args);
+        cmd.output().expect("skiff runs")
+    }
+
+    /// Runs a runtime command whose container outlives it (`create`, `run --detach`): the
+    /// container inherits stdio, so it gets files rather than the test's pipes (which would
+    /// keep `output()` waiting until the container exits). Returns success and stderr.
+    fn runtime_detached(&self, args: &[&str]) -> (bool, String) {
+        let stderr_path = self
+            .path()
+            .join(format!("stderr-{}", self.ids.borrow().len()));
+        let stderr = std::fs::File::create(&stderr_path).unwrap();
+        let status = Command::new(skiff())
+            .arg("runtime")
+            .arg("--root")
+            .arg(self.root.path())
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(stderr)
+            .status()
+            .expect("skiff runs");
+        (
+            status.success(),
+            std::fs::read_to_string(&stderr_path).unwrap_or_default(),
+        )
+    }
+
+    /// A unique id for this test process, remembered for cleanup.
+    fn id(&self, name: &str) -> String {
+        let id = format!("{name}-{}", std::process::id());
+        self.ids.borrow_mut().push(id.clone());
+        id
+    }
+
+    fn run(&self, name: &str) -> Output {
+        let id = self.id(name);
+        self.runtime(&["run", "--bundle", self.path().to_str().unwrap(), &id])
+    }
+}
+
+impl Drop for Bundle {
+    fn drop(&mut self) {
+        for id in self.ids.borrow().iter() {
+            let _ = self.runtime(&["delete", "--force", id]);
+        }
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn status_of(bundle: &Bundle, id: &str) -> String {
+    let out = bundle.runtime(&["state", id]);
+    assert!(out.status.success(), "state: {}", text(&out.stderr));
+    let state: Value = serde_json::from_slice(&out.stdout).unwrap();
+    state["status"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn run_gives_pid_1_a_hostname_and_the_exit_code() {
+    let bundle = Bundle::new(&["sh", "-c", "echo pid=$$ host=$(hostname); exit 3"], |c| {
+        c["hostname"] = json!("box")
+    });
+    let out = bundle.run("exitcode");
+    assert_eq!(
+        text(&out.stdout).trim(),
+        "pid=1 host=box",
+        "stderr: {}",
+        text(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(3));
+}
+
+#[test]
+fn the_lifecycle_goes_created_running_paused_stopped_deleted() {
+    let bundle = Bundle::new(&["sleep", "60"], |_| {});
+    let id = bundle.id("life");
+    let pid_file = bundle.path().join("init.pid");
+    let (ok, stderr) = bundle.runtime_detached(&[
+        "create",
+        "--bundle",
+        bundle.path().to_str().unwrap(),
+        "--pid-file",
+        pid_file.to_str().unwrap(),
+        &id,
+    ]);
+    assert!(ok, "create: {stderr}");
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(Path::new(&format!("/proc/{pid}")).exists());
+    assert_eq!(status_of(&bundle, &id), "created");
+    // The process waits for start: it is still the runtime's init, not sleep.
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    assert!(!text(&cmdline).contains("sleep"), "{}", text(&cmdline));
+
+    assert!(bundle.runtime(&["start", &id]).status.success());
+    assert_eq!(status_of(&bundle, &id), "running");
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    assert!(text(&cmdline).starts_with("sleep"), "{}", text(&cmdline));
+
+    assert!(bundle.runtime(&["pause", &id]).status.success());
+    assert_eq!(status_of(&bundle, &id), "paused");
+    assert!(bundle.runtime(&["resume", &id]).status.success());
+    assert_eq!(status_of(&bundle, &id), "running");
+
+    let refused = bundle.runtime(&["delete", &id]);
+    assert!(
+        !refused.status.success(),
+        "deleting a running container needs --force"
+    );
+
+    assert!(bundle.runtime(&["kill", &id, "KILL"]).status.success());
+    skiff_testkit::wait::wait_for(
+        "the container to stop",
+        std::time::Duration::from_secs(10),
+        || (status_of(&bundle, &id) == "stopped").then_some(()),
+    )
+    .unwrap();
+    let out = bundle.runtime(&["delete", &id]);
+    assert!(out.status.success(), "delete: {}", text(&out.stderr));
+    let out = bundle.runtime(&["state", &id]);
+    assert!(
+        text(&out.stderr).contains("does not exist"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn list_shows_containers_as_json_and_table() {
+    let bundle = Bundle::new(&["sleep", "60"], |_| {});
+    let id = bundle.id("listed");
+    let (ok, stderr) = bundle.runtime_detached(&[
+        "run",
+        "--detach",
+        "--bundle",
+        bundle.path().to_str().unwrap(),
+        &id,
+    ]);
+    assert!(ok, "run --detach: {stderr}");
+    let out = bundle.runtime(&["list", "--format", "json"]);
+    let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed[0]["id"], id.as_str());
+    assert_eq!(listed[0]["status"], "running");
+    let table = text(&bundle.runtime(&["list"]).stdout);
+    assert!(table.contains(&id) && table.contains("running"), "{table}");
+    assert!(bundle.runtime(&["delete", "--force", &id]).status.success());
+}
+
+#[test]
+fn bad_input_gets_a_clear_error_and_leaves_nothing_behind() {
+    let bundle = Bundle::new(&["no-such-program"], |_| {});
+    let id = bundle.id("broken");
+    let out = bundle.runtime(&["create", "--bundle", bundle.path().to_str().unwrap(), &id]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("executable file not found"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!bundle.root.path().join(&id).exists(), "state left behind");
+    assert!(
+        !Path::new(&format!("/sys/fs/cgroup/pids/skiff/{id}")).exists(),
+        "cgroup left behind"
+    );
+
+    let mut config: Value =
+        serde_json::from_slice(&std::fs::read(bundle.config_path()).unwrap()).unwrap();
+    config["process"]["args"] = json!(5);
+    std::fs::write(bundle.config_path(), config.to_string()).unwrap();
+    let out = bundle.runtime(&["create", "--bundle", bundle.path().to_str().unwrap(), &id]);
+    assert!(
+        text(&out.stderr).contains("config.json"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    config["process"]["args"] = json!(["sh"]);
+    config["root"]["path"] = json!("missing-rootfs");
+    std::fs::write(bundle.config_path(), config.to_string()).unwrap();
+    let out = bundle.runtime(&["create", "--bundle", bundle.path().to_str().unwrap(), &id]);
+    assert!(
+        text(&out.stderr).contains("missing-rootfs does not exist"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn the_root_is_read_only_and_sensitive_proc_files_are_masked() {
+    let script = "touch /x 2>/dev/null && echo root-writable; \
+                  echo interrupts=$(wc -c < /proc/interrupts); \
+                  echo 1 > /proc/sys/kernel/domainname 2>/dev/null && echo sys-writable; \
+                  touch /tmp/ok 2>/dev/null || echo tmp-readonly; echo done";
+    let bundle = Bundle::new(&["sh", "-c", script], |_| {});
+    let out = bundle.run("readonly");
+    let stdout = text(&out.stdout);
+    assert!(!stdout.contains("root-writable"), "{stdout}");
+    assert!(stdout.contains("interrupts=0"), "{stdout}");
+    assert!(!stdout.contains("sys-writable"), "{stdout}");
+    assert!(stdout.contains("done"), "{stdout} {}", text(&out.stderr));
+}
+
+#[test]
+fn a_new_network_namespace_has_only_loopback() {
+    let bundle = Bundle::new(&["sh", "-c", "cat /proc/net/dev"], |_| {});
+    let out = bundle.run("netns");
+    let devices = text(&out.stdout);
+    assert!(devices.contains("lo:"), "{devices}");
+    assert_eq!(
+        devices.lines().count(),
+        3,
+        "only the two header lines and lo: {devices}"
+    );
+}
+
+#[test]
+fn a_container_joins_an_existing_network_namespace_by_path() {
+    let name = format!("skiff-rt-{}", std::process::id());
+    let ip = |args: &[&str]| Command::new("ip").args(args).output().unwrap();
+    assert!(ip(&["netns", "add", &name]).status.success());
+    struct Gone(String);
+    impl Drop for Gone {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
+        }
+    }
+    let _gone = Gone(name.clone());
+    let out = ip(&[
+        "-n", &name, "link", "add", "skiffv0", "type", "veth", "peer", "name", "skiffv1",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let path = format!("/run/netns/{name}");
+    let bundle = Bundle::new(&["sh", "-c", "cat /proc/net/dev"], |c| {
+        let namespaces = c["linux"]["namespaces"].as_array_mut().unwrap();
+        for ns in namespaces.iter_mut() {
+            if ns["type"] == "network" {
+                ns["path"] = json!(path);
+            }
+        }
+    });
+    let out = bundle.run("joinnet");
+    assert!(
+        text(&out.stdout).contains("skiffv0"),
+        "{} {}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn a_user_namespace_maps_root_to_an_unprivileged_host_range() {
+    let bundle = Bundle::new(&["sh", "-c", "cat /proc/self/uid_map; id -u"], |c| {
+        c["linux"]["namespaces"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"type": "user"}));
+        c["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+        c["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+        // cgroupfs cannot be mounted from a user namespace of one's own on a v1 host.
+        c["mounts"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|m| m["type"] != "cgroup");
+    });
+    let out = bundle.run("userns");
+    let stdout = text(&out.stdout);
+    let fields: Vec<&str> = stdout.split_whitespace().collect();
+    assert_eq!(
+        fields,
+        ["0", "100000", "65536", "0"],
+        "{stdout} {}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn no_descriptor_of_the_runtime_leaks_into_the_container() {
+    let bundle = Bundle::new(&["sh", "-c", "ls /proc/self/fd"], |_| {});
+    let id = bundle.id("fds");
+    // fd 7 is open (and inheritable) in the runtime process that creates the container.
+    let script = format!(
+        "exec 7</etc/hostname; exec {} runtime --root {} run --bundle {} {id}",
+        skiff().display(),
+        bundle.root.path().display(),
+        bundle.path().display()
+    );
+    let out = Command::new("sh").args(["-c", &script]).output().unwrap();
+    let fds: Vec<&str> = std::str::from_utf8(&out.stdout)
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    // 0-2 are stdio and 3 is the directory ls reads; nothing else.
+    assert_eq!(fds, ["0", "1", "2", "3"], "stderr: {}", text(&out.stderr));
+}
+
+#[test]
+fn a_symlink_in_the_rootfs_cannot_redirect_a_mount_onto_a_host_path() {
+    let host_dir = tempfile::tempdir().unwrap();
+    std::fs::write(host_dir.path().join("secret"), "host data").unwrap();
+    let host_path = host_dir.path().to_str().unwrap().to_string();
+    let bundle = Bundle::new(&["sh", "-c", "ls /escape; echo listed"], |c| {
+        c["mounts"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"destination": "/escape", "type": "tmpfs", "source": "tmpfs"}));
+    });
+    // The image says /escape is the host directory.
+    std::os::unix::fs::symlink(&host_path, bundle.path().join("rootfs/escape")).unwrap();
+    let out = bundle.run("symlink");
+    assert!(
+        text(&out.stdout).contains("listed"),
+        "{} {}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(
+        !text(&out.stdout).contains("secret"),
+        "the host directory was reachable"
+    );
+    // The mount landed inside the rootfs, at the link's target resolved there.
+    assert!(
+        bundle
+            .path()
+            .join("rootfs")
+            .join(host_path.trim_start_matches('/'))
+            .is_dir()
+    );
+}
+
+#[test]
+fn cgroup_limits_from_config_are_applied_and_enforced() {
+    let script = "cat /sys/fs/cgroup/pids/pids.max /sys/fs/cgroup/memory/memory.limit_in_bytes";
+    let bundle = Bundle::new(&["sh", "-c", script], |c| {
+        c["linux"]["resources"]["pids"] = json!({"limit": 32});
+        c["linux"]["resources"]["memory"] = json!({"limit": 64 * 1024 * 1024});
+    });
+    let out = bundle.run("limits");
+    let values: Vec<&str> = std::str::from_utf8(&out.stdout)
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(values, ["32", "67108864"], "stderr: {}", text(&out.stderr));
+
+    // Growing past the memory limit gets the process OOM-killed (SIGKILL: 128 + 9).
+    let mut config: Value =
+        serde_json::from_slice(&std::fs::read(bundle.config_path()).unwrap()).unwrap();
+    config["process"]["args"] = json!(["sh", "-c", "x=aaaaaaaaaaaaaaaa; while :; do x=$x$x; done"]);
+    std::fs::write(bundle.config_path(), config.to_string()).unwrap();
+    let out = bundle.run("oom");
+    assert_eq!(
+        out.status.code(),
+        Some(137),
+        "stderr: {}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn no_pivot_uses_chroot_and_still_runs() {
+    let bundle = Bundle::new(&["sh", "-c", "echo chrooted"], |_| {});
+    let id = bundle.id("nopivot");
+    let out = bundle.runtime(&[
+        "run",
+        "--no-pivot",
+        "--bundle",
+        bundle.path().to_str().unwrap(),
+        &id,
+    ]);
+    assert_eq!(
+        text(&out.stdout).trim(),
+        "chrooted",
+        "{}",
+        text(&out.stderr)
+    );
+}
