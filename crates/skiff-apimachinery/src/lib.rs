@@ -6,5 +6,7 @@
 //! the API server issue fills this crate.
 
 pub mod labels;
+pub mod registry;
 
 pub use labels::{LabelSelector, Requirement, SelectorError};
+pub use registry::{Registry, ResourceInfo};
