@@ -41,6 +41,17 @@ pub enum InitError {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// A hook failed.
+    #[error(transparent)]
+    Hook(#[from] crate::hooks::HookError),
+    /// The program is the runtime itself (the CVE-2019-5736 pattern).
+    #[error(
+        "refusing to exec {program:?}: it would run the runtime binary inside the container (CVE-2019-5736)"
+    )]
+    RuntimeBinary {
+        /// The program.
+        program: String,
+    },
     /// Writing a sysctl or oom_score_adj failed.
     #[error("write {path}: {source}")]
     Write {
@@ -60,6 +71,8 @@ pub struct InitContext {
     pub fifo: OwnedFd,
     /// chroot instead of pivot_root.
     pub no_pivot: bool,
+    /// Whether `Ready` went out: after it nobody reads the channel, so errors go to stderr.
+    pub ready_sent: bool,
 }
 
 /// Runs the init in the freshly forked child. Never returns: it execs the user program or
@@ -69,9 +82,13 @@ pub fn run(plan: &Plan, mut ctx: InitContext) -> ! {
     match result {
         Ok(never) => match never {},
         Err(err) => {
-            let _ = ctx.channel.send(&Message::Failed {
-                message: err.to_string(),
-            });
+            if ctx.ready_sent {
+                eprintln!("skiff-runc init: {err}");
+            } else {
+                let _ = ctx.channel.send(&Message::Failed {
+                    message: err.to_string(),
+                });
+            }
             sysproc::exit_now(1)
         }
     }
@@ -114,8 +131,28 @@ fn stage_one(plan: &Plan, ctx: &mut InitContext) -> Result<Never, InitError> {
 
 fn stage_two(plan: &Plan, ctx: &mut InitContext) -> Result<Never, InitError> {
     sysproc::new_session()?;
+    let hooks = &plan.hooks;
+    let init_hooks = !hooks.create_container.is_empty() || !hooks.start_container.is_empty();
+    let mut hook_state = String::new();
     if plan.has_own_mount_namespace() {
-        rootfs::prepare(plan, ctx.no_pivot)?;
+        rootfs::prepare(plan)?;
+    }
+    if hooks.needs_create_round_trip() || init_hooks {
+        ctx.channel.send(&Message::NeedHooks)?;
+        match ctx.channel.recv()? {
+            Message::HooksDone { state } => hook_state = state,
+            got => {
+                return Err(SyncError::Unexpected {
+                    expected: "hooks done",
+                    got,
+                }
+                .into());
+            }
+        }
+        crate::hooks::run("createContainer", &hooks.create_container, &hook_state)?;
+    }
+    if plan.has_own_mount_namespace() {
+        rootfs::enter(plan, ctx.no_pivot)?;
     }
     if let Some(hostname) = &plan.hostname {
         sysproc::set_hostname(hostname)?;
@@ -136,6 +173,7 @@ fn stage_two(plan: &Plan, ctx: &mut InitContext) -> Result<Never, InitError> {
         rootfs::finish(plan)?;
     }
     let program = resolve_program(&plan.process.args[0], &plan.process.env)?;
+    refuse_runtime_binary(&program)?;
     let cwd = &plan.process.cwd;
     std::env::set_current_dir(cwd).map_err(|source| InitError::Cwd {
         cwd: cwd.clone(),
@@ -158,6 +196,7 @@ fn stage_two(plan: &Plan, ctx: &mut InitContext) -> Result<Never, InitError> {
     skiff_sys::fd::cloexec_all_except(&[])?;
 
     ctx.channel.send(&Message::Ready)?;
+    ctx.ready_sent = true;
     skiff_sys::fifo::signal_through_handle(&ctx.fifo)?;
 
     if let Some(mask) = plan.process.umask {
@@ -166,16 +205,123 @@ fn stage_two(plan: &Plan, ctx: &mut InitContext) -> Result<Never, InitError> {
     for (name, soft, hard) in &plan.process.rlimits {
         sysproc::set_rlimit(name, *soft, *hard)?;
     }
-    let p = &plan.process;
+    crate::hooks::run("startContainer", &hooks.start_container, &hook_state)?;
+    become_process(&plan.process)?;
+    Err(sysproc::exec(&program, &plan.process.args, &plan.process.env).into())
+}
+
+/// Takes on the process's identity: bounding set, ids, capability sets, `no_new_privs`. Shared
+/// by the init and `exec`.
+pub fn become_process(p: &crate::plan::ProcessPlan) -> Result<(), InitError> {
+    if let Some(caps) = &p.capabilities {
+        skiff_sys::capabilities::apply_bounding(caps)?;
+        sysproc::set_keep_capabilities(true)?;
+    }
     sysproc::set_identity(p.uid, p.gid, &p.additional_gids)?;
+    if let Some(caps) = &p.capabilities {
+        sysproc::set_keep_capabilities(false)?;
+        skiff_sys::capabilities::apply_sets(caps)?;
+    }
     if p.no_new_privileges {
         sysproc::set_no_new_privileges()?;
     }
-    Err(sysproc::exec(&program, &p.args, &p.env).into())
+    Ok(())
 }
 
-/// Finds `program` the way `execvp` would, on the `PATH` of the container's environment.
-fn resolve_program(program: &str, env: &[String]) -> Result<String, InitError> {
+/// Refuses to exec anything that would load the runtime's own binary inside the container:
+/// the program itself, a `#!` interpreter chain, or an ELF interpreter resolving to the file
+/// behind `/proc/self/exe` (CVE-2019-5736: a container that gets the runtime binary executed
+/// as one of its processes can reopen `/proc/PID/exe` for writing once it exits).
+pub fn refuse_runtime_binary(program: &str) -> Result<(), InitError> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(own) = std::fs::metadata("/proc/self/exe") else {
+        return Ok(());
+    };
+    let is_runtime = |path: &Path| {
+        std::fs::metadata(path).is_ok_and(|m| m.dev() == own.dev() && m.ino() == own.ino())
+    };
+    let mut current = PathBuf::from(program);
+    // The kernel follows at most a few levels of interpreters; so do we, and one more.
+    for _ in 0..6 {
+        if is_runtime(&current) {
+            return Err(InitError::RuntimeBinary {
+                program: program.to_string(),
+            });
+        }
+        let Ok(head) = read_head(&current) else {
+            return Ok(());
+        };
+        let next = if let Some(rest) = head.strip_prefix(b"#!") {
+            let line = rest.split(|b| *b == b'\n').next().unwrap_or_default();
+            let text = String::from_utf8_lossy(line);
+            match text.split_whitespace().next() {
+                Some(interpreter) => PathBuf::from(interpreter),
+                None => return Ok(()),
+            }
+        } else if let Some(interpreter) = elf_interpreter(&current) {
+            if is_runtime(&interpreter) {
+                return Err(InitError::RuntimeBinary {
+                    program: program.to_string(),
+                });
+            }
+            return Ok(());
+        } else {
+            return Ok(());
+        };
+        current = next;
+    }
+    Ok(())
+}
+
+fn read_head(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut head = vec![0u8; 256];
+    let n = std::fs::File::open(path)?.read(&mut head)?;
+    head.truncate(n);
+    Ok(head)
+}
+
+/// The PT_INTERP path of a 64-bit little-endian ELF, if it has one.
+fn elf_interpreter(path: &Path) -> Option<PathBuf> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::File::open(path).ok()?;
+    let mut header = [0u8; 64];
+    file.read_exact(&mut header).ok()?;
+    if &header[..4] != b"\x7fELF" || header[4] != 2 {
+        return None;
+    }
+    let u16_at = |b: &[u8], at: usize| u16::from_le_bytes([b[at], b[at + 1]]) as u64;
+    let u64_at = |b: &[u8], at: usize| {
+        b.get(at..at + 8)
+            .and_then(|s| <[u8; 8]>::try_from(s).ok())
+            .map(u64::from_le_bytes)
+    };
+    let (phoff, phentsize, phnum) = (
+        u64_at(&header, 0x20)?,
+        u16_at(&header, 0x36),
+        u16_at(&header, 0x38),
+    );
+    for i in 0..phnum.min(64) {
+        let mut ph = [0u8; 56];
+        file.seek(SeekFrom::Start(phoff + i * phentsize)).ok()?;
+        file.read_exact(&mut ph).ok()?;
+        if u32::from_le_bytes([ph[0], ph[1], ph[2], ph[3]]) == 3 {
+            let (offset, size) = (u64_at(&ph, 8)?, u64_at(&ph, 32)?);
+            let mut name = vec![0u8; usize::try_from(size.min(4096)).ok()?];
+            file.seek(SeekFrom::Start(offset)).ok()?;
+            file.read_exact(&mut name).ok()?;
+            let end = name.iter().position(|b| *b == 0).unwrap_or(name.len());
+            return Some(PathBuf::from(
+                String::from_utf8_lossy(&name[..end]).into_owned(),
+            ));
+        }
+    }
+    None
+}
+
+/// Finds `program` the way `execvp` would, on the `PATH` of the container's environment
+/// (resolved in the current mount namespace: call it inside the container).
+pub fn resolve_program(program: &str, env: &[String]) -> Result<String, InitError> {
     if program.contains('/') {
         return if is_executable(Path::new(program)) {
             Ok(program.to_string())
@@ -219,5 +365,33 @@ mod tests {
             Err(InitError::NotFound { .. })
         ));
         assert_eq!(resolve_program("/bin/sh", &[]).unwrap(), "/bin/sh");
+    }
+
+    #[test]
+    fn the_runtime_binary_is_refused_directly_through_scripts_and_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("evil");
+        std::fs::write(&script, "#!/proc/self/exe\n").unwrap();
+        let chained = dir.path().join("chained");
+        std::fs::write(&chained, format!("#!{}\n", script.display())).unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink("/proc/self/exe", &link).unwrap();
+        for program in [
+            "/proc/self/exe",
+            script.to_str().unwrap(),
+            chained.to_str().unwrap(),
+            link.to_str().unwrap(),
+        ] {
+            assert!(
+                matches!(
+                    refuse_runtime_binary(program),
+                    Err(InitError::RuntimeBinary { .. })
+                ),
+                "{program}"
+            );
+        }
+        assert!(refuse_runtime_binary("/bin/sh").is_ok());
+        let interpreter = elf_interpreter(Path::new("/bin/sh")).unwrap();
+        assert!(interpreter.to_string_lossy().contains("ld-linux"), "{}", interpreter.display());
     }
 }

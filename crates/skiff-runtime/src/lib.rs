@@ -9,6 +9,7 @@
 
 pub mod clock;
 pub mod container;
+pub mod hooks;
 pub mod init;
 pub mod paths;
 pub mod plan;

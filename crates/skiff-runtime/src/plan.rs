@@ -123,6 +123,90 @@ pub struct ProcessPlan {
     pub oom_score_adj: Option<i32>,
     /// Whether a terminal was asked for.
     pub terminal: bool,
+    /// The capability sets; `None` leaves the process with what it has (all, as root).
+    pub capabilities: Option<skiff_sys::capabilities::CapabilitySets>,
+}
+
+impl ProcessPlan {
+    /// Reads an OCI `process` object (from `config.json`, or `exec --process FILE`).
+    pub fn from_oci(process: &oci_spec::runtime::Process) -> Result<ProcessPlan, PlanError> {
+        let args = process.args().clone().unwrap_or_default();
+        if args.is_empty() {
+            return Err(PlanError::Missing {
+                field: "process.args",
+            });
+        }
+        if !process.cwd().is_absolute() {
+            return Err(PlanError::Invalid {
+                field: "process.cwd".into(),
+                detail: format!("{} is not an absolute path", process.cwd().display()),
+            });
+        }
+        let user = process.user();
+        let rlimits = process
+            .rlimits()
+            .clone()
+            .unwrap_or_default()
+            .iter()
+            .map(|r| (rlimit_name(r.typ()), r.soft(), r.hard()))
+            .collect();
+        let capabilities = match process.capabilities() {
+            Some(caps) => {
+                let sets = capability_sets(caps);
+                skiff_sys::capabilities::validate(&sets).map_err(|e| PlanError::Invalid {
+                    field: "process.capabilities".into(),
+                    detail: e.to_string(),
+                })?;
+                for (field, set, within) in [
+                    (
+                        "process.capabilities.effective",
+                        &sets.effective,
+                        &sets.permitted,
+                    ),
+                    (
+                        "process.capabilities.ambient",
+                        &sets.ambient,
+                        &sets.permitted,
+                    ),
+                    (
+                        "process.capabilities.ambient",
+                        &sets.ambient,
+                        &sets.inheritable,
+                    ),
+                ] {
+                    if let Some(extra) = set.iter().find(|cap| !within.contains(cap)) {
+                        return Err(PlanError::Invalid {
+                            field: field.into(),
+                            detail: format!(
+                                "{extra} must also be in {}",
+                                if std::ptr::eq(within, &sets.permitted) {
+                                    "permitted"
+                                } else {
+                                    "inheritable"
+                                }
+                            ),
+                        });
+                    }
+                }
+                Some(sets)
+            }
+            None => None,
+        };
+        Ok(ProcessPlan {
+            args,
+            env: process.env().clone().unwrap_or_default(),
+            cwd: process.cwd().clone(),
+            uid: user.uid(),
+            gid: user.gid(),
+            additional_gids: user.additional_gids().clone().unwrap_or_default(),
+            umask: user.umask(),
+            no_new_privileges: process.no_new_privileges().unwrap_or(false),
+            rlimits,
+            oom_score_adj: process.oom_score_adj(),
+            terminal: process.terminal().unwrap_or(false),
+            capabilities,
+        })
+    }
 }
 
 /// Everything the init does, decided up front.
@@ -158,6 +242,8 @@ pub struct Plan {
     pub sysctls: Vec<(String, String)>,
     /// The process.
     pub process: ProcessPlan,
+    /// Lifecycle hooks.
+    pub hooks: crate::hooks::Hooks,
 }
 
 impl Plan {
@@ -324,27 +410,6 @@ impl Plan {
             });
         }
 
-        let args = process.args().clone().unwrap_or_default();
-        if args.is_empty() {
-            return Err(PlanError::Missing {
-                field: "process.args",
-            });
-        }
-        if !process.cwd().is_absolute() {
-            return Err(PlanError::Invalid {
-                field: "process.cwd".into(),
-                detail: format!("{} is not an absolute path", process.cwd().display()),
-            });
-        }
-        let user = process.user();
-        let rlimits = process
-            .rlimits()
-            .clone()
-            .unwrap_or_default()
-            .iter()
-            .map(|r| (rlimit_name(r.typ()), r.soft(), r.hard()))
-            .collect();
-
         Ok(Plan {
             rootfs,
             readonly_root: root.readonly().unwrap_or(false),
@@ -381,20 +446,35 @@ impl Plan {
                 s.sort();
                 s
             },
-            process: ProcessPlan {
-                args,
-                env: process.env().clone().unwrap_or_default(),
-                cwd: process.cwd().clone(),
-                uid: user.uid(),
-                gid: user.gid(),
-                additional_gids: user.additional_gids().clone().unwrap_or_default(),
-                umask: user.umask(),
-                no_new_privileges: process.no_new_privileges().unwrap_or(false),
-                rlimits,
-                oom_score_adj: process.oom_score_adj(),
-                terminal: process.terminal().unwrap_or(false),
-            },
+            process: ProcessPlan::from_oci(process)?,
+            hooks: crate::hooks::Hooks::from_spec(spec.hooks().as_ref()),
         })
+    }
+}
+
+fn capability_sets(
+    caps: &oci_spec::runtime::LinuxCapabilities,
+) -> skiff_sys::capabilities::CapabilitySets {
+    let names = |set: &Option<oci_spec::runtime::Capabilities>| -> Vec<String> {
+        let mut names: Vec<String> = set
+            .clone()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|cap| {
+                serde_json::to_value(cap)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+            })
+            .collect();
+        names.sort();
+        names
+    };
+    skiff_sys::capabilities::CapabilitySets {
+        bounding: names(caps.bounding()),
+        effective: names(caps.effective()),
+        inheritable: names(caps.inheritable()),
+        permitted: names(caps.permitted()),
+        ambient: names(caps.ambient()),
     }
 }
 

@@ -32,8 +32,8 @@ pub enum RootfsError {
     Cgroups(String),
 }
 
-/// Sets up everything up to and including the pivot into the rootfs.
-pub fn prepare(plan: &Plan, no_pivot: bool) -> Result<(), RootfsError> {
+/// Sets up the mounts and devices inside the rootfs (the host's paths are still visible).
+pub fn prepare(plan: &Plan) -> Result<(), RootfsError> {
     sysmount::set_propagation(Path::new("/"), plan.rootfs_propagation)?;
     // pivot_root needs the new root to be a mount point.
     sysmount::bind(&plan.rootfs, &plan.rootfs, true)?;
@@ -44,6 +44,11 @@ pub fn prepare(plan: &Plan, no_pivot: bool) -> Result<(), RootfsError> {
         mount_one(&plan.rootfs, step)?;
     }
     make_devices(plan, in_user_namespace)?;
+    Ok(())
+}
+
+/// Makes the rootfs the process's root: `pivot_root`, or move + chroot with `no_pivot`.
+pub fn enter(plan: &Plan, no_pivot: bool) -> Result<(), RootfsError> {
     if no_pivot {
         sysmount::move_root_and_chroot(&plan.rootfs)?;
     } else {

@@ -22,6 +22,11 @@ pub const DEFAULT_CAPABILITIES: &[&str] = &[
     "CAP_AUDIT_WRITE",
 ];
 
+/// Every capability name this runtime knows (and this kernel supports).
+pub fn known_capabilities() -> Vec<String> {
+    skiff_sys::capabilities::supported_names()
+}
+
 /// Paths hidden from containers by default.
 pub const DEFAULT_MASKED_PATHS: &[&str] = &[
     "/proc/acpi",

@@ -46,6 +46,14 @@ pub enum Message {
         /// The pid.
         pid: i32,
     },
+    /// Init to runtime: the container's namespaces and mounts exist; run the prestart and
+    /// createRuntime hooks and send the state the init's own hooks get.
+    NeedHooks,
+    /// Runtime to init: the runtime's hooks ran; the state JSON for the init's hooks.
+    HooksDone {
+        /// The state JSON.
+        state: String,
+    },
     /// Init to runtime: everything is set up; the init now waits for `start`.
     Ready,
     /// Init to runtime: setting up failed.

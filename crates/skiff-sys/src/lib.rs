@@ -5,6 +5,7 @@
 //! fork/exec and process identity, descriptors that must not leak into a container, and the
 //! `prctl` flags a runtime needs.
 
+pub mod capabilities;
 pub mod error;
 pub mod fd;
 pub mod fifo;

@@ -140,6 +140,18 @@ pub fn unshare(kinds: &[NamespaceKind]) -> crate::SysResult<()> {
     nix::sched::unshare(flags).map_err(crate::SysError::on("unshare", format!("{kinds:?}")))
 }
 
+/// Opens a namespace file (`/proc/PID/ns/KIND` or a bind-mounted handle) to join later.
+pub fn open(path: &std::path::Path) -> crate::SysResult<std::os::fd::OwnedFd> {
+    std::fs::File::open(path)
+        .map(std::os::fd::OwnedFd::from)
+        .map_err(|e| crate::SysError::from_io("open namespace", path.display(), &e))
+}
+
+/// Joins the namespace of `kind` open at `fd`.
+pub fn join_fd(kind: NamespaceKind, fd: &std::os::fd::OwnedFd) -> crate::SysResult<()> {
+    nix::sched::setns(fd, kind.clone_flag()).map_err(crate::SysError::on("setns", kind.proc_name()))
+}
+
 /// Joins the namespace of `kind` at `path` (e.g. `/proc/PID/ns/net` or a bind-mounted handle
 /// under `/run/netns`).
 pub fn join(kind: NamespaceKind, path: &std::path::Path) -> crate::SysResult<()> {

@@ -171,6 +171,12 @@ pub fn set_no_new_privileges() -> SysResult<()> {
     nix::sys::prctl::set_no_new_privs().map_err(SysError::on("prctl PR_SET_NO_NEW_PRIVS", "self"))
 }
 
+/// Marks the process non-dumpable: no other process of the same uid (a container's root, say)
+/// may ptrace it or open its `/proc/PID` files such as `exe` while it runs. `execve` resets it.
+pub fn set_non_dumpable() -> SysResult<()> {
+    nix::sys::prctl::set_dumpable(false).map_err(SysError::on("prctl PR_SET_DUMPABLE", 0))
+}
+
 /// Starts a new session (the container's init leads its own).
 pub fn new_session() -> SysResult<()> {
     nix::unistd::setsid()

@@ -14,6 +14,8 @@ pub struct Cli {
     command: Command,
 }
 
+// Parsed once per process; boxing the large variants would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// The OCI runtime (runc-compatible); also what a link named `skiff-runc` runs.

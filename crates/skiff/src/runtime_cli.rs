@@ -138,6 +138,62 @@ enum RuntimeCommand {
         #[arg(short = 'q', long)]
         quiet: bool,
     },
+    /// Run a process inside a running container.
+    Exec {
+        /// A process.json (an OCI `process` object) instead of COMMAND.
+        #[arg(short = 'p', long)]
+        process: Option<PathBuf>,
+        /// Return once the process started.
+        #[arg(short = 'd', long)]
+        detach: bool,
+        /// Write the process's pid to this file.
+        #[arg(long = "pid-file")]
+        pid_file: Option<PathBuf>,
+        /// Allocate a terminal (needs --console-socket).
+        #[arg(short = 't', long)]
+        tty: bool,
+        /// Unix socket to send the terminal's master fd to.
+        #[arg(long = "console-socket")]
+        console_socket: Option<PathBuf>,
+        /// Working directory inside the container.
+        #[arg(long)]
+        cwd: Option<PathBuf>,
+        /// Extra environment, KEY=value.
+        #[arg(short = 'e', long = "env")]
+        env: Vec<String>,
+        /// UID[:GID] to run as.
+        #[arg(short = 'u', long)]
+        user: Option<String>,
+        /// Extra capabilities to add.
+        #[arg(short = 'c', long = "cap")]
+        cap: Vec<String>,
+        /// Set no_new_privileges.
+        #[arg(long = "no-new-privs")]
+        no_new_privs: bool,
+        /// The container id.
+        id: String,
+        /// The command and its arguments (when no --process).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
+    /// List the processes of a container.
+    Ps {
+        /// table or json.
+        #[arg(short = 'f', long, default_value = "table")]
+        format: String,
+        /// The container id.
+        id: String,
+    },
+    /// Change a running container's resource limits.
+    Update {
+        /// A JSON file with OCI linux.resources ("-" for stdin).
+        #[arg(short = 'r', long)]
+        resources: PathBuf,
+        /// The container id.
+        id: String,
+    },
+    /// Print what this runtime supports (OCI features JSON).
+    Features,
     /// Write a default config.json into a bundle directory.
     Spec {
         /// The bundle directory.
@@ -203,6 +259,68 @@ impl RuntimeArgs {
             RuntimeCommand::Pause { id } => container::pause(&store, &id)?,
             RuntimeCommand::Resume { id } => container::resume(&store, &id)?,
             RuntimeCommand::List { format, quiet } => list(&store, &format, quiet)?,
+            RuntimeCommand::Exec {
+                process,
+                detach,
+                pid_file,
+                tty,
+                console_socket,
+                cwd,
+                env,
+                user,
+                cap,
+                no_new_privs,
+                id,
+                command,
+            } => {
+                if tty || console_socket.is_some() {
+                    anyhow::bail!(
+                        "exec --tty: terminals are not supported by this build yet; run without -t"
+                    );
+                }
+                let plan = exec_process(
+                    &store,
+                    &id,
+                    process.as_deref(),
+                    cwd,
+                    env,
+                    user,
+                    cap,
+                    no_new_privs,
+                    command,
+                )?;
+                if !detach {
+                    skiff_sys::set_child_subreaper(true)?;
+                }
+                let options = container::ExecOptions {
+                    process: plan,
+                    detach,
+                    pid_file,
+                };
+                return match container::exec(&store, &id, &options)? {
+                    container::ExecOutcome::Started(_) => Ok(ExitCode::SUCCESS),
+                    container::ExecOutcome::Exited(status) => {
+                        Ok(ExitCode::from(u8::try_from(status.code()).unwrap_or(255)))
+                    }
+                };
+            }
+            RuntimeCommand::Ps { format, id } => ps(&store, &id, &format)?,
+            RuntimeCommand::Update { resources, id } => {
+                let text = if resources.as_os_str() == "-" {
+                    std::io::read_to_string(std::io::stdin())?
+                } else {
+                    std::fs::read_to_string(&resources)?
+                };
+                let resources: oci_spec::runtime::LinuxResources = serde_json::from_str(&text)
+                    .map_err(|e| {
+                        anyhow::anyhow!(
+                            "{}: not OCI linux.resources JSON: {e}",
+                            resources.display()
+                        )
+                    })?;
+                container::update(&store, &id, &resources)?;
+            }
+            RuntimeCommand::Features => println!("{}", serde_json::to_string_pretty(&features())?),
             RuntimeCommand::Spec { bundle } => {
                 let path = bundle.join("config.json");
                 if path.exists() {
@@ -251,6 +369,130 @@ fn run(store: &StateStore, args: &CreateArgs, detach: bool) -> anyhow::Result<Ex
     let status = skiff_sys::process::wait_for_exit(record.state.pid)?;
     container::delete(store, &args.id, true)?;
     Ok(ExitCode::from(u8::try_from(status.code()).unwrap_or(255)))
+}
+
+/// The process `exec` runs: a process.json, or COMMAND on top of the container's own process
+/// (its env, user, capabilities, cwd), adjusted by the flags, as runc does.
+#[allow(clippy::too_many_arguments)]
+fn exec_process(
+    store: &StateStore,
+    id: &str,
+    process_file: Option<&Path>,
+    cwd: Option<PathBuf>,
+    env: Vec<String>,
+    user: Option<String>,
+    caps: Vec<String>,
+    no_new_privs: bool,
+    command: Vec<String>,
+) -> anyhow::Result<skiff_runtime::plan::ProcessPlan> {
+    use skiff_runtime::plan::ProcessPlan;
+    let mut plan = if let Some(file) = process_file {
+        let text = std::fs::read_to_string(file)?;
+        let process: oci_spec::runtime::Process =
+            serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+        ProcessPlan::from_oci(&process)?
+    } else {
+        if command.is_empty() {
+            anyhow::bail!("exec needs a COMMAND or --process FILE");
+        }
+        let record = container::load(store, id)?;
+        let config = std::fs::read_to_string(record.state.bundle.join("config.json"))?;
+        let spec: oci_spec::runtime::Spec = serde_json::from_str(&config)?;
+        let base = spec
+            .process()
+            .clone()
+            .ok_or_else(|| anyhow::anyhow!("config.json of {id} has no process"))?;
+        let mut plan = ProcessPlan::from_oci(&base)?;
+        plan.args = command;
+        plan.terminal = false;
+        plan
+    };
+    if let Some(cwd) = cwd {
+        plan.cwd = cwd;
+    }
+    for pair in env {
+        let key = pair.split('=').next().unwrap_or_default().to_string();
+        plan.env
+            .retain(|e| e.split('=').next() != Some(key.as_str()));
+        plan.env.push(pair);
+    }
+    if let Some(user) = user {
+        let (uid, gid) = user.split_once(':').unwrap_or((user.as_str(), ""));
+        plan.uid = uid
+            .parse()
+            .map_err(|_| anyhow::anyhow!("--user {user}: give numeric UID[:GID]"))?;
+        if !gid.is_empty() {
+            plan.gid = gid
+                .parse()
+                .map_err(|_| anyhow::anyhow!("--user {user}: give numeric UID[:GID]"))?;
+        }
+    }
+    if !caps.is_empty() {
+        let sets = plan.capabilities.get_or_insert_with(Default::default);
+        for cap in caps {
+            for set in [
+                &mut sets.bounding,
+                &mut sets.effective,
+                &mut sets.permitted,
+                &mut sets.inheritable,
+                &mut sets.ambient,
+            ] {
+                if !set.contains(&cap) {
+                    set.push(cap.clone());
+                }
+            }
+        }
+        skiff_sys::capabilities::validate(sets)?;
+    }
+    plan.no_new_privileges |= no_new_privs;
+    Ok(plan)
+}
+
+fn ps(store: &StateStore, id: &str, format: &str) -> anyhow::Result<()> {
+    let pids = container::pids(store, id)?;
+    match format {
+        "json" => println!("{}", serde_json::to_string(&pids)?),
+        "table" => {
+            println!("{:<8} {:<8} CMD", "PID", "PPID");
+            for pid in pids {
+                let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                let cmd = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+                let ppid = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .ok()
+                    .and_then(|s| {
+                        s.rsplit_once(')').map(|(_, rest)| {
+                            rest.split_whitespace().nth(1).unwrap_or("?").to_string()
+                        })
+                    })
+                    .unwrap_or_default();
+                println!("{pid:<8} {ppid:<8} {}", cmd.trim());
+            }
+        }
+        other => anyhow::bail!("unknown ps format {other:?}: use table or json"),
+    }
+    Ok(())
+}
+
+/// The OCI `features` document: what this runtime really supports.
+fn features() -> serde_json::Value {
+    serde_json::json!({
+        "ociVersionMin": "1.0.0",
+        "ociVersionMax": OCI_SPEC_VERSION,
+        "hooks": ["prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"],
+        "mountOptions": ["ro", "rw", "nosuid", "suid", "nodev", "dev", "noexec", "exec", "sync", "async", "dirsync",
+            "remount", "mand", "nomand", "atime", "noatime", "diratime", "nodiratime", "relatime", "norelatime",
+            "strictatime", "nostrictatime", "bind", "rbind", "private", "rprivate", "shared", "rshared", "slave",
+            "rslave", "unbindable", "runbindable"],
+        "linux": {
+            "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "user", "uts"],
+            "capabilities": skiff_runtime::spec::known_capabilities(),
+            "cgroup": {"v1": true, "v2": true, "systemd": false, "systemdUser": false},
+            "seccomp": {"enabled": false},
+            "apparmor": {"enabled": false},
+            "selinux": {"enabled": false}
+        },
+        "annotations": {"org.opencontainers.runc.version": "skiff-runc"}
+    })
 }
 
 fn list(store: &StateStore, format: &str, quiet: bool) -> anyhow::Result<()> {

@@ -440,3 +440,224 @@ fn no_pivot_uses_chroot_and_still_runs() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn the_default_capabilities_are_the_docker_set() {
+    let bundle = Bundle::new(
+        &[
+            "sh",
+            "-c",
+            "grep -E '^Cap(Eff|Bnd|Prm|Amb)' /proc/self/status",
+        ],
+        |_| {},
+    );
+    let out = bundle.run("caps");
+    let stdout = text(&out.stdout);
+    // CHOWN DAC_OVERRIDE FOWNER FSETID KILL SETGID SETUID SETPCAP NET_BIND_SERVICE NET_RAW
+    // SYS_CHROOT MKNOD AUDIT_WRITE SETFCAP
+    for set in ["CapEff", "CapBnd", "CapPrm"] {
+        assert!(
+            stdout.contains(&format!("{set}:\t00000000a80425fb")),
+            "{set}: {stdout} {}",
+            text(&out.stderr)
+        );
+    }
+    assert!(stdout.contains("CapAmb:\t0000000000000000"), "{stdout}");
+}
+
+#[test]
+fn effective_capabilities_outside_permitted_are_refused_at_create() {
+    let bundle = Bundle::new(&["true"], |c| {
+        c["process"]["capabilities"]["effective"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!("CAP_SYS_ADMIN"));
+    });
+    let out = bundle.run("badcaps");
+    assert!(
+        text(&out.stderr).contains("process.capabilities.effective"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn exec_joins_the_running_container() {
+    let bundle = Bundle::new(&["sleep", "60"], |c| c["hostname"] = json!("execbox"));
+    let id = bundle.id("exec");
+    let (ok, stderr) = bundle.runtime_detached(&[
+        "run",
+        "--detach",
+        "--bundle",
+        bundle.path().to_str().unwrap(),
+        &id,
+    ]);
+    assert!(ok, "{stderr}");
+    let out = bundle.runtime(&[
+        "exec",
+        &id,
+        "sh",
+        "-c",
+        "hostname; cat /proc/1/cmdline; echo; exit 5",
+    ]);
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.starts_with("execbox\nsleep"), "{stdout}");
+
+    let out = bundle.runtime(&[
+        "exec",
+        "--user",
+        "1000:1000",
+        "--env",
+        "GREETING=hi",
+        &id,
+        "sh",
+        "-c",
+        "echo $(id -u):$(id -g) $GREETING",
+    ]);
+    assert_eq!(
+        text(&out.stdout).trim(),
+        "1000:1000 hi",
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = bundle.runtime(&["exec", &id, "no-such-program"]);
+    assert!(
+        text(&out.stderr).contains("executable file not found"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // ps sees the init; update changes a limit of the running container.
+    let out = bundle.runtime(&["ps", "--format", "json", &id]);
+    let pids: Vec<i32> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(pids.len(), 1, "{pids:?}");
+    let resources = bundle.path().join("resources.json");
+    std::fs::write(&resources, r#"{"pids": {"limit": 77}}"#).unwrap();
+    assert!(
+        bundle
+            .runtime(&["update", "--resources", resources.to_str().unwrap(), &id])
+            .status
+            .success()
+    );
+    let out = bundle.runtime(&["exec", &id, "cat", "/sys/fs/cgroup/pids/pids.max"]);
+    assert_eq!(text(&out.stdout).trim(), "77");
+
+    assert!(
+        bundle
+            .runtime(&["kill", "--all", &id, "KILL"])
+            .status
+            .success()
+    );
+    skiff_testkit::wait::wait_for(
+        "the container to stop",
+        std::time::Duration::from_secs(10),
+        || (status_of(&bundle, &id) == "stopped").then_some(()),
+    )
+    .unwrap();
+}
+
+#[test]
+fn hooks_run_at_their_lifecycle_points_with_the_state() {
+    let log_dir = tempfile::tempdir().unwrap();
+    let log = log_dir.path().join("hooks.log");
+    let hook = |name: &str| json!({"path": "/bin/sh", "args": ["sh", "-c", format!("read -r state; echo {name} \"$state\" >> {}", log.display())]});
+    let bundle = Bundle::new(&["true"], |c| {
+        c["hooks"] = json!({
+            "createRuntime": [hook("createRuntime")],
+            "poststart": [hook("poststart")],
+            "poststop": [hook("poststop")],
+        });
+    });
+    let out = bundle.run("hooks");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let lines: Vec<String> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let names: Vec<&str> = lines.iter().map(|l| l.split(' ').next().unwrap()).collect();
+    assert_eq!(
+        names,
+        ["createRuntime", "poststart", "poststop"],
+        "{lines:?}"
+    );
+    let state: Value = serde_json::from_str(lines[0].split_once(' ').unwrap().1).unwrap();
+    assert_eq!(state["status"], "creating");
+    assert!(state["pid"].as_i64().unwrap() > 0);
+
+    // A failing createRuntime hook fails create and leaves nothing behind.
+    let mut config: Value =
+        serde_json::from_slice(&std::fs::read(bundle.config_path()).unwrap()).unwrap();
+    config["hooks"] = json!({"createRuntime": [{"path": "/bin/sh", "args": ["sh", "-c", "echo no >&2; exit 3"]}]});
+    std::fs::write(bundle.config_path(), config.to_string()).unwrap();
+    let id = bundle.id("hookfail");
+    let out = bundle.runtime(&["create", "--bundle", bundle.path().to_str().unwrap(), &id]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("createRuntime hook"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!bundle.root.path().join(&id).exists());
+}
+
+#[test]
+fn the_runtime_binary_cannot_be_executed_inside_the_container() {
+    // CVE-2019-5736: an image whose entrypoint is `#!/proc/self/exe` would make the runtime
+    // execute itself as a container process, whose /proc/PID/exe the container could then
+    // reopen for writing and overwrite the host binary.
+    let bundle = Bundle::new(&["/evil"], |_| {});
+    let evil = bundle.path().join("rootfs/evil");
+    std::fs::write(&evil, "#!/proc/self/exe\n").unwrap();
+    std::fs::set_permissions(&evil, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let out = bundle.run("cve");
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("CVE-2019-5736"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let mut config: Value =
+        serde_json::from_slice(&std::fs::read(bundle.config_path()).unwrap()).unwrap();
+    config["process"]["args"] = json!(["sleep", "60"]);
+    std::fs::write(bundle.config_path(), config.to_string()).unwrap();
+    let id = bundle.id("cve-exec");
+    let (ok, stderr) = bundle.runtime_detached(&[
+        "run",
+        "--detach",
+        "--bundle",
+        bundle.path().to_str().unwrap(),
+        &id,
+    ]);
+    assert!(ok, "{stderr}");
+    let out = bundle.runtime(&["exec", &id, "/evil"]);
+    assert!(
+        text(&out.stderr).contains("CVE-2019-5736"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn features_describe_what_the_runtime_supports() {
+    let bundle = Bundle::new(&["true"], |_| {});
+    let out = bundle.runtime(&["features"]);
+    let features: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(features["ociVersionMax"], "1.2.0");
+    assert!(
+        features["linux"]["namespaces"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("user"))
+    );
+    assert!(
+        features["linux"]["capabilities"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("CAP_SYS_ADMIN"))
+    );
+    assert_eq!(features["linux"]["cgroup"]["systemd"], false);
+}

@@ -118,6 +118,7 @@ fn launch(
                     channel: child_channel,
                     fifo,
                     no_pivot: options.no_pivot,
+                    ready_sent: false,
                 },
             )
         }
@@ -125,7 +126,7 @@ fn launch(
     };
     drop(child_channel);
     drop(fifo);
-    let result = talk_to_init(&mut channel, &cgroup, child, plan);
+    let result = talk_to_init(&mut channel, &cgroup, child, plan, &*record);
     if plan.needs_pid_fork() || result.is_err() {
         if result.is_err() {
             let _ = sysproc::send_signal(child, 9);
@@ -149,6 +150,7 @@ fn talk_to_init(
     cgroup: &skiff_cgroups::Manager,
     child: i32,
     plan: &Plan,
+    record: &Record,
 ) -> Result<i32, ContainerError> {
     cgroup.add_process(child)?;
     channel.send(&Message::Go)?;
@@ -160,6 +162,17 @@ fn talk_to_init(
                 channel.send(&Message::IdMapsWritten)?;
             }
             Message::InitPid { pid } => init_pid = Some(pid),
+            Message::NeedHooks => {
+                let pid = init_pid.ok_or_else(|| {
+                    ContainerError::Init("the init asked for hooks before reporting its pid".into())
+                })?;
+                let state = hook_state(record, pid, "creating");
+                crate::hooks::run("prestart", &plan.hooks.prestart, &state)?;
+                crate::hooks::run("createRuntime", &plan.hooks.create_runtime, &state)?;
+                channel.send(&Message::HooksDone {
+                    state: hook_state(record, pid, "created"),
+                })?;
+            }
             Message::Ready => {
                 return init_pid.ok_or_else(|| {
                     ContainerError::Init("the init reported ready before its pid".into())
@@ -208,6 +221,19 @@ fn with_device_rules(resources: &LinuxResources, plan: &Plan) -> LinuxResources 
     let mut resources = resources.clone();
     resources.set_devices(Some(rules));
     resources
+}
+
+/// The state JSON hooks read on stdin.
+pub(crate) fn hook_state(record: &Record, pid: i32, status: &str) -> String {
+    serde_json::json!({
+        "ociVersion": record.state.oci_version,
+        "id": record.state.id,
+        "status": status,
+        "pid": pid,
+        "bundle": record.state.bundle,
+        "annotations": record.state.annotations,
+    })
+    .to_string()
 }
 
 fn write_id_maps(pid: i32, uids: &[IdMap], gids: &[IdMap]) -> Result<(), ContainerError> {

@@ -46,6 +46,15 @@ pub fn delete(store: &StateStore, id: &str, force: bool) -> Result<(), Container
         }
     }
     cgroup.destroy()?;
+    let hooks = super::hooks_of(&record);
     store.remove(id)?;
+    // poststop failures are warnings: the container is gone either way.
+    if let Err(err) = crate::hooks::run(
+        "poststop",
+        &hooks.poststop,
+        &super::hook_state(&record, 0, "stopped"),
+    ) {
+        eprintln!("warning: {err}");
+    }
     Ok(())
 }

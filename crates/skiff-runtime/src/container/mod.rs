@@ -5,7 +5,9 @@
 //! status guard, acts, and saves the record.
 
 mod create;
+pub(crate) use create::hook_state;
 mod delete;
+mod exec;
 mod kill;
 mod pause;
 mod start;
@@ -14,8 +16,9 @@ use std::path::PathBuf;
 
 pub use create::{CreateOptions, create};
 pub use delete::delete;
+pub use exec::{ExecOptions, ExecOutcome, exec};
 pub use kill::{kill, parse_signal};
-pub use pause::{pause, resume};
+pub use pause::{pause, pids, resume, update};
 pub use start::start;
 
 use skiff_cgroups::{CgroupManager, FreezerState, Manager, Mounts};
@@ -78,6 +81,9 @@ pub enum ContainerError {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// A lifecycle hook failed.
+    #[error(transparent)]
+    Hook(#[from] crate::hooks::HookError),
     /// A signal name or number is not known.
     #[error("unknown signal {0:?}: use a name like TERM or SIGKILL, or a number")]
     BadSignal(String),
@@ -89,6 +95,16 @@ pub enum ContainerError {
         /// How long was waited.
         seconds: u64,
     },
+}
+
+/// The hooks of a record's bundle (re-read from its config.json; none if it is gone).
+pub(crate) fn hooks_of(record: &Record) -> crate::hooks::Hooks {
+    let path = record.state.bundle.join("config.json");
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|text| serde_json::from_str::<oci_spec::runtime::Spec>(&text).ok())
+        .map(|spec| crate::hooks::Hooks::from_spec(spec.hooks().as_ref()))
+        .unwrap_or_default()
 }
 
 /// The cgroup manager of a record.

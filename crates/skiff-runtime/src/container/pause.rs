@@ -36,3 +36,27 @@ pub fn resume(store: &StateStore, id: &str) -> Result<(), ContainerError> {
     store.save(&record)?;
     Ok(())
 }
+
+/// The pids of every process in a container's cgroup.
+pub fn pids(store: &StateStore, id: &str) -> Result<Vec<i32>, ContainerError> {
+    let record = load(store, id)?;
+    Ok(cgroup_of(&record)?.pids()?)
+}
+
+/// Applies new resource limits to a running (or paused, or created) container.
+pub fn update(
+    store: &StateStore,
+    id: &str,
+    resources: &oci_spec::runtime::LinuxResources,
+) -> Result<(), ContainerError> {
+    let record = load(store, id)?;
+    if record.state.status == ContainerStatus::Stopped {
+        return Err(ContainerError::WrongStatus {
+            verb: "update",
+            id: id.to_string(),
+            status: record.state.status,
+        });
+    }
+    cgroup_of(&record)?.apply(resources)?;
+    Ok(())
+}

@@ -28,5 +28,14 @@ pub fn start(store: &StateStore, id: &str) -> Result<Record, ContainerError> {
     }
     record.state.status = ContainerStatus::Running;
     store.save(&record)?;
+    // poststart failures are warnings: the container runs (runtime spec, "Lifecycle").
+    let hooks = super::hooks_of(&record);
+    if let Err(err) = crate::hooks::run(
+        "poststart",
+        &hooks.poststart,
+        &super::hook_state(&record, record.state.pid, "running"),
+    ) {
+        eprintln!("warning: {err}");
+    }
     Ok(record)
 }

@@ -1,0 +1,168 @@
+//! `exec`: run another process inside a running container, by joining its init's namespaces
+//! and cgroup.
+
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+
+use skiff_cgroups::CgroupManager;
+use skiff_sys::process::{self as sysproc, Forked};
+use skiff_sys::{NamespaceId, NamespaceKind};
+
+use super::{ContainerError, cgroup_of, load};
+use crate::init::{self, InitError};
+use crate::plan::ProcessPlan;
+use crate::state::StateStore;
+use crate::sync::{Channel, Message};
+
+/// Options of `exec`.
+#[derive(Debug, Clone)]
+pub struct ExecOptions {
+    /// The process to run.
+    pub process: ProcessPlan,
+    /// Return once it started instead of waiting for it.
+    pub detach: bool,
+    /// Where to write its pid.
+    pub pid_file: Option<PathBuf>,
+}
+
+/// What `exec` ended with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExecOutcome {
+    /// Detached: the process's host pid.
+    Started(i32),
+    /// Waited: its exit status.
+    Exited(sysproc::ExitStatus),
+}
+
+/// Runs `options.process` in container `id`. The caller must be a child subreaper when it does
+/// not detach (the process is a grandchild behind a PID namespace fork).
+pub fn exec(
+    store: &StateStore,
+    id: &str,
+    options: &ExecOptions,
+) -> Result<ExecOutcome, ContainerError> {
+    let record = load(store, id)?;
+    if !record.state.status.can_exec() {
+        return Err(ContainerError::WrongStatus {
+            verb: "exec in",
+            id: id.to_string(),
+            status: record.state.status,
+        });
+    }
+    let init_pid = record.state.pid;
+    // Open every namespace of the init that differs from ours before forking.
+    let mut joins: Vec<(NamespaceKind, OwnedFd)> = Vec::new();
+    for kind in NamespaceKind::ALL {
+        let theirs = NamespaceId::of(Some(init_pid as u32), kind);
+        let ours = NamespaceId::of(None, kind);
+        if let (Ok(theirs), Ok(ours)) = (theirs, ours) {
+            if theirs != ours {
+                let path = PathBuf::from(format!("/proc/{init_pid}/ns/{}", kind.proc_name()));
+                joins.push((kind, skiff_sys::namespace::open(&path)?));
+            }
+        }
+    }
+    let cgroup = cgroup_of(&record)?;
+    let (mut channel, child_channel) = Channel::pair()?;
+    let child = match sysproc::fork_single_threaded()? {
+        Forked::Child => {
+            drop(channel);
+            run_child(&joins, child_channel, &options.process)
+        }
+        Forked::Parent(pid) => pid,
+    };
+    drop(child_channel);
+    drop(joins);
+    let result = (|| -> Result<i32, ContainerError> {
+        cgroup.add_process(child)?;
+        channel.send(&Message::Go)?;
+        let pid = match channel.recv()? {
+            Message::InitPid { pid } => pid,
+            Message::Failed { message } => return Err(ContainerError::Init(message)),
+            other => {
+                return Err(ContainerError::Init(format!(
+                    "unexpected message from exec: {other:?}"
+                )));
+            }
+        };
+        match channel.recv()? {
+            Message::Ready => Ok(pid),
+            Message::Failed { message } => Err(ContainerError::Init(message)),
+            other => Err(ContainerError::Init(format!(
+                "unexpected message from exec: {other:?}"
+            ))),
+        }
+    })();
+    let _ = sysproc::wait_for_exit(child);
+    let pid = result?;
+    if let Some(pid_file) = &options.pid_file {
+        std::fs::write(pid_file, pid.to_string()).map_err(|source| ContainerError::Write {
+            path: pid_file.clone(),
+            source,
+        })?;
+    }
+    if options.detach {
+        return Ok(ExecOutcome::Started(pid));
+    }
+    Ok(ExecOutcome::Exited(sysproc::wait_for_exit(pid)?))
+}
+
+/// The forked child: joins the namespaces, forks into the PID namespace, and execs.
+fn run_child(joins: &[(NamespaceKind, OwnedFd)], mut channel: Channel, process: &ProcessPlan) -> ! {
+    let result = (|| -> Result<std::convert::Infallible, InitError> {
+        // Nothing in the container may open our /proc files while we are the runtime binary.
+        sysproc::set_non_dumpable()?;
+        channel.expect(&Message::Go, "go")?;
+        // The mount namespace comes last, after the fork into the PID namespace: inside it only
+        // the container's /proc is mounted, where a process outside its PID namespace has no
+        // /proc/self.
+        for (kind, fd) in joins
+            .iter()
+            .filter(|(kind, _)| *kind != NamespaceKind::Mount)
+        {
+            skiff_sys::namespace::join_fd(*kind, fd)?;
+        }
+        let in_pid_namespace = joins.iter().any(|(kind, _)| *kind == NamespaceKind::Pid);
+        if in_pid_namespace {
+            match sysproc::fork_single_threaded()? {
+                Forked::Parent(grandchild) => {
+                    channel.send(&Message::InitPid { pid: grandchild })?;
+                    sysproc::exit_now(0);
+                }
+                Forked::Child => {}
+            }
+        } else {
+            channel.send(&Message::InitPid {
+                pid: std::process::id() as i32,
+            })?;
+        }
+        for (kind, fd) in joins
+            .iter()
+            .filter(|(kind, _)| *kind == NamespaceKind::Mount)
+        {
+            skiff_sys::namespace::join_fd(*kind, fd)?;
+        }
+        sysproc::set_non_dumpable()?;
+        let program = init::resolve_program(&process.args[0], &process.env)?;
+        init::refuse_runtime_binary(&program)?;
+        std::env::set_current_dir(&process.cwd).map_err(|source| InitError::Cwd {
+            cwd: process.cwd.clone(),
+            source,
+        })?;
+        skiff_sys::fd::cloexec_all_except(&[])?;
+        if let Some(mask) = process.umask {
+            sysproc::set_umask(mask);
+        }
+        for (name, soft, hard) in &process.rlimits {
+            sysproc::set_rlimit(name, *soft, *hard)?;
+        }
+        init::become_process(process)?;
+        channel.send(&Message::Ready)?;
+        Err(sysproc::exec(&program, &process.args, &process.env).into())
+    })();
+    let Err(err) = result;
+    let _ = channel.send(&Message::Failed {
+        message: err.to_string(),
+    });
+    sysproc::exit_now(1)
+}
