@@ -73,6 +73,10 @@ pub struct InitContext {
     pub no_pivot: bool,
     /// Whether `Ready` went out: after it nobody reads the channel, so errors go to stderr.
     pub ready_sent: bool,
+    /// The connected console socket, when the process gets a terminal.
+    pub console: Option<std::os::unix::net::UnixStream>,
+    /// How many descriptors after stdio (3, 4, ...) the process inherits (`--preserve-fds`).
+    pub preserve_fds: u32,
 }
 
 /// Runs the init in the freshly forked child. Never returns: it execs the user program or
@@ -174,6 +178,9 @@ fn stage_two(plan: &Plan, ctx: &mut InitContext) -> Result<Never, InitError> {
     }
     let program = resolve_program(&plan.process.args[0], &plan.process.env)?;
     refuse_runtime_binary(&program)?;
+    if let Some(console) = ctx.console.take() {
+        attach_terminal(&console)?;
+    }
     let cwd = &plan.process.cwd;
     std::env::set_current_dir(cwd).map_err(|source| InitError::Cwd {
         cwd: cwd.clone(),
@@ -193,7 +200,11 @@ fn stage_two(plan: &Plan, ctx: &mut InitContext) -> Result<Never, InitError> {
     }
     // Nothing of the runtime's may reach the user program: every descriptor above stdio
     // (the channel and the FIFO handle included) closes on exec.
-    skiff_sys::fd::cloexec_all_except(&[])?;
+    let keep: Vec<i32> = (3..3 + ctx.preserve_fds as i32).collect();
+    for fd in &keep {
+        skiff_sys::fd::keep_on_exec(*fd)?;
+    }
+    skiff_sys::fd::cloexec_all_except(&keep)?;
 
     ctx.channel.send(&Message::Ready)?;
     ctx.ready_sent = true;
@@ -208,6 +219,16 @@ fn stage_two(plan: &Plan, ctx: &mut InitContext) -> Result<Never, InitError> {
     crate::hooks::run("startContainer", &hooks.start_container, &hook_state)?;
     become_process(&plan.process)?;
     Err(sysproc::exec(&program, &plan.process.args, &plan.process.env).into())
+}
+
+/// Opens a pty in the container's `/dev/pts`, sends the master over the console socket and
+/// makes the slave this process's terminal and stdio.
+pub fn attach_terminal(console: &std::os::unix::net::UnixStream) -> Result<(), InitError> {
+    let (master, slave) = skiff_sys::pty::open_pty()?;
+    skiff_sys::pty::send_fd(console, &master, "/dev/ptmx")?;
+    drop(master);
+    skiff_sys::pty::become_terminal(&slave)?;
+    Ok(())
 }
 
 /// Takes on the process's identity: bounding set, ids, capability sets, `no_new_privs`. Shared
@@ -392,6 +413,10 @@ mod tests {
         }
         assert!(refuse_runtime_binary("/bin/sh").is_ok());
         let interpreter = elf_interpreter(Path::new("/bin/sh")).unwrap();
-        assert!(interpreter.to_string_lossy().contains("ld-linux"), "{}", interpreter.display());
+        assert!(
+            interpreter.to_string_lossy().contains("ld-linux"),
+            "{}",
+            interpreter.display()
+        );
     }
 }

@@ -12,6 +12,7 @@ pub mod fifo;
 pub mod mount;
 pub mod namespace;
 pub mod process;
+pub mod pty;
 
 pub use error::{SysError, SysResult};
 pub use namespace::{NamespaceError, NamespaceId, NamespaceKind};

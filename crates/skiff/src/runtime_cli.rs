@@ -273,12 +273,7 @@ impl RuntimeArgs {
                 id,
                 command,
             } => {
-                if tty || console_socket.is_some() {
-                    anyhow::bail!(
-                        "exec --tty: terminals are not supported by this build yet; run without -t"
-                    );
-                }
-                let plan = exec_process(
+                let mut plan = exec_process(
                     &store,
                     &id,
                     process.as_deref(),
@@ -289,6 +284,7 @@ impl RuntimeArgs {
                     no_new_privs,
                     command,
                 )?;
+                plan.terminal |= tty;
                 if !detach {
                     skiff_sys::set_child_subreaper(true)?;
                 }
@@ -296,6 +292,7 @@ impl RuntimeArgs {
                     process: plan,
                     detach,
                     pid_file,
+                    console_socket,
                 };
                 return match container::exec(&store, &id, &options)? {
                     container::ExecOutcome::Started(_) => Ok(ExitCode::SUCCESS),
@@ -335,17 +332,11 @@ impl RuntimeArgs {
 }
 
 fn create(store: &StateStore, args: &CreateArgs) -> anyhow::Result<()> {
-    if args.console_socket.is_some() {
-        anyhow::bail!(
-            "--console-socket: terminals are not supported by this build yet; run without process.terminal"
-        );
-    }
-    if args.preserve_fds > 0 {
-        anyhow::bail!("--preserve-fds is not supported by this build yet");
-    }
     let options = CreateOptions {
         pid_file: args.pid_file.clone(),
         no_pivot: args.no_pivot,
+        console_socket: args.console_socket.clone(),
+        preserve_fds: args.preserve_fds,
     };
     container::create(store, &args.id, &args.bundle, &options)?;
     Ok(())

@@ -661,3 +661,57 @@ fn features_describe_what_the_runtime_supports() {
     );
     assert_eq!(features["linux"]["cgroup"]["systemd"], false);
 }
+
+#[test]
+fn a_terminal_is_handed_over_the_console_socket() {
+    let bundle = Bundle::new(&["sh"], |c| c["process"]["terminal"] = json!(true));
+    let socket = bundle.path().join("console.sock");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/console_socket.py");
+    let mut server = Command::new("python3")
+        .arg(&script)
+        .arg(&socket)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs (installed by make deps)");
+    skiff_testkit::wait::wait_for(
+        "the console socket",
+        std::time::Duration::from_secs(10),
+        || socket.exists().then_some(()),
+    )
+    .unwrap();
+    let id = bundle.id("tty");
+    let (ok, stderr) = bundle.runtime_detached(&[
+        "create",
+        "--bundle",
+        bundle.path().to_str().unwrap(),
+        "--console-socket",
+        socket.to_str().unwrap(),
+        &id,
+    ]);
+    assert!(ok, "create: {stderr}");
+    assert!(bundle.runtime(&["start", &id]).status.success());
+    let mut output = String::new();
+    std::io::Read::read_to_string(server.stdout.as_mut().unwrap(), &mut output).unwrap();
+    let _ = server.wait();
+    assert!(output.contains("name=/dev/ptmx"), "{output}");
+    assert!(
+        output.contains("/dev/pts/0"),
+        "the shell's stdin is the terminal: {output}"
+    );
+    assert!(output.contains("hello-42"), "{output}");
+}
+
+#[test]
+fn preserved_descriptors_reach_the_process() {
+    let bundle = Bundle::new(&["sh", "-c", "cat <&3"], |_| {});
+    let id = bundle.id("preserve");
+    let script = format!(
+        "exec 3</etc/hostname; exec {} runtime --root {} run --preserve-fds 1 --bundle {} {id}",
+        skiff().display(),
+        bundle.root.path().display(),
+        bundle.path().display()
+    );
+    let out = Command::new("sh").args(["-c", &script]).output().unwrap();
+    let host = std::fs::read_to_string("/etc/hostname").unwrap();
+    assert_eq!(text(&out.stdout), host, "stderr: {}", text(&out.stderr));
+}

@@ -19,6 +19,10 @@ pub struct CreateOptions {
     pub pid_file: Option<PathBuf>,
     /// chroot instead of pivot_root.
     pub no_pivot: bool,
+    /// Where to send the terminal's master (needed when `process.terminal` is true).
+    pub console_socket: Option<PathBuf>,
+    /// How many descriptors after stdio the process inherits.
+    pub preserve_fds: u32,
 }
 
 /// Creates container `id` from the bundle at `bundle`; returns once its init waits for
@@ -108,6 +112,15 @@ fn launch(
     skiff_sys::fifo::create(&fifo_path)?;
     let fifo = skiff_sys::fifo::open_handle(&fifo_path)?;
     let (mut channel, child_channel) = Channel::pair()?;
+    let console = match (&options.console_socket, plan.process.terminal) {
+        (Some(path), true) => Some(skiff_sys::pty::connect_console_socket(path)?),
+        (None, true) => {
+            return Err(ContainerError::Init(
+                "process.terminal is true: pass --console-socket to receive the terminal".into(),
+            ));
+        }
+        (_, false) => None,
+    };
 
     let child = match sysproc::fork_single_threaded()? {
         Forked::Child => {
@@ -119,6 +132,8 @@ fn launch(
                     fifo,
                     no_pivot: options.no_pivot,
                     ready_sent: false,
+                    console,
+                    preserve_fds: options.preserve_fds,
                 },
             )
         }

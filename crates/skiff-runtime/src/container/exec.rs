@@ -23,6 +23,8 @@ pub struct ExecOptions {
     pub detach: bool,
     /// Where to write its pid.
     pub pid_file: Option<PathBuf>,
+    /// Where to send the terminal's master when `process.terminal` is true.
+    pub console_socket: Option<PathBuf>,
 }
 
 /// What `exec` ended with.
@@ -64,10 +66,19 @@ pub fn exec(
     }
     let cgroup = cgroup_of(&record)?;
     let (mut channel, child_channel) = Channel::pair()?;
+    let console = match (&options.console_socket, options.process.terminal) {
+        (Some(path), true) => Some(skiff_sys::pty::connect_console_socket(path)?),
+        (None, true) => {
+            return Err(ContainerError::Init(
+                "a terminal needs --console-socket".into(),
+            ));
+        }
+        (_, false) => None,
+    };
     let child = match sysproc::fork_single_threaded()? {
         Forked::Child => {
             drop(channel);
-            run_child(&joins, child_channel, &options.process)
+            run_child(&joins, child_channel, &options.process, console)
         }
         Forked::Parent(pid) => pid,
     };
@@ -108,7 +119,12 @@ pub fn exec(
 }
 
 /// The forked child: joins the namespaces, forks into the PID namespace, and execs.
-fn run_child(joins: &[(NamespaceKind, OwnedFd)], mut channel: Channel, process: &ProcessPlan) -> ! {
+fn run_child(
+    joins: &[(NamespaceKind, OwnedFd)],
+    mut channel: Channel,
+    process: &ProcessPlan,
+    console: Option<std::os::unix::net::UnixStream>,
+) -> ! {
     let result = (|| -> Result<std::convert::Infallible, InitError> {
         // Nothing in the container may open our /proc files while we are the runtime binary.
         sysproc::set_non_dumpable()?;
@@ -145,6 +161,10 @@ fn run_child(joins: &[(NamespaceKind, OwnedFd)], mut channel: Channel, process: 
         sysproc::set_non_dumpable()?;
         let program = init::resolve_program(&process.args[0], &process.env)?;
         init::refuse_runtime_binary(&program)?;
+        if let Some(console) = &console {
+            sysproc::new_session()?;
+            init::attach_terminal(console)?;
+        }
         std::env::set_current_dir(&process.cwd).map_err(|source| InitError::Cwd {
             cwd: process.cwd.clone(),
             source,
