@@ -54,3 +54,7 @@ time_pair "runtime --version vs crun" "$runc_bin --version" "crun --version"
 time_pair "runtime state <missing> vs runc" "$runc_bin --root $work/root state nope" "runc --root $work/root state nope"
 mem_pair "runtime --version vs runc" "$runc_bin" --version -- runc --version
 mem_pair "runtime --version vs crun" "$runc_bin" --version -- crun --version
+
+echo
+# Container lifecycle: create + start + wait + delete of /bin/true, against runc and crun.
+python3 "$(dirname "$0")/runtime_bench.py" "$skiff" "$runs"

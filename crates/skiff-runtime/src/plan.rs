@@ -157,36 +157,15 @@ impl ProcessPlan {
                     field: "process.capabilities".into(),
                     detail: e.to_string(),
                 })?;
-                for (field, set, within) in [
-                    (
-                        "process.capabilities.effective",
-                        &sets.effective,
-                        &sets.permitted,
-                    ),
-                    (
-                        "process.capabilities.ambient",
-                        &sets.ambient,
-                        &sets.permitted,
-                    ),
-                    (
-                        "process.capabilities.ambient",
-                        &sets.ambient,
-                        &sets.inheritable,
-                    ),
-                ] {
-                    if let Some(extra) = set.iter().find(|cap| !within.contains(cap)) {
-                        return Err(PlanError::Invalid {
-                            field: field.into(),
-                            detail: format!(
-                                "{extra} must also be in {}",
-                                if std::ptr::eq(within, &sets.permitted) {
-                                    "permitted"
-                                } else {
-                                    "inheritable"
-                                }
-                            ),
-                        });
-                    }
+                if let Some(extra) = sets
+                    .effective
+                    .iter()
+                    .find(|cap| !sets.permitted.contains(cap))
+                {
+                    return Err(PlanError::Invalid {
+                        field: "process.capabilities.effective".into(),
+                        detail: format!("{extra} must also be in permitted"),
+                    });
                 }
                 Some(sets)
             }

@@ -107,7 +107,14 @@ pub fn apply_sets(sets: &CapabilitySets) -> SysResult<()> {
         "set permitted capabilities",
     )?;
     let _ = caps::clear(None, CapSet::Ambient);
-    for cap in parse(&sets.ambient)? {
+    // The kernel only lets a capability be ambient when it is permitted and inheritable; like
+    // runc, skip the others (runc's own default spec lists ambient ones without inheritable).
+    let permitted = parse(&sets.permitted)?;
+    let inheritable = parse(&sets.inheritable)?;
+    for cap in parse(&sets.ambient)?
+        .into_iter()
+        .filter(|c| permitted.contains(c) && inheritable.contains(c))
+    {
         caps::raise(None, CapSet::Ambient, cap).map_err(|e| SysError {
             op: "raise ambient capability",
             target: format!("{cap}: {e}"),

@@ -170,13 +170,24 @@ fn talk_to_init(
     cgroup.add_process(child)?;
     channel.send(&Message::Go)?;
     let mut init_pid = None;
+    // Stage one reports the init's pid and the init (stage two, its child) reports its own
+    // progress over the same socket: the init's messages may overtake the pid. Hold them back
+    // until the pid is known.
+    let mut deferred = std::collections::VecDeque::new();
     loop {
-        match channel.recv()? {
+        let message = match init_pid.and_then(|_| deferred.pop_front()) {
+            Some(message) => message,
+            None => channel.recv()?,
+        };
+        match message {
             Message::NeedIdMaps => {
                 write_id_maps(child, &plan.uid_mappings, &plan.gid_mappings)?;
                 channel.send(&Message::IdMapsWritten)?;
             }
             Message::InitPid { pid } => init_pid = Some(pid),
+            message @ (Message::NeedHooks | Message::Ready) if init_pid.is_none() => {
+                deferred.push_back(message)
+            }
             Message::NeedHooks => {
                 let pid = init_pid.ok_or_else(|| {
                     ContainerError::Init("the init asked for hooks before reporting its pid".into())

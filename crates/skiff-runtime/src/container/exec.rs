@@ -87,22 +87,22 @@ pub fn exec(
     let result = (|| -> Result<i32, ContainerError> {
         cgroup.add_process(child)?;
         channel.send(&Message::Go)?;
-        let pid = match channel.recv()? {
-            Message::InitPid { pid } => pid,
-            Message::Failed { message } => return Err(ContainerError::Init(message)),
-            other => {
-                return Err(ContainerError::Init(format!(
-                    "unexpected message from exec: {other:?}"
-                )));
+        // The pid (from the first child) and Ready (from the process itself, its child) may
+        // arrive in either order.
+        let (mut pid, mut ready) = (None, false);
+        while pid.is_none() || !ready {
+            match channel.recv()? {
+                Message::InitPid { pid: p } => pid = Some(p),
+                Message::Ready => ready = true,
+                Message::Failed { message } => return Err(ContainerError::Init(message)),
+                other => {
+                    return Err(ContainerError::Init(format!(
+                        "unexpected message from exec: {other:?}"
+                    )));
+                }
             }
-        };
-        match channel.recv()? {
-            Message::Ready => Ok(pid),
-            Message::Failed { message } => Err(ContainerError::Init(message)),
-            other => Err(ContainerError::Init(format!(
-                "unexpected message from exec: {other:?}"
-            ))),
         }
+        pid.ok_or_else(|| ContainerError::Init("exec reported no pid".into()))
     })();
     let _ = sysproc::wait_for_exit(child);
     let pid = result?;
