@@ -234,6 +234,17 @@ pub fn attach_terminal(console: &std::os::unix::net::UnixStream) -> Result<(), I
 /// Takes on the process's identity: bounding set, ids, capability sets, `no_new_privs`. Shared
 /// by the init and `exec`.
 pub fn become_process(p: &crate::plan::ProcessPlan) -> Result<(), InitError> {
+    let program = |f: &crate::seccomp::Filter| -> Vec<skiff_sys::seccomp::BpfInstruction> {
+        f.instructions
+            .iter()
+            .map(|i| (i.code, i.jt, i.jf, i.k))
+            .collect()
+    };
+    // Without no_new_privs the kernel takes a filter only from a process with CAP_SYS_ADMIN:
+    // load it now, while the process still has it (the filter allows what follows).
+    if let (Some(filter), false) = (&p.seccomp, p.no_new_privileges) {
+        skiff_sys::seccomp::load(&program(filter))?;
+    }
     if let Some(caps) = &p.capabilities {
         skiff_sys::capabilities::apply_bounding(caps)?;
         sysproc::set_keep_capabilities(true)?;
@@ -245,6 +256,9 @@ pub fn become_process(p: &crate::plan::ProcessPlan) -> Result<(), InitError> {
     }
     if p.no_new_privileges {
         sysproc::set_no_new_privileges()?;
+        if let Some(filter) = &p.seccomp {
+            skiff_sys::seccomp::load(&program(filter))?;
+        }
     }
     Ok(())
 }

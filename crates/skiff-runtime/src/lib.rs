@@ -14,6 +14,7 @@ pub mod init;
 pub mod paths;
 pub mod plan;
 pub mod rootfs;
+pub mod seccomp;
 pub mod spec;
 pub mod state;
 pub mod sync;

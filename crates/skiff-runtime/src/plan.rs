@@ -125,6 +125,9 @@ pub struct ProcessPlan {
     pub terminal: bool,
     /// The capability sets; `None` leaves the process with what it has (all, as root).
     pub capabilities: Option<skiff_sys::capabilities::CapabilitySets>,
+    /// The container's seccomp filter (`linux.seccomp`, compiled), for the init and every
+    /// exec'd process.
+    pub seccomp: Option<crate::seccomp::Filter>,
 }
 
 impl ProcessPlan {
@@ -184,7 +187,24 @@ impl ProcessPlan {
             oom_score_adj: process.oom_score_adj(),
             terminal: process.terminal().unwrap_or(false),
             capabilities,
+            seccomp: None,
         })
+    }
+
+    /// Sets the container's seccomp filter from `linux.seccomp` of its spec.
+    pub fn with_seccomp_of(mut self, spec: &Spec) -> Result<ProcessPlan, PlanError> {
+        self.seccomp = match spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
+            Some(profile) => {
+                Some(
+                    crate::seccomp::compile(profile).map_err(|e| PlanError::Invalid {
+                        field: "linux.seccomp".into(),
+                        detail: e.to_string(),
+                    })?,
+                )
+            }
+            None => None,
+        };
+        Ok(self)
     }
 }
 
@@ -425,7 +445,7 @@ impl Plan {
                 s.sort();
                 s
             },
-            process: ProcessPlan::from_oci(process)?,
+            process: ProcessPlan::from_oci(process)?.with_seccomp_of(spec)?,
             hooks: crate::hooks::Hooks::from_spec(spec.hooks().as_ref()),
         })
     }

@@ -13,6 +13,7 @@ pub mod mount;
 pub mod namespace;
 pub mod process;
 pub mod pty;
+pub mod seccomp;
 
 pub use error::{SysError, SysResult};
 pub use namespace::{NamespaceError, NamespaceId, NamespaceKind};

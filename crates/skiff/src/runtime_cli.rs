@@ -398,6 +398,12 @@ fn exec_process(
         plan.terminal = false;
         plan
     };
+    {
+        let record = container::load(store, id)?;
+        let config = std::fs::read_to_string(record.state.bundle.join("config.json"))?;
+        let spec: oci_spec::runtime::Spec = serde_json::from_str(&config)?;
+        plan = plan.with_seccomp_of(&spec)?;
+    }
     if let Some(cwd) = cwd {
         plan.cwd = cwd;
     }
@@ -478,7 +484,14 @@ fn features() -> serde_json::Value {
             "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "user", "uts"],
             "capabilities": skiff_runtime::spec::known_capabilities(),
             "cgroup": {"v1": true, "v2": true, "systemd": false, "systemdUser": false},
-            "seccomp": {"enabled": false},
+            "seccomp": {
+                "enabled": true,
+                "actions": ["SCMP_ACT_ALLOW", "SCMP_ACT_ERRNO", "SCMP_ACT_KILL", "SCMP_ACT_KILL_PROCESS",
+                    "SCMP_ACT_KILL_THREAD", "SCMP_ACT_LOG", "SCMP_ACT_TRACE", "SCMP_ACT_TRAP"],
+                "operators": ["SCMP_CMP_EQ", "SCMP_CMP_GE", "SCMP_CMP_GT", "SCMP_CMP_LE", "SCMP_CMP_LT",
+                    "SCMP_CMP_MASKED_EQ", "SCMP_CMP_NE"],
+                "archs": ["SCMP_ARCH_X86_64"]
+            },
             "apparmor": {"enabled": false},
             "selinux": {"enabled": false}
         },

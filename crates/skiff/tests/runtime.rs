@@ -715,3 +715,101 @@ fn preserved_descriptors_reach_the_process() {
     let host = std::fs::read_to_string("/etc/hostname").unwrap();
     assert_eq!(text(&out.stdout), host, "stderr: {}", text(&out.stderr));
 }
+
+#[test]
+fn a_working_directory_through_a_leaked_host_descriptor_is_refused() {
+    // CVE-2024-21626: cwd set to /proc/self/fd/N, N a host directory the runtime had open,
+    // would start the process outside the container's root.
+    let bundle = Bundle::new(&["pwd"], |c| c["process"]["cwd"] = json!("/proc/self/fd/7"));
+    let id = bundle.id("leakcwd");
+    let script = format!(
+        "exec 7</tmp; exec {} runtime --root {} run --bundle {} {id}",
+        skiff().display(),
+        bundle.root.path().display(),
+        bundle.path().display()
+    );
+    let out = Command::new("sh").args(["-c", &script]).output().unwrap();
+    assert!(!out.status.success(), "ran with cwd {}", text(&out.stdout));
+    assert!(
+        text(&out.stderr).contains("outside the container's root"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn a_seccomp_profile_from_config_is_enforced() {
+    // Refuse mkdir and mkdirat with EACCES, allow everything else.
+    let bundle = Bundle::new(
+        &[
+            "sh",
+            "-c",
+            "grep Seccomp: /proc/self/status; mkdir /dev/shm/x && echo made",
+        ],
+        |c| {
+            c["linux"]["seccomp"] = json!({
+                "defaultAction": "SCMP_ACT_ALLOW",
+                "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13}]
+            });
+        },
+    );
+    let out = bundle.run("seccomp");
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("Seccomp:\t2"),
+        "{stdout} {}",
+        text(&out.stderr)
+    );
+    assert!(!stdout.contains("made"), "{stdout}");
+    assert!(
+        text(&out.stderr).contains("Permission denied"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn the_default_seccomp_profile_refuses_namespaces_and_keeps_ordinary_work() {
+    let profile = skiff_runtime::seccomp::default_profile();
+    let script = "echo ok > /dev/shm/f && cat /dev/shm/f; unshare -U true 2>&1 || echo unshare-refused; \
+                  sh -c 'echo child' ; grep Seccomp: /proc/self/status";
+    // Control: without the profile the same container may make a user namespace.
+    let control = Bundle::new(&["sh", "-c", script], |_| {});
+    let out = control.run("seccomp-control");
+    assert!(
+        !text(&out.stdout).contains("unshare-refused"),
+        "{}",
+        text(&out.stdout)
+    );
+    let bundle = Bundle::new(&["sh", "-c", script], |c| {
+        c["linux"]["seccomp"] = profile.clone()
+    });
+    let out = bundle.run("seccomp-default");
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("ok\n"), "{stdout} {}", text(&out.stderr));
+    assert!(stdout.contains("unshare-refused"), "{stdout}");
+    assert!(stdout.contains("child"), "{stdout}");
+    assert!(stdout.contains("Seccomp:\t2"), "{stdout}");
+
+    // An exec'd process gets the same filter.
+    let mut config: Value =
+        serde_json::from_slice(&std::fs::read(bundle.config_path()).unwrap()).unwrap();
+    config["process"]["args"] = json!(["sleep", "60"]);
+    std::fs::write(bundle.config_path(), config.to_string()).unwrap();
+    let id = bundle.id("seccomp-exec");
+    let (ok, stderr) = bundle.runtime_detached(&[
+        "run",
+        "--detach",
+        "--bundle",
+        bundle.path().to_str().unwrap(),
+        &id,
+    ]);
+    assert!(ok, "{stderr}");
+    let out = bundle.runtime(&["exec", &id, "sh", "-c", "unshare -U true || echo refused"]);
+    assert!(
+        text(&out.stdout).contains("refused"),
+        "{} {}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+}
