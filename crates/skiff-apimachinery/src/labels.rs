@@ -97,6 +97,67 @@ impl LabelSelector {
     pub fn is_empty(&self) -> bool {
         self.requirements.is_empty()
     }
+
+    /// Reads a `metav1.LabelSelector` object (`matchLabels` and `matchExpressions`); `None` when
+    /// an expression has an unknown operator or a malformed shape.
+    ///
+    /// ```
+    /// let selector = skiff_apimachinery::LabelSelector::from_json(&serde_json::json!({
+    ///     "matchLabels": {"app": "web"},
+    ///     "matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["db"]}]
+    /// })).unwrap();
+    /// assert_eq!(selector.requirements.len(), 2);
+    /// ```
+    pub fn from_json(selector: &serde_json::Value) -> Option<LabelSelector> {
+        let mut requirements = Vec::new();
+        if let Some(labels) = selector.get("matchLabels") {
+            requirements.extend(LabelSelector::from_map(labels)?.requirements);
+        }
+        for expr in selector
+            .get("matchExpressions")
+            .and_then(serde_json::Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let key = expr.get("key")?.as_str()?.to_string();
+            let values: Vec<String> = expr
+                .get("values")
+                .and_then(serde_json::Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect();
+            requirements.push(match expr.get("operator")?.as_str()? {
+                "In" => Requirement::In(key, values),
+                "NotIn" => Requirement::NotIn(key, values),
+                "Exists" => Requirement::Exists(key),
+                "DoesNotExist" => Requirement::DoesNotExist(key),
+                _ => return None,
+            });
+        }
+        Some(LabelSelector { requirements })
+    }
+
+    /// Reads a plain `key: value` map (a Service's or ReplicationController's selector); `None`
+    /// when it is not a map of strings.
+    pub fn from_map(map: &serde_json::Value) -> Option<LabelSelector> {
+        let requirements = map
+            .as_object()?
+            .iter()
+            .map(|(k, v)| Some(Requirement::In(k.clone(), vec![v.as_str()?.to_string()])))
+            .collect::<Option<Vec<_>>>()?;
+        Some(LabelSelector { requirements })
+    }
+}
+
+/// The labels of an object (`metadata.labels`), or of a template, as a map.
+pub fn labels_of(obj: &serde_json::Value) -> BTreeMap<String, String> {
+    obj.pointer("/metadata/labels")
+        .and_then(serde_json::Value::as_object)
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+        .collect()
 }
 
 /// Splits at commas that are not inside parentheses.

@@ -1,12 +1,36 @@
 //! Kubernetes apimachinery for Skiff, with no I/O.
 //!
-//! Today: label selectors (`app=web,tier!=db,env in (a,b),!legacy`), parsed and matched the way
-//! `kubectl get -l` and the API server's `labelSelector` parameter do. The resource registry,
-//! quantities, validation, defaulting, strategic-merge metadata and Table conversion join it as
-//! the API server issue fills this crate.
+//! The pure pieces the API server needs, on top of the `k8s-openapi` types, with objects as
+//! `serde_json::Value`:
+//!
+//! - [`labels`]: label selectors (`app=web,tier!=db,env in (a,b),!legacy`);
+//! - [`fields`]: field selectors (`metadata.name=web,status.phase!=Failed`) and the fields each
+//!   kind can be selected by;
+//! - [`defaults`]: the values kube-apiserver fills in (`restartPolicy: Always` ...);
+//! - [`openapi`]: the `/openapi/v3` index and documents and `/openapi/v2`, for `kubectl explain`
+//!   and client-side apply;
+//! - [`registry`]: every resource served (group/version/kind/plural/namespaced ...);
+//! - [`schema`]: the JSON schemas of the built-in kinds (from `k8s-openapi`);
+//! - [`smp`]: strategic merge patch with Kubernetes' merge keys and directives;
+//! - [`table`]: objects as a `meta.k8s.io/v1` `Table` with the columns `kubectl get` shows;
+//! - [`time`]: RFC 3339 timestamps and kubectl's `HumanDuration` ages;
+//! - [`validation`]: field errors with kube-apiserver's paths and messages, unknown fields.
 
+pub mod defaults;
+pub mod fields;
 pub mod labels;
+pub mod openapi;
 pub mod registry;
+pub mod schema;
+pub mod smp;
+pub mod table;
+pub mod time;
+pub mod validation;
 
-pub use labels::{LabelSelector, Requirement, SelectorError};
+pub use defaults::apply_defaults;
+pub use fields::{FieldSelector, FieldSelectorError};
+pub use labels::{LabelSelector, Requirement, SelectorError, labels_of};
 pub use registry::{Registry, ResourceInfo};
+pub use smp::{PatchError, strategic_merge};
+pub use table::{IncludeObject, PrinterColumn, to_table, to_table_with_columns};
+pub use validation::{FieldError, duplicate_fields, unknown_fields, validate};

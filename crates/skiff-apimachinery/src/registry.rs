@@ -69,7 +69,7 @@ impl ResourceInfo {
         name == self.plural
             || name == self.singular
             || name == self.kind.to_ascii_lowercase()
-            || self.short_names.iter().any(|s| *s == name)
+            || self.short_names.contains(&name)
     }
 
     /// Whether the resource has the subresource.

@@ -32,7 +32,14 @@ impl Podman {
             .arg(self.dir.path().join("storage"))
             .arg("--runroot")
             .arg(self.dir.path().join("run"))
-            .args(["--storage-driver", "vfs", "--cgroup-manager", "cgroupfs", "--events-backend", "none"])
+            .args([
+                "--storage-driver",
+                "vfs",
+                "--cgroup-manager",
+                "cgroupfs",
+                "--events-backend",
+                "none",
+            ])
             .arg("--runtime")
             .arg(&self.runtime)
             .args(args);
@@ -40,7 +47,10 @@ impl Podman {
     }
 
     fn run(&self, args: &[&str]) -> Output {
-        self.command(args).stdin(std::process::Stdio::null()).output().expect("podman runs")
+        self.command(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("podman runs")
     }
 }
 
@@ -51,7 +61,14 @@ impl Drop for Podman {
     }
 }
 
-const RUN_FLAGS: &[&str] = &["--network", "none", "--ulimit", "nofile=20000:20000", "--ulimit", "nproc=32768:32768"];
+const RUN_FLAGS: &[&str] = &[
+    "--network",
+    "none",
+    "--ulimit",
+    "nofile=20000:20000",
+    "--ulimit",
+    "nproc=32768:32768",
+];
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
@@ -72,10 +89,19 @@ fn podman_runs_containers_through_skiff_runc() {
 
     let mut args = vec!["run", "--rm"];
     args.extend_from_slice(RUN_FLAGS);
-    args.extend_from_slice(&[&image, "sh", "-c", "echo hello from $(hostname | cut -c1-3)...; exit 42"]);
+    args.extend_from_slice(&[
+        &image,
+        "sh",
+        "-c",
+        "echo hello from $(hostname | cut -c1-3)...; exit 42",
+    ]);
     let out = podman.run(&args);
     assert_eq!(out.status.code(), Some(42), "stderr: {}", text(&out.stderr));
-    assert!(text(&out.stdout).starts_with("hello from "), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).starts_with("hello from "),
+        "{}",
+        text(&out.stdout)
+    );
 }
 
 #[test]
@@ -90,15 +116,35 @@ fn podman_detaches_execs_and_stops_through_skiff_runc() {
     let out = podman.run(&args);
     assert!(out.status.success(), "run -d: {}", text(&out.stderr));
 
-    let out = podman.run(&["exec", "long", "sh", "-c", "echo exec-ok; cat /proc/1/cmdline"]);
+    let out = podman.run(&[
+        "exec",
+        "long",
+        "sh",
+        "-c",
+        "echo exec-ok; cat /proc/1/cmdline",
+    ]);
     assert!(out.status.success(), "exec: {}", text(&out.stderr));
-    assert!(text(&out.stdout).starts_with("exec-ok\nsleep"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).starts_with("exec-ok\nsleep"),
+        "{}",
+        text(&out.stdout)
+    );
 
     let out = podman.run(&["exec", "--tty", "long", "tty"]);
-    assert_eq!(text(&out.stdout).trim(), "/dev/pts/0", "exec -t: {}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout).trim(),
+        "/dev/pts/0",
+        "exec -t: {}",
+        text(&out.stderr)
+    );
 
     let out = podman.run(&["inspect", "--format", "{{.Name}} {{.State.Status}}", "long"]);
-    assert_eq!(text(&out.stdout).trim(), "long running", "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout).trim(),
+        "long running",
+        "{}",
+        text(&out.stderr)
+    );
 
     let out = podman.run(&["stop", "--time", "1", "long"]);
     assert!(out.status.success(), "stop: {}", text(&out.stderr));

@@ -813,3 +813,20 @@ fn the_default_seccomp_profile_refuses_namespaces_and_keeps_ordinary_work() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn process_settings_from_config_reach_the_process() {
+    let script = "cat /proc/sys/net/ipv4/ip_forward; ulimit -n; umask; cat /proc/self/oom_score_adj; \
+                  cat /proc/sys/kernel/domainname; id -G; pwd";
+    let bundle = Bundle::new(&["sh", "-c", script], |c| {
+        c["linux"]["sysctl"] = json!({"net.ipv4.ip_forward": "1"});
+        c["process"]["rlimits"] = json!([{"type": "RLIMIT_NOFILE", "soft": 321, "hard": 654}]);
+        c["process"]["user"] = json!({"uid": 1000, "gid": 1000, "umask": 63, "additionalGids": [1000, 65534]});
+        c["process"]["oomScoreAdj"] = json!(500);
+        c["process"]["cwd"] = json!("/tmp");
+        c["domainname"] = json!("example.test");
+    });
+    let out = bundle.run("settings");
+    let lines: Vec<String> = text(&out.stdout).lines().map(str::to_string).collect();
+    assert_eq!(lines, ["1", "321", "0077", "500", "example.test", "1000 65534", "/tmp"], "stderr: {}", text(&out.stderr));
+}

@@ -1,0 +1,395 @@
+//! Kind-specific essentials: workload controllers, jobs, services, config maps and secrets.
+
+use std::collections::HashSet;
+
+use serde_json::Value;
+
+use super::names::{is_config_map_key, is_dns1123_label, is_valid_port_name, port_number_messages};
+use super::pod::{validate_pod_spec, validate_protocol};
+use super::{FieldError, validate_annotations, validate_labels};
+use crate::labels::{LabelSelector, labels_of};
+use crate::registry::ResourceInfo;
+
+fn text<'a>(v: &'a Value, pointer: &str) -> &'a str {
+    v.pointer(pointer)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+}
+
+pub(crate) fn validate_kind(info: &ResourceInfo, obj: &Value, errors: &mut Vec<FieldError>) {
+    let null = Value::Null;
+    let spec = obj.get("spec").unwrap_or(&null);
+    match (info.group.as_str(), info.kind.as_str()) {
+        ("", "Pod") => validate_pod_spec(spec, "spec", errors),
+        ("", "PodTemplate") => {
+            validate_template(obj.get("template"), "template", None, errors);
+        }
+        ("", "ReplicationController") => {
+            non_negative(spec, "replicas", "spec.replicas", errors);
+            let selector = spec.get("selector").and_then(LabelSelector::from_map);
+            validate_controller_template(spec, selector, &["Always"], errors);
+        }
+        ("apps", kind @ ("Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet")) => {
+            if kind != "DaemonSet" {
+                non_negative(spec, "replicas", "spec.replicas", errors);
+            }
+            let selector = required_selector(spec, &kind.to_ascii_lowercase(), errors);
+            validate_controller_template(spec, selector, &["Always"], errors);
+            if kind == "Deployment" {
+                validate_deployment_strategy(spec, errors);
+            }
+        }
+        ("batch", "Job") => validate_job_spec(spec, "spec", errors),
+        ("batch", "CronJob") => {
+            if text(spec, "/schedule").trim().is_empty() {
+                errors.push(FieldError::required("spec.schedule", ""));
+            }
+            match text(spec, "/concurrencyPolicy") {
+                "" | "Allow" | "Forbid" | "Replace" => {}
+                other => errors.push(FieldError::not_supported(
+                    "spec.concurrencyPolicy",
+                    &Value::from(other),
+                    &["Allow", "Forbid", "Replace"],
+                )),
+            }
+            let job_spec = spec.pointer("/jobTemplate/spec").unwrap_or(&null);
+            validate_job_spec(job_spec, "spec.jobTemplate.spec", errors);
+        }
+        ("", "Service") => validate_service(spec, errors),
+        ("", "ConfigMap") => validate_data_keys(obj, &["data", "binaryData"], errors),
+        ("", "Secret") => {
+            validate_data_keys(obj, &["data", "stringData"], errors);
+            validate_secret_type(obj, errors);
+        }
+        _ => {}
+    }
+}
+
+fn non_negative(spec: &Value, key: &str, field: &str, errors: &mut Vec<FieldError>) {
+    if let Some(n) = spec.get(key).and_then(Value::as_i64) {
+        if n < 0 {
+            errors.push(FieldError::invalid(
+                field,
+                &Value::from(n),
+                "must be greater than or equal to 0",
+            ));
+        }
+    }
+}
+
+/// `spec.selector` of an apps/v1 controller: required, valid, not empty.
+fn required_selector(
+    spec: &Value,
+    kind: &str,
+    errors: &mut Vec<FieldError>,
+) -> Option<LabelSelector> {
+    let Some(raw) = spec.get("selector").filter(|s| !s.is_null()) else {
+        errors.push(FieldError::required("spec.selector", ""));
+        return None;
+    };
+    match LabelSelector::from_json(raw) {
+        None => {
+            errors.push(FieldError::invalid(
+                "spec.selector",
+                raw,
+                "invalid label selector",
+            ));
+            None
+        }
+        Some(s) if s.is_empty() => {
+            errors.push(FieldError::invalid(
+                "spec.selector",
+                raw,
+                &format!("empty selector is invalid for {kind}"),
+            ));
+            None
+        }
+        Some(s) => Some(s),
+    }
+}
+
+/// The pod template of a controller: its labels must match the selector, its restart policy
+/// must be one of `restart_policies`.
+fn validate_controller_template(
+    spec: &Value,
+    selector: Option<LabelSelector>,
+    restart_policies: &[&str],
+    errors: &mut Vec<FieldError>,
+) {
+    let Some(template) = spec.get("template").filter(|t| !t.is_null()) else {
+        errors.push(FieldError::required("spec.template", ""));
+        return;
+    };
+    validate_template(
+        Some(template),
+        "spec.template",
+        Some(restart_policies),
+        errors,
+    );
+    if let Some(selector) = selector {
+        if !selector.matches(&labels_of(template)) {
+            let labels = template
+                .pointer("/metadata/labels")
+                .cloned()
+                .unwrap_or_else(|| Value::Object(Default::default()));
+            errors.push(FieldError::invalid(
+                "spec.template.metadata.labels",
+                &labels,
+                "`selector` does not match template `labels`",
+            ));
+        }
+    }
+}
+
+fn validate_template(
+    template: Option<&Value>,
+    path: &str,
+    restart_policies: Option<&[&str]>,
+    errors: &mut Vec<FieldError>,
+) {
+    let Some(template) = template else {
+        errors.push(FieldError::required(path, ""));
+        return;
+    };
+    validate_labels(
+        template.pointer("/metadata/labels"),
+        &format!("{path}.metadata.labels"),
+        errors,
+    );
+    validate_annotations(
+        template.pointer("/metadata/annotations"),
+        &format!("{path}.metadata.annotations"),
+        errors,
+    );
+    let spec = template.get("spec").unwrap_or(&Value::Null);
+    validate_pod_spec(spec, &format!("{path}.spec"), errors);
+    if let Some(allowed) = restart_policies {
+        let policy = text(spec, "/restartPolicy");
+        if !policy.is_empty() && !allowed.contains(&policy) {
+            let field = format!("{path}.spec.restartPolicy");
+            // The pod spec check already refused values that are no restart policy at all.
+            if !errors.iter().any(|e| e.field == field) {
+                errors.push(FieldError::not_supported(
+                    &field,
+                    &Value::from(policy),
+                    allowed,
+                ));
+            }
+        }
+    }
+}
+
+fn validate_deployment_strategy(spec: &Value, errors: &mut Vec<FieldError>) {
+    match text(spec, "/strategy/type") {
+        "" | "RollingUpdate" => {}
+        "Recreate" => {
+            if spec
+                .pointer("/strategy/rollingUpdate")
+                .is_some_and(|r| !r.is_null())
+            {
+                errors.push(FieldError::forbidden(
+                    "spec.strategy.rollingUpdate",
+                    "may not be specified when strategy `type` is 'Recreate'",
+                ));
+            }
+        }
+        other => errors.push(FieldError::not_supported(
+            "spec.strategy.type",
+            &Value::from(other),
+            &["Recreate", "RollingUpdate"],
+        )),
+    }
+}
+
+fn validate_job_spec(spec: &Value, path: &str, errors: &mut Vec<FieldError>) {
+    for key in [
+        "parallelism",
+        "completions",
+        "backoffLimit",
+        "activeDeadlineSeconds",
+    ] {
+        non_negative(spec, key, &format!("{path}.{key}"), errors);
+    }
+    let selector = spec
+        .get("selector")
+        .filter(|s| !s.is_null())
+        .and_then(LabelSelector::from_json);
+    let template = spec.get("template").filter(|t| !t.is_null());
+    validate_template(
+        template,
+        &format!("{path}.template"),
+        Some(&["OnFailure", "Never"]),
+        errors,
+    );
+    if let (Some(selector), Some(template)) = (selector, template) {
+        if !selector.is_empty() && !selector.matches(&labels_of(template)) {
+            errors.push(FieldError::invalid(
+                &format!("{path}.template.metadata.labels"),
+                template.pointer("/metadata/labels").unwrap_or(&Value::Null),
+                "`selector` does not match template `labels`",
+            ));
+        }
+    }
+    match text(spec, "/completionMode") {
+        "" | "NonIndexed" | "Indexed" => {}
+        other => errors.push(FieldError::not_supported(
+            &format!("{path}.completionMode"),
+            &Value::from(other),
+            &["NonIndexed", "Indexed"],
+        )),
+    }
+}
+
+fn validate_service(spec: &Value, errors: &mut Vec<FieldError>) {
+    let type_ = text(spec, "/type");
+    match type_ {
+        "" | "ClusterIP" | "NodePort" | "LoadBalancer" | "ExternalName" => {}
+        other => errors.push(FieldError::not_supported(
+            "spec.type",
+            &Value::from(other),
+            &["ClusterIP", "ExternalName", "LoadBalancer", "NodePort"],
+        )),
+    }
+    if type_ == "ExternalName" && text(spec, "/externalName").is_empty() {
+        errors.push(FieldError::required("spec.externalName", ""));
+    }
+    match text(spec, "/sessionAffinity") {
+        "" | "None" | "ClientIP" => {}
+        other => errors.push(FieldError::not_supported(
+            "spec.sessionAffinity",
+            &Value::from(other),
+            &["ClientIP", "None"],
+        )),
+    }
+    let ports = spec
+        .get("ports")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let headless = text(spec, "/clusterIP") == "None";
+    if ports.is_empty() && !headless && type_ != "ExternalName" {
+        errors.push(FieldError::required("spec.ports", ""));
+    }
+    let mut names = HashSet::new();
+    for (i, port) in ports.iter().enumerate() {
+        let at = format!("spec.ports[{i}]");
+        let name = text(port, "/name");
+        if name.is_empty() {
+            if ports.len() > 1 {
+                errors.push(FieldError::required(&format!("{at}.name"), ""));
+            }
+        } else {
+            for msg in is_dns1123_label(name) {
+                errors.push(FieldError::invalid(
+                    &format!("{at}.name"),
+                    &Value::from(name),
+                    &msg,
+                ));
+            }
+            if !names.insert(name.to_string()) {
+                errors.push(FieldError::duplicate(
+                    &format!("{at}.name"),
+                    &Value::from(name),
+                ));
+            }
+        }
+        let number = port.get("port").and_then(Value::as_i64).unwrap_or(0);
+        for msg in port_number_messages(number) {
+            errors.push(FieldError::invalid(
+                &format!("{at}.port"),
+                &Value::from(number),
+                &msg,
+            ));
+        }
+        validate_protocol(port, &at, errors);
+        match port.get("targetPort") {
+            Some(Value::Number(n)) => {
+                let n = n.as_i64().unwrap_or(0);
+                for msg in port_number_messages(n) {
+                    errors.push(FieldError::invalid(
+                        &format!("{at}.targetPort"),
+                        &Value::from(n),
+                        &msg,
+                    ));
+                }
+            }
+            Some(Value::String(s)) => {
+                for msg in is_valid_port_name(s) {
+                    errors.push(FieldError::invalid(
+                        &format!("{at}.targetPort"),
+                        &Value::from(s.as_str()),
+                        &msg,
+                    ));
+                }
+            }
+            _ => {}
+        }
+        if let Some(n) = port
+            .get("nodePort")
+            .and_then(Value::as_i64)
+            .filter(|n| *n != 0)
+        {
+            if type_ != "NodePort" && type_ != "LoadBalancer" {
+                errors.push(FieldError::forbidden(
+                    &format!("{at}.nodePort"),
+                    "may not be used when `type` is 'ClusterIP'",
+                ));
+            } else {
+                for msg in port_number_messages(n) {
+                    errors.push(FieldError::invalid(
+                        &format!("{at}.nodePort"),
+                        &Value::from(n),
+                        &msg,
+                    ));
+                }
+            }
+        }
+    }
+}
+
+fn validate_data_keys(obj: &Value, maps: &[&str], errors: &mut Vec<FieldError>) {
+    let mut seen = HashSet::new();
+    for map_key in maps {
+        let Some(map) = obj.get(*map_key).and_then(Value::as_object) else {
+            continue;
+        };
+        for key in map.keys() {
+            let field = format!("{map_key}[{key}]");
+            for msg in is_config_map_key(key) {
+                errors.push(FieldError::invalid(
+                    &field,
+                    &Value::from(key.as_str()),
+                    &msg,
+                ));
+            }
+            // Secrets merge stringData into data; config maps refuse a key in both maps.
+            if !seen.insert(key.clone()) && *map_key == "binaryData" {
+                errors.push(FieldError::duplicate(&field, &Value::from(key.as_str())));
+            }
+        }
+    }
+}
+
+fn validate_secret_type(obj: &Value, errors: &mut Vec<FieldError>) {
+    let has = |key: &str| {
+        ["/data/", "/stringData/"].iter().any(|m| {
+            obj.pointer(&format!("{m}{}", key.replace('/', "~1")))
+                .is_some()
+        })
+    };
+    let required: &[&str] = match text(obj, "/type") {
+        "kubernetes.io/tls" => &["tls.crt", "tls.key"],
+        "kubernetes.io/dockerconfigjson" => &[".dockerconfigjson"],
+        "kubernetes.io/dockercfg" => &[".dockercfg"],
+        "kubernetes.io/basic-auth" | "kubernetes.io/ssh-auth" | "" | "Opaque" => &[],
+        _ => &[],
+    };
+    for key in required {
+        if !has(key) {
+            errors.push(FieldError::required(&format!("data[{key}]"), ""));
+        }
+    }
+    if text(obj, "/type") == "kubernetes.io/ssh-auth" && !has("ssh-privatekey") {
+        errors.push(FieldError::required("data[ssh-privatekey]", ""));
+    }
+}
