@@ -234,11 +234,29 @@ fn bad_input_gets_a_clear_error_and_leaves_nothing_behind() {
         serde_json::from_slice(&std::fs::read(bundle.config_path()).unwrap()).unwrap();
     config["process"]["args"] = json!(5);
     std::fs::write(bundle.config_path(), config.to_string()).unwrap();
-    let out = bundle.runtime(&["create", "--bundle", bundle.path().to_str().unwrap(), &id]);
+    let log = bundle.path().join("runtime.log");
+    let out = bundle.runtime(&[
+        "--log",
+        log.to_str().unwrap(),
+        "--log-format",
+        "json",
+        "create",
+        "--bundle",
+        bundle.path().to_str().unwrap(),
+        &id,
+    ]);
+    let stderr = text(&out.stderr);
     assert!(
-        text(&out.stderr).contains("config.json"),
-        "{}",
-        text(&out.stderr)
+        stderr.contains("config.json: process.args: invalid type"),
+        "{stderr}"
+    );
+    // Engines read the reason from the log: one JSON line per error.
+    let logged = std::fs::read_to_string(&log).unwrap();
+    let line: Value = serde_json::from_str(logged.lines().last().unwrap()).unwrap();
+    assert_eq!(line["level"], "error");
+    assert!(
+        line["msg"].as_str().unwrap().contains("process.args"),
+        "{line}"
     );
 
     config["process"]["args"] = json!(["sh"]);
@@ -821,12 +839,26 @@ fn process_settings_from_config_reach_the_process() {
     let bundle = Bundle::new(&["sh", "-c", script], |c| {
         c["linux"]["sysctl"] = json!({"net.ipv4.ip_forward": "1"});
         c["process"]["rlimits"] = json!([{"type": "RLIMIT_NOFILE", "soft": 321, "hard": 654}]);
-        c["process"]["user"] = json!({"uid": 1000, "gid": 1000, "umask": 63, "additionalGids": [1000, 65534]});
+        c["process"]["user"] =
+            json!({"uid": 1000, "gid": 1000, "umask": 63, "additionalGids": [1000, 65534]});
         c["process"]["oomScoreAdj"] = json!(500);
         c["process"]["cwd"] = json!("/tmp");
         c["domainname"] = json!("example.test");
     });
     let out = bundle.run("settings");
     let lines: Vec<String> = text(&out.stdout).lines().map(str::to_string).collect();
-    assert_eq!(lines, ["1", "321", "0077", "500", "example.test", "1000 65534", "/tmp"], "stderr: {}", text(&out.stderr));
+    assert_eq!(
+        lines,
+        [
+            "1",
+            "321",
+            "0077",
+            "500",
+            "example.test",
+            "1000 65534",
+            "/tmp"
+        ],
+        "stderr: {}",
+        text(&out.stderr)
+    );
 }

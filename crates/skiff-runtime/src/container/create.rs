@@ -89,9 +89,14 @@ fn load_spec(path: &Path) -> Result<Spec, ContainerError> {
         path: path.to_path_buf(),
         detail: e.to_string(),
     })?;
-    serde_json::from_str(&text).map_err(|e| ContainerError::Config {
+    // Name the field that is wrong (`process.args: invalid type ...`), not just a column.
+    let mut deserializer = serde_json::Deserializer::from_str(&text);
+    serde_path_to_error::deserialize(&mut deserializer).map_err(|e| ContainerError::Config {
         path: path.to_path_buf(),
-        detail: e.to_string(),
+        detail: match e.path().to_string().as_str() {
+            "." => e.inner().to_string(),
+            field => format!("{field}: {}", e.inner()),
+        },
     })
 }
 
