@@ -862,3 +862,31 @@ fn process_settings_from_config_reach_the_process() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn create_container_and_start_container_hooks_run_inside_the_container() {
+    let log_dir = tempfile::tempdir().unwrap();
+    let log = log_dir.path().join("net.log");
+    let bundle = Bundle::new(&["cat", "/dev/shm/started"], |c| {
+        c["hooks"] = json!({
+            // Runs in the container's namespaces before pivot_root: its network is the
+            // container's (loopback only) while the host's paths still resolve.
+            "createContainer": [{"path": "/bin/sh", "args": ["sh", "-c", format!("cat /proc/net/dev > {}", log.display())]}],
+            // Runs inside the container just before the process: its paths are the container's.
+            "startContainer": [{"path": "/bin/sh", "args": ["sh", "-c", "read -r state; echo started > /dev/shm/started"]}],
+        });
+    });
+    let out = bundle.run("inner-hooks");
+    assert_eq!(
+        text(&out.stdout).trim(),
+        "started",
+        "stderr: {}",
+        text(&out.stderr)
+    );
+    let devices = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        devices.lines().count(),
+        3,
+        "only loopback in the container's namespace: {devices}"
+    );
+}
