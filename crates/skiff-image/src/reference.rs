@@ -135,6 +135,40 @@ impl Reference {
     }
 }
 
+impl Reference {
+    /// The repository as Docker shows it: `busybox` for `docker.io/library/busybox`,
+    /// `user/app` for `docker.io/user/app`, `host:5000/app` elsewhere.
+    ///
+    /// ```
+    /// let r = skiff_image::Reference::parse("busybox").unwrap();
+    /// assert_eq!(r.familiar_repository(), "busybox");
+    /// ```
+    pub fn familiar_repository(&self) -> String {
+        if self.registry == DEFAULT_REGISTRY {
+            self.repository
+                .strip_prefix("library/")
+                .unwrap_or(&self.repository)
+                .to_string()
+        } else {
+            format!("{}/{}", self.registry, self.repository)
+        }
+    }
+
+    /// The whole reference as Docker shows it (`busybox:latest`).
+    pub fn familiar(&self) -> String {
+        let mut out = self.familiar_repository();
+        if let Some(tag) = &self.tag {
+            out.push(':');
+            out.push_str(tag);
+        }
+        if let Some(digest) = &self.digest {
+            out.push('@');
+            out.push_str(digest);
+        }
+        out
+    }
+}
+
 impl fmt::Display for Reference {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.registry, self.repository)?;
