@@ -50,6 +50,12 @@ impl ContainerId {
         ))
     }
 
+    /// Parses a full id (64 lower-case hex digits).
+    pub fn parse(text: &str) -> Option<ContainerId> {
+        (text.len() == 64 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+            .then(|| ContainerId(text.to_string()))
+    }
+
     /// The full id.
     pub fn as_str(&self) -> &str {
         &self.0

@@ -1,0 +1,314 @@
+//! The OCI bundle's `config.json` of a container, built as data from the engine's record:
+//! the runtime's default spec, the image's process settings as `run` resolved them, the init
+//! layer's files, mounts, limits, capabilities and the default seccomp profile.
+
+use std::path::Path;
+
+use serde_json::{Value, json};
+
+use crate::EngineError;
+use crate::record::{ContainerConfig, NetworkMode};
+use crate::users::ResolvedUser;
+
+/// The `PATH` Docker gives a container whose image sets none.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Replaces the `KEY=` entries of `base` by those of `overrides` (in place) and appends the
+/// others, as Docker merges environments.
+pub fn merge_env(base: &[String], overrides: &[String]) -> Vec<String> {
+    let key = |e: &str| e.split('=').next().unwrap_or_default().to_string();
+    let mut out: Vec<String> = base.to_vec();
+    for entry in overrides {
+        let k = key(entry);
+        match out.iter_mut().find(|e| key(e) == k) {
+            Some(slot) => *slot = entry.clone(),
+            None => out.push(entry.clone()),
+        }
+    }
+    out
+}
+
+/// The environment of the container's process: `PATH`, `HOSTNAME`, the configured variables,
+/// and `HOME` from the user's passwd entry when none is set (the order `docker run` gives).
+pub fn process_env(config: &ContainerConfig, home: &str) -> Vec<String> {
+    let base = vec![
+        format!("PATH={DEFAULT_PATH}"),
+        format!("HOSTNAME={}", config.hostname),
+    ];
+    let mut env = merge_env(&base, &config.env);
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        env.push(format!("HOME={home}"));
+    }
+    env
+}
+
+/// The capability set after `--cap-add` and `--cap-drop` (names with or without `CAP_`,
+/// any case, `ALL`).
+pub fn capabilities(add: &[String], drop: &[String]) -> Vec<String> {
+    let norm = |c: &String| {
+        let upper = c.to_ascii_uppercase();
+        if upper == "ALL" || upper.starts_with("CAP_") {
+            upper
+        } else {
+            format!("CAP_{upper}")
+        }
+    };
+    let add: Vec<String> = add.iter().map(norm).collect();
+    let drop: Vec<String> = drop.iter().map(norm).collect();
+    let mut caps: Vec<String> = if add.iter().any(|c| c == "ALL") {
+        skiff_runtime::spec::known_capabilities()
+    } else {
+        skiff_runtime::spec::DEFAULT_CAPABILITIES
+            .iter()
+            .map(|c| c.to_string())
+            .collect()
+    };
+    if drop.iter().any(|c| c == "ALL") {
+        caps.clear();
+    }
+    for cap in add.iter().filter(|c| *c != "ALL") {
+        if !caps.contains(cap) {
+            caps.push(cap.clone());
+        }
+    }
+    caps.retain(|c| !drop.contains(c));
+    caps
+}
+
+/// Host files bind-mounted over the init layer's placeholders.
+#[derive(Debug, Clone)]
+pub struct InitFiles<'a> {
+    /// `/etc/hostname`.
+    pub hostname: &'a Path,
+    /// `/etc/hosts`.
+    pub hosts: &'a Path,
+    /// `/etc/resolv.conf`.
+    pub resolv_conf: &'a Path,
+}
+
+/// Builds the bundle's `config.json`. `rootfs` is relative to the bundle.
+pub fn build(
+    config: &ContainerConfig,
+    user: &ResolvedUser,
+    files: &InitFiles<'_>,
+) -> Result<Value, EngineError> {
+    let argv = config.argv();
+    if argv.is_empty() {
+        return Err(EngineError::InvalidArgument(
+            "no command specified".to_string(),
+        ));
+    }
+    let args: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let mut spec = skiff_runtime::spec::default_spec(&args, false);
+    let caps = capabilities(&config.cap_add, &config.cap_drop);
+    let cwd = if config.working_dir.is_empty() {
+        "/".to_string()
+    } else {
+        config.working_dir.clone()
+    };
+    spec["process"] = json!({
+        "terminal": false,
+        "user": {"uid": user.uid, "gid": user.gid, "additionalGids": user.additional_gids},
+        "args": argv,
+        "env": process_env(config, &user.home),
+        "cwd": cwd,
+        "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
+        "noNewPrivileges": config.no_new_privileges(),
+    });
+    spec["root"] = json!({"path": "rootfs", "readonly": config.read_only});
+    let mut mounts = spec["mounts"].as_array().cloned().unwrap_or_default();
+    for (dest, source) in [
+        ("/etc/resolv.conf", files.resolv_conf),
+        ("/etc/hostname", files.hostname),
+        ("/etc/hosts", files.hosts),
+    ] {
+        mounts.push(json!({
+            "destination": dest, "type": "bind", "source": source,
+            "options": ["rbind", "rprivate"],
+        }));
+    }
+    for bind in &config.binds {
+        let mut options = vec!["rbind", "rprivate"];
+        if bind.read_only {
+            options.push("ro");
+        }
+        mounts.push(json!({
+            "destination": bind.destination, "type": "bind", "source": bind.source,
+            "options": options,
+        }));
+    }
+    for tmpfs in &config.tmpfs {
+        let mut options = vec![
+            "nosuid".to_string(),
+            "nodev".to_string(),
+            "noexec".to_string(),
+        ];
+        options.extend(tmpfs.options.iter().cloned());
+        mounts.push(json!({
+            "destination": tmpfs.destination, "type": "tmpfs", "source": "tmpfs",
+            "options": options,
+        }));
+    }
+    spec["mounts"] = Value::Array(mounts);
+
+    let mut namespaces = vec![
+        json!({"type": "pid"}),
+        json!({"type": "ipc"}),
+        json!({"type": "mount"}),
+        json!({"type": "cgroup"}),
+    ];
+    match config.network {
+        NetworkMode::None => {
+            namespaces.push(json!({"type": "network"}));
+            namespaces.push(json!({"type": "uts"}));
+            spec["hostname"] = json!(config.hostname);
+        }
+        NetworkMode::Host => {
+            if let Some(obj) = spec.as_object_mut() {
+                obj.remove("hostname");
+            }
+        }
+    }
+    let linux = &mut spec["linux"];
+    linux["namespaces"] = Value::Array(namespaces);
+    linux["cgroupsPath"] = json!(format!("/skiff/{}", config.id));
+    let r = &config.resources;
+    let mut resources = json!({"devices": [{"allow": false, "access": "rwm"}]});
+    if r.memory > 0 {
+        resources["memory"] = json!({"limit": r.memory});
+    }
+    if r.nano_cpus > 0 || r.cpu_shares > 0 {
+        let mut cpu = json!({});
+        if r.nano_cpus > 0 {
+            let period: i64 = 100_000;
+            cpu["period"] = json!(period);
+            cpu["quota"] = json!(r.nano_cpus * period / 1_000_000_000);
+        }
+        if r.cpu_shares > 0 {
+            cpu["shares"] = json!(r.cpu_shares);
+        }
+        resources["cpu"] = cpu;
+    }
+    if r.pids_limit > 0 {
+        resources["pids"] = json!({"limit": r.pids_limit});
+    }
+    linux["resources"] = resources;
+    if config.seccomp_confined() {
+        linux["seccomp"] = skiff_runtime::seccomp::default_profile();
+    }
+    Ok(spec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{BindMount, Resources, RestartPolicy};
+
+    fn config() -> ContainerConfig {
+        ContainerConfig {
+            id: "a".repeat(64),
+            name: "web".into(),
+            created: crate::time::ZERO_TIME.into(),
+            image: "busybox".into(),
+            image_id: "sha256:00".into(),
+            chain: vec![],
+            entrypoint: vec![],
+            cmd: vec!["sh".into(), "-c".into(), "true".into()],
+            env: vec!["PATH=/bin".into(), "A=1".into()],
+            working_dir: String::new(),
+            user: String::new(),
+            hostname: "aaaaaaaaaaaa".into(),
+            binds: vec![BindMount {
+                source: "/srv".into(),
+                destination: "/data".into(),
+                read_only: true,
+            }],
+            tmpfs: vec![],
+            read_only: false,
+            resources: Resources {
+                memory: 64 << 20,
+                nano_cpus: 500_000_000,
+                ..Resources::default()
+            },
+            cap_add: vec![],
+            cap_drop: vec![],
+            security_opt: vec![],
+            network: NetworkMode::None,
+            restart: RestartPolicy::No,
+            auto_remove: false,
+            labels: Default::default(),
+            stop_signal: String::new(),
+        }
+    }
+
+    fn user() -> ResolvedUser {
+        ResolvedUser {
+            uid: 0,
+            gid: 0,
+            additional_gids: vec![10],
+            home: "/root".into(),
+        }
+    }
+
+    fn files() -> InitFiles<'static> {
+        InitFiles {
+            hostname: Path::new("/c/hostname"),
+            hosts: Path::new("/c/hosts"),
+            resolv_conf: Path::new("/c/resolv.conf"),
+        }
+    }
+
+    #[test]
+    fn the_environment_follows_dockers_order() {
+        let env = process_env(&config(), "/root");
+        assert_eq!(
+            env,
+            vec!["PATH=/bin", "HOSTNAME=aaaaaaaaaaaa", "A=1", "HOME=/root"]
+        );
+    }
+
+    #[test]
+    fn capabilities_add_and_drop() {
+        let caps = capabilities(&["sys_admin".into()], &["CAP_CHOWN".into(), "kill".into()]);
+        assert!(caps.contains(&"CAP_SYS_ADMIN".to_string()));
+        assert!(!caps.contains(&"CAP_CHOWN".to_string()));
+        assert!(!caps.contains(&"CAP_KILL".to_string()));
+        assert_eq!(
+            capabilities(&["NET_ADMIN".into()], &["ALL".into()]),
+            vec!["CAP_NET_ADMIN"]
+        );
+    }
+
+    #[test]
+    fn the_spec_parses_and_carries_the_flags() {
+        let spec = build(&config(), &user(), &files()).unwrap();
+        let parsed: oci_spec::runtime::Spec = serde_json::from_value(spec.clone()).unwrap();
+        let linux = parsed.linux().clone().unwrap();
+        let resources = linux.resources().clone().unwrap();
+        assert_eq!(resources.memory().unwrap().limit(), Some(64 << 20));
+        assert_eq!(resources.cpu().clone().unwrap().quota(), Some(50_000));
+        assert!(linux.seccomp().is_some());
+        assert_eq!(spec["root"]["readonly"], json!(false));
+        assert_eq!(spec["process"]["noNewPrivileges"], json!(false));
+        let mounts = spec["mounts"].as_array().unwrap();
+        let data = mounts.iter().find(|m| m["destination"] == "/data").unwrap();
+        assert!(data["options"].as_array().unwrap().contains(&json!("ro")));
+        assert!(mounts.iter().any(|m| m["destination"] == "/etc/hosts"));
+    }
+
+    #[test]
+    fn unconfined_and_host_network_change_the_spec() {
+        let mut c = config();
+        c.security_opt = vec!["seccomp=unconfined".into(), "no-new-privileges".into()];
+        c.network = NetworkMode::Host;
+        let spec = build(&c, &user(), &files()).unwrap();
+        assert!(spec["linux"].get("seccomp").is_none());
+        assert_eq!(spec["process"]["noNewPrivileges"], json!(true));
+        let ns = spec["linux"]["namespaces"].as_array().unwrap();
+        assert!(
+            !ns.iter()
+                .any(|n| n["type"] == "network" || n["type"] == "uts")
+        );
+        assert!(spec.get("hostname").is_none());
+    }
+}
