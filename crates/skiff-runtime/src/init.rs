@@ -217,6 +217,7 @@ fn stage_two(plan: &Plan, ctx: &mut InitContext) -> Result<Never, InitError> {
         sysproc::set_rlimit(name, *soft, *hard)?;
     }
     crate::hooks::run("startContainer", &hooks.start_container, &hook_state)?;
+    sysproc::reset_signals()?;
     become_process(&plan.process)?;
     Err(sysproc::exec(&program, &plan.process.args, &plan.process.env).into())
 }

@@ -177,6 +177,23 @@ pub fn set_non_dumpable() -> SysResult<()> {
     nix::sys::prctl::set_dumpable(false).map_err(SysError::on("prctl PR_SET_DUMPABLE", 0))
 }
 
+/// Gives the process a clean signal state for the program it is about to exec: an empty
+/// blocked mask and default dispositions for every catchable signal (a caller such as the
+/// engine's monitor may block signals for its signalfd; the container must not inherit that).
+pub fn reset_signals() -> SysResult<()> {
+    use nix::sys::signal::{SigHandler, SigSet, SigmaskHow, Signal, sigprocmask};
+    sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None).map_err(SysError::on("sigprocmask", "empty"))?;
+    for signal in Signal::iterator() {
+        if matches!(signal, Signal::SIGKILL | Signal::SIGSTOP) {
+            continue;
+        }
+        // SAFETY: SIG_DFL installs no handler code of ours, so no async-signal-safety
+        // question arises; the previous disposition is dropped.
+        let _ = unsafe { nix::sys::signal::signal(signal, SigHandler::SigDfl) };
+    }
+    Ok(())
+}
+
 /// Starts a new session (the container's init leads its own).
 pub fn new_session() -> SysResult<()> {
     nix::unistd::setsid()
@@ -301,6 +318,18 @@ mod tests {
         let err = fork_single_threaded().unwrap_err();
         assert_eq!(err.op, "fork");
         blocker.join().unwrap();
+    }
+
+    #[test]
+    fn signal_state_is_reset() {
+        use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
+        let mut blocked = SigSet::empty();
+        blocked.add(Signal::SIGUSR1);
+        sigprocmask(SigmaskHow::SIG_BLOCK, Some(&blocked), None).unwrap();
+        reset_signals().unwrap();
+        let mut now = SigSet::empty();
+        sigprocmask(SigmaskHow::SIG_BLOCK, None, Some(&mut now)).unwrap();
+        assert!(!now.contains(Signal::SIGUSR1));
     }
 
     #[test]

@@ -176,6 +176,7 @@ fn run_child(
         for (name, soft, hard) in &process.rlimits {
             sysproc::set_rlimit(name, *soft, *hard)?;
         }
+        sysproc::reset_signals()?;
         init::become_process(process)?;
         channel.send(&Message::Ready)?;
         Err(sysproc::exec(&program, &process.args, &process.env).into())
