@@ -1,10 +1,156 @@
-//! The Skiff controllers: ReplicaSet, Deployment, StatefulSet, DaemonSet, Job, CronJob,
-//! endpoints, garbage collection, nodes, namespaces and service accounts.
+//! The Skiff controllers: level-triggered reconcilers that reach the cluster only through the
+//! Kubernetes API, fed by watches through the `kube` runtime (watcher, reflector, Controller).
 //!
-//! Today: the per-key exponential back-off of the work queue (client-go's
-//! `ItemExponentialFailureRateLimiter`: 5 ms doubling per failure up to 1000 s, forgotten on
-//! success). The controllers issue adds the controllers themselves.
+//! One module per controller; each splits a pure decision (object + what it owns -> a plan)
+//! from applying it:
+//!
+//! - [`replicaset`]: replicas by selector, adoption and release, deletion order, status;
+//! - [`deployment`]: ReplicaSets per template hash, RollingUpdate and Recreate, revisions,
+//!   history limit, pause, rollout status and conditions;
+//! - [`garbage_collector`]: owner references (background, foreground, orphan);
+//! - [`namespace`]: empties a deleted namespace and removes its `kubernetes` finalizer;
+//! - [`serviceaccount`]: a `default` ServiceAccount in every namespace;
+//! - [`job`]: completions, parallelism, back-off limit, Complete/Failed.
+//!
+//! Shared machinery: [`informer`] (one watch per kind shared by controllers), [`expectations`]
+//! (no double creation before the cache catches up), [`backoff`] (per-key requeue delays).
+//! [`run`] starts them all.
 
 pub mod backoff;
+pub mod deployment;
+pub mod expectations;
+pub mod garbage_collector;
+pub mod informer;
+pub mod job;
+pub mod namespace;
+pub mod replicaset;
+pub mod serviceaccount;
+pub mod util;
+
+use std::future::Future;
+
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::core::v1::Pod;
+use kube::Client;
+use kube::api::Api;
+use kube::runtime::watcher;
 
 pub use backoff::{BackoffError, ItemBackoff};
+pub use informer::Informer;
+
+/// A future that completes when the controllers should stop; cloned into each controller.
+pub type Shutdown = Shared<BoxFuture<'static, ()>>;
+
+/// A reconcile failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    /// An API call failed.
+    #[error("{key}: cannot {action}: {source}")]
+    Api {
+        /// The object reconciled (`namespace/name`).
+        key: String,
+        /// What was being done.
+        action: &'static str,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
+}
+
+impl ControllerError {
+    /// An API failure while reconciling `key`.
+    pub fn api(key: &str, action: &'static str, source: kube::Error) -> ControllerError {
+        ControllerError::Api {
+            key: key.to_string(),
+            action,
+            source,
+        }
+    }
+}
+
+/// Which controllers [`run_with`] starts.
+#[derive(Debug, Clone)]
+pub struct ControllerOptions {
+    /// ReplicaSet controller.
+    pub replicaset: bool,
+    /// Deployment controller.
+    pub deployment: bool,
+    /// Garbage collector.
+    pub garbage_collector: bool,
+    /// Namespace controller.
+    pub namespace: bool,
+    /// ServiceAccount controller.
+    pub serviceaccount: bool,
+    /// Job controller.
+    pub job: bool,
+}
+
+impl Default for ControllerOptions {
+    fn default() -> Self {
+        ControllerOptions {
+            replicaset: true,
+            deployment: true,
+            garbage_collector: true,
+            namespace: true,
+            serviceaccount: true,
+            job: true,
+        }
+    }
+}
+
+/// Runs every controller until `shutdown` completes.
+///
+/// ```no_run
+/// # async fn demo(client: kube::Client) {
+/// let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+/// let task = tokio::spawn(skiff_controllers::run(client, async move { let _ = stopped.await; }));
+/// // ...
+/// let _ = stop.send(());
+/// let _ = task.await;
+/// # }
+/// ```
+pub async fn run(client: Client, shutdown: impl Future<Output = ()> + Send + 'static) {
+    run_with(client, ControllerOptions::default(), shutdown).await;
+}
+
+/// Runs the controllers `options` selects until `shutdown` completes.
+pub async fn run_with(
+    client: Client,
+    options: ControllerOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    let shutdown: Shutdown = shutdown.boxed().shared();
+    let pods = Informer::spawn(Api::<Pod>::all(client.clone()), watcher::Config::default());
+    let replica_sets = Informer::spawn(
+        Api::<ReplicaSet>::all(client.clone()),
+        watcher::Config::default(),
+    );
+    let mut tasks: Vec<BoxFuture<'_, ()>> = Vec::new();
+    if options.replicaset {
+        tasks.push(replicaset::run(client.clone(), &pods, shutdown.clone()).boxed());
+    }
+    if options.deployment {
+        tasks.push(deployment::run(client.clone(), &replica_sets, &pods, shutdown.clone()).boxed());
+    }
+    if options.job {
+        tasks.push(job::run(client.clone(), &pods, shutdown.clone()).boxed());
+    }
+    if options.garbage_collector {
+        tasks.push(garbage_collector::run(client.clone(), shutdown.clone()).boxed());
+    }
+    if options.namespace {
+        tasks.push(namespace::run(client.clone(), shutdown.clone()).boxed());
+    }
+    if options.serviceaccount {
+        tasks.push(serviceaccount::run(client.clone(), shutdown.clone()).boxed());
+    }
+    let all = futures::future::join_all(tasks);
+    // Controllers stop at the shutdown signal; the informers go when this returns.
+    tokio::select! {
+        _ = all => {}
+        () = shutdown.clone() => {}
+    }
+    tracing::info!("controllers stopped");
+}

@@ -1,10 +1,31 @@
 //! The Skiff scheduler: filter and score plugins as pure functions over a snapshot of nodes and
 //! pods, plus a binder.
 //!
-//! Today: the resource-fit filter and the "least allocated" and "balanced allocation" scores of
-//! kube-scheduler, over plain numbers (milli-CPU and bytes). The scheduler issue adds the
-//! snapshot, the other plugins and binding.
+//! - [`snapshot`]: nodes with the pods on them, what they request and the host ports they use;
+//! - [`filters`]: `NodeUnschedulable`, `NodeName`, `TaintToleration` (with the not-ready and
+//!   unreachable taints of nodes whose `Ready` condition is not `True`), `NodeAffinity`
+//!   (`nodeSelector` and required terms), `NodePorts`, `NodeResourcesFit` (CPU, memory, pod
+//!   count; init containers and sidecars counted as kube-scheduler does) and `InterPodAffinity`;
+//! - [`scores`]: least allocated, balanced allocation, PreferNoSchedule taints, preferred node
+//!   affinity, preferred pod affinity and anti-affinity, and spreading one owner's pods;
+//! - [`algorithm`]: one decision, or a [`FitError`] with kube-scheduler's message;
+//! - [`scheduler`]: the loop over the API (watches, queue, assumed pods, binder, back-off,
+//!   `PodScheduled=False` and `FailedScheduling` events). [`run`] is the entry point.
 
+pub mod affinity;
+pub mod algorithm;
+pub mod events;
+pub mod filters;
+pub mod quantity;
 pub mod resources;
+pub mod scheduler;
+pub mod scores;
+pub mod snapshot;
 
+#[cfg(test)]
+mod tests;
+
+pub use algorithm::{FitError, schedule};
 pub use resources::{Resources, balanced_allocation_score, fits, least_allocated_score};
+pub use scheduler::{SchedulerError, SchedulerOptions, run, run_with};
+pub use snapshot::{NodeInfo, Snapshot};

@@ -1,0 +1,452 @@
+//! The scheduler's loop: watches nodes and pods through the API, keeps a queue of pods waiting
+//! for a node, decides with [`schedule`](crate::schedule) over a snapshot, and binds through
+//! `pods/{name}/binding`. Pods it has just bound are "assumed" on their node until the watch
+//! shows them bound, so the next decision already counts them.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Binding, Node, ObjectReference, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+use tokio::sync::{Notify, Semaphore, mpsc};
+
+use crate::algorithm::schedule;
+use crate::events::{self, COMPONENT};
+use crate::snapshot::Snapshot;
+
+/// The scheduler could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum SchedulerError {
+    /// A watch ended before its cache was filled.
+    #[error("the {resource} cache was never filled: the watch stopped")]
+    CacheNeverSynced {
+        /// `nodes` or `pods`.
+        resource: &'static str,
+    },
+}
+
+/// How the scheduler behaves.
+#[derive(Debug, Clone)]
+pub struct SchedulerOptions {
+    /// Pods whose `spec.schedulerName` is this (or empty) are ours.
+    pub scheduler_name: String,
+    /// How many bindings may be in flight at once.
+    pub parallel_binds: usize,
+    /// The first delay before retrying an unschedulable pod when nothing changed.
+    pub initial_backoff: Duration,
+    /// The longest such delay.
+    pub max_backoff: Duration,
+}
+
+impl Default for SchedulerOptions {
+    fn default() -> Self {
+        SchedulerOptions {
+            scheduler_name: COMPONENT.to_string(),
+            parallel_binds: 16,
+            initial_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Runs the scheduler until `shutdown` completes.
+///
+/// ```no_run
+/// # async fn demo(client: kube::Client) -> Result<(), skiff_scheduler::SchedulerError> {
+/// let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+/// let task = tokio::spawn(skiff_scheduler::run(client, async move { let _ = stopped.await; }));
+/// // ...
+/// let _ = stop.send(());
+/// # Ok(()) }
+/// ```
+pub async fn run(
+    client: Client,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), SchedulerError> {
+    run_with(client, SchedulerOptions::default(), shutdown).await
+}
+
+/// A pod that could not be placed, and when to try it again.
+#[derive(Debug)]
+struct Unschedulable {
+    /// The cluster generation at the failed attempt.
+    generation: u64,
+    /// The pod's resourceVersion at the failed attempt.
+    resource_version: Option<String>,
+    /// Not before this instant.
+    retry_at: Instant,
+    /// The next back-off.
+    backoff: Duration,
+    /// The message already written to the pod.
+    message: String,
+}
+
+/// How long an unschedulable pod waits for a change before it is tried again anyway.
+const FLUSH: Duration = Duration::from_secs(60);
+
+/// What the binder reports back.
+#[derive(Debug)]
+struct BindOutcome {
+    uid: String,
+    result: Result<(), String>,
+}
+
+/// Spawns a watch into a reflector store; `changed` is notified and `generation` bumped (when
+/// given) on every event.
+fn spawn_reflector<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    changed: Arc<Notify>,
+    generation: Option<Arc<AtomicU64>>,
+) -> (Store<K>, tokio::task::JoinHandle<()>)
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let stream = reflector::reflector(writer, watcher(api, config).default_backoff());
+    let task = tokio::spawn(async move {
+        stream
+            .for_each(|event| {
+                if let Err(error) = &event {
+                    tracing::warn!(%error, "scheduler watch failed; retrying");
+                }
+                if let Some(g) = &generation {
+                    g.fetch_add(1, Ordering::Relaxed);
+                }
+                changed.notify_one();
+                futures::future::ready(())
+            })
+            .await;
+    });
+    (reader, task)
+}
+
+/// Runs the scheduler with `options` until `shutdown` completes.
+pub async fn run_with(
+    client: Client,
+    options: SchedulerOptions,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), SchedulerError> {
+    let changed = Arc::new(Notify::new());
+    let generation = Arc::new(AtomicU64::new(0));
+    let pods: Api<Pod> = Api::all(client.clone());
+    let (node_store, node_task) = spawn_reflector(
+        Api::<Node>::all(client.clone()),
+        watcher::Config::default(),
+        Arc::clone(&changed),
+        Some(Arc::clone(&generation)),
+    );
+    let (assigned_store, assigned_task) = spawn_reflector(
+        pods.clone(),
+        watcher::Config::default().fields("spec.nodeName!="),
+        Arc::clone(&changed),
+        Some(Arc::clone(&generation)),
+    );
+    let (pending_store, pending_task) = spawn_reflector(
+        pods,
+        watcher::Config::default().fields("spec.nodeName="),
+        Arc::clone(&changed),
+        None,
+    );
+    let tasks = [node_task, assigned_task, pending_task];
+    let mut shutdown = std::pin::pin!(shutdown);
+    let synced = async {
+        node_store
+            .wait_until_ready()
+            .await
+            .map_err(|_| SchedulerError::CacheNeverSynced { resource: "nodes" })?;
+        assigned_store
+            .wait_until_ready()
+            .await
+            .map_err(|_| SchedulerError::CacheNeverSynced { resource: "pods" })?;
+        pending_store
+            .wait_until_ready()
+            .await
+            .map_err(|_| SchedulerError::CacheNeverSynced { resource: "pods" })
+    };
+    tokio::select! {
+        r = synced => r?,
+        () = &mut shutdown => {
+            tasks.iter().for_each(|t| t.abort());
+            return Ok(());
+        }
+    }
+    tracing::info!("scheduler caches synced");
+
+    let mut state = Loop {
+        client,
+        options,
+        assumed: HashMap::new(),
+        unschedulable: HashMap::new(),
+        ties: 0,
+        bound: 0,
+    };
+    let (tx, mut rx) = mpsc::unbounded_channel::<BindOutcome>();
+    let binds = Arc::new(Semaphore::new(state.options.parallel_binds.max(1)));
+    loop {
+        let wake = state.next_retry().map(tokio::time::Instant::from_std);
+        tokio::select! {
+            () = &mut shutdown => break,
+            () = changed.notified() => {}
+            Some(outcome) = rx.recv() => state.on_bound(outcome),
+            () = async {
+                match wake {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            } => {}
+        }
+        while let Ok(outcome) = rx.try_recv() {
+            state.on_bound(outcome);
+        }
+        state.schedule_pending(
+            &node_store,
+            &assigned_store,
+            &pending_store,
+            generation.load(Ordering::Relaxed),
+            &tx,
+            &binds,
+        );
+    }
+    tasks.iter().for_each(|t| t.abort());
+    tracing::info!(bound = state.bound, "scheduler stopped");
+    Ok(())
+}
+
+struct Loop {
+    client: Client,
+    options: SchedulerOptions,
+    /// Pods bound (or being bound) by us but not yet seen bound: uid -> the pod as bound.
+    assumed: HashMap<String, (Arc<Pod>, Instant)>,
+    unschedulable: HashMap<String, Unschedulable>,
+    ties: usize,
+    bound: u64,
+}
+
+impl Loop {
+    fn next_retry(&self) -> Option<Instant> {
+        let now = Instant::now();
+        self.unschedulable
+            .values()
+            .map(|u| {
+                if now < u.retry_at {
+                    u.retry_at
+                } else {
+                    u.retry_at + FLUSH
+                }
+            })
+            .min()
+    }
+
+    fn on_bound(&mut self, outcome: BindOutcome) {
+        match outcome.result {
+            Ok(()) => self.bound += 1,
+            Err(error) => {
+                tracing::warn!(uid = %outcome.uid, %error, "binding failed; the pod goes back to the queue");
+                self.assumed.remove(&outcome.uid);
+            }
+        }
+    }
+
+    fn is_ours(&self, pod: &Pod) -> bool {
+        let name = pod.spec.as_ref().and_then(|s| s.scheduler_name.as_deref());
+        pod.metadata.deletion_timestamp.is_none()
+            && name.is_none_or(|n| n.is_empty() || n == self.options.scheduler_name)
+            && pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.node_name.as_deref())
+                .is_none_or(str::is_empty)
+    }
+
+    fn schedule_pending(
+        &mut self,
+        nodes: &Store<Node>,
+        assigned: &Store<Pod>,
+        pending: &Store<Pod>,
+        generation: u64,
+        tx: &mpsc::UnboundedSender<BindOutcome>,
+        binds: &Arc<Semaphore>,
+    ) {
+        // Forget assumptions the watch has caught up with (or that are too old).
+        let now = Instant::now();
+        self.assumed.retain(|uid, (pod, since)| {
+            let key = reflector::ObjectRef::from_obj(pod.as_ref());
+            let seen = assigned
+                .get(&key)
+                .is_some_and(|p| p.metadata.uid.as_deref() == Some(uid.as_str()));
+            !seen && now.duration_since(*since) < Duration::from_secs(30)
+        });
+        let mut queue: Vec<Arc<Pod>> = pending
+            .state()
+            .into_iter()
+            .filter(|p| self.is_ours(p))
+            .filter(|p| {
+                !self
+                    .assumed
+                    .contains_key(p.metadata.uid.as_deref().unwrap_or_default())
+            })
+            .collect();
+        let live: std::collections::HashSet<String> = queue
+            .iter()
+            .filter_map(|p| p.metadata.uid.clone())
+            .collect();
+        self.unschedulable.retain(|uid, _| live.contains(uid));
+        if queue.is_empty() {
+            return;
+        }
+        queue.sort_by(|a, b| {
+            let prio = |p: &Pod| p.spec.as_ref().and_then(|s| s.priority).unwrap_or(0);
+            prio(b)
+                .cmp(&prio(a))
+                .then_with(|| {
+                    a.metadata
+                        .creation_timestamp
+                        .cmp(&b.metadata.creation_timestamp)
+                })
+                .then_with(|| a.metadata.name.cmp(&b.metadata.name))
+        });
+        let mut snapshot = Snapshot::new(
+            nodes.state(),
+            assigned
+                .state()
+                .into_iter()
+                .chain(self.assumed.values().map(|(p, _)| Arc::clone(p))),
+        );
+        for pod in queue {
+            let uid = pod.metadata.uid.clone().unwrap_or_default();
+            if let Some(u) = self.unschedulable.get(&uid) {
+                let unchanged = u.generation == generation
+                    && u.resource_version == pod.metadata.resource_version;
+                // Wait out the back-off; after it, retry when something changed that could
+                // help, or anyway once the flush interval has passed.
+                if now < u.retry_at || (unchanged && now < u.retry_at + FLUSH) {
+                    continue;
+                }
+            }
+            self.ties = self.ties.wrapping_add(1);
+            match schedule(&pod, &snapshot, self.ties) {
+                Ok(node) => {
+                    self.unschedulable.remove(&uid);
+                    let mut bound = (*pod).clone();
+                    if let Some(spec) = bound.spec.as_mut() {
+                        spec.node_name = Some(node.clone());
+                    }
+                    let bound = Arc::new(bound);
+                    snapshot.add_pod(Arc::clone(&bound));
+                    self.assumed.insert(uid.clone(), (bound, now));
+                    self.spawn_bind(Arc::clone(&pod), node, uid, tx.clone(), Arc::clone(binds));
+                }
+                Err(fit) => {
+                    let previous = self.unschedulable.remove(&uid);
+                    let backoff = previous.as_ref().map_or(self.options.initial_backoff, |u| {
+                        (u.backoff * 2).min(self.options.max_backoff)
+                    });
+                    let report = previous.as_ref().is_none_or(|u| u.message != fit.message);
+                    self.unschedulable.insert(
+                        uid,
+                        Unschedulable {
+                            generation,
+                            resource_version: pod.metadata.resource_version.clone(),
+                            retry_at: now + backoff,
+                            backoff,
+                            message: fit.message.clone(),
+                        },
+                    );
+                    if report {
+                        tracing::info!(pod = %pod.name_any(), namespace = ?pod.namespace(), reason = %fit.message, "unschedulable");
+                        tokio::spawn(report_unschedulable(self.client.clone(), pod, fit.message));
+                    }
+                }
+            }
+        }
+    }
+
+    fn spawn_bind(
+        &self,
+        pod: Arc<Pod>,
+        node: String,
+        uid: String,
+        tx: mpsc::UnboundedSender<BindOutcome>,
+        binds: Arc<Semaphore>,
+    ) {
+        let client = self.client.clone();
+        let name = pod.name_any();
+        let namespace = pod.namespace().unwrap_or_else(|| "default".into());
+        tokio::spawn(async move {
+            let _permit = binds.acquire_owned().await;
+            let api: Api<Pod> = Api::namespaced(client.clone(), &namespace);
+            let binding = Binding {
+                metadata: ObjectMeta {
+                    name: Some(name.clone()),
+                    namespace: Some(namespace.clone()),
+                    uid: Some(uid.clone()),
+                    ..ObjectMeta::default()
+                },
+                target: ObjectReference {
+                    api_version: Some("v1".into()),
+                    kind: Some("Node".into()),
+                    name: Some(node.clone()),
+                    ..ObjectReference::default()
+                },
+            };
+            let result = api
+                .create_subresource::<_, serde_json::Value>(
+                    "binding",
+                    &name,
+                    &PostParams::default(),
+                    &binding,
+                )
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string());
+            if result.is_ok() {
+                tracing::debug!(pod = %name, %namespace, %node, "bound");
+                let message = format!("Successfully assigned {namespace}/{name} to {node}");
+                events::record(&client, &pod, "Normal", "Scheduled", &message).await;
+            }
+            let _ = tx.send(BindOutcome { uid, result });
+        });
+    }
+}
+
+/// Writes `PodScheduled=False` (reason `Unschedulable`) and a `FailedScheduling` event.
+async fn report_unschedulable(client: Client, pod: Arc<Pod>, message: String) {
+    let namespace = pod.namespace().unwrap_or_else(|| "default".into());
+    let api: Api<Pod> = Api::namespaced(client.clone(), &namespace);
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    let patch = json!({"status": {"conditions": [{
+        "type": "PodScheduled",
+        "status": "False",
+        "reason": "Unschedulable",
+        "message": message,
+        "lastProbeTime": null,
+        "lastTransitionTime": now,
+    }]}});
+    if let Err(error) = api
+        .patch_status(
+            &pod.name_any(),
+            &PatchParams::default(),
+            &Patch::Strategic(patch),
+        )
+        .await
+    {
+        tracing::debug!(%error, pod = %pod.name_any(), "cannot write PodScheduled=False");
+    }
+    events::record(&client, &pod, "Warning", "FailedScheduling", &message).await;
+}

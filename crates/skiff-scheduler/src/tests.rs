@@ -1,0 +1,282 @@
+//! Scheduling decisions over hand-built snapshots.
+
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{Node, Pod};
+use serde_json::{Value, json};
+
+use crate::{Snapshot, schedule};
+
+fn node(name: &str, cpu: &str, extra: Value) -> Arc<Node> {
+    let mut v = json!({
+        "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}},
+        "spec": {},
+        "status": {
+            "allocatable": {"cpu": cpu, "memory": "4Gi", "pods": "110"},
+            "conditions": [{"type": "Ready", "status": "True"}],
+        },
+    });
+    merge(&mut v, extra);
+    Arc::new(serde_json::from_value(v).unwrap())
+}
+
+fn pod(name: &str, cpu: &str, extra: Value) -> Pod {
+    let mut v = json!({
+        "metadata": {"name": name, "namespace": "default", "uid": format!("uid-{name}"), "labels": {}},
+        "spec": {"containers": [{"name": "c", "image": "busybox",
+            "resources": {"requests": {"cpu": cpu}}}]},
+    });
+    merge(&mut v, extra);
+    serde_json::from_value(v).unwrap()
+}
+
+fn on(p: Pod, node: &str) -> Arc<Pod> {
+    let mut p = p;
+    p.spec.as_mut().unwrap().node_name = Some(node.into());
+    Arc::new(p)
+}
+
+fn merge(into: &mut Value, from: Value) {
+    match (into, from) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, v) in b {
+                merge(a.entry(k).or_insert(Value::Null), v);
+            }
+        }
+        (slot, v) => *slot = v,
+    }
+}
+
+#[test]
+fn the_message_counts_each_reason_like_kube_scheduler() {
+    let taint =
+        json!({"spec": {"taints": [{"key": "dedicated", "value": "db", "effect": "NoSchedule"}]}});
+    let snapshot = Snapshot::new(
+        [
+            node("a", "1", json!({})),
+            node("b", "4", taint.clone()),
+            node("c", "4", taint),
+        ],
+        [],
+    );
+    let err = schedule(&pod("p", "2", json!({})), &snapshot, 0).unwrap_err();
+    assert_eq!(
+        err.message,
+        "0/3 nodes are available: 1 Insufficient cpu, 2 node(s) had untolerated taint {dedicated: db}."
+    );
+}
+
+#[test]
+fn a_tolerating_pod_goes_to_the_tainted_node() {
+    let taint =
+        json!({"spec": {"taints": [{"key": "dedicated", "value": "db", "effect": "NoSchedule"}]}});
+    let snapshot = Snapshot::new([node("a", "1", json!({})), node("b", "4", taint)], []);
+    let tolerating = pod(
+        "p",
+        "2",
+        json!({"spec": {"tolerations": [{"key": "dedicated", "operator": "Exists"}]}}),
+    );
+    assert_eq!(schedule(&tolerating, &snapshot, 0).unwrap(), "b");
+}
+
+#[test]
+fn requests_of_pods_already_placed_count() {
+    let snapshot = Snapshot::new(
+        [node("a", "2", json!({})), node("b", "2", json!({}))],
+        [on(pod("x", "1500m", json!({})), "a")],
+    );
+    assert_eq!(
+        schedule(&pod("p", "1", json!({})), &snapshot, 0).unwrap(),
+        "b"
+    );
+    // Finished pods hold nothing.
+    let done = on(
+        pod("y", "1500m", json!({"status": {"phase": "Succeeded"}})),
+        "b",
+    );
+    let snapshot = Snapshot::new(
+        [node("a", "2", json!({})), node("b", "2", json!({}))],
+        [on(pod("x", "1500m", json!({})), "a"), done],
+    );
+    assert_eq!(
+        schedule(&pod("p", "1", json!({})), &snapshot, 0).unwrap(),
+        "b"
+    );
+}
+
+#[test]
+fn unschedulable_and_not_ready_nodes_are_skipped() {
+    let snapshot = Snapshot::new(
+        [
+            node("a", "4", json!({"spec": {"unschedulable": true}})),
+            node(
+                "b",
+                "4",
+                json!({"status": {"conditions": [{"type": "Ready", "status": "False"}]}}),
+            ),
+        ],
+        [],
+    );
+    let err = schedule(&pod("p", "1", json!({})), &snapshot, 0).unwrap_err();
+    assert_eq!(
+        err.message,
+        "0/2 nodes are available: 1 node(s) had untolerated taint {node.kubernetes.io/not-ready: }, 1 node(s) were unschedulable."
+    );
+}
+
+#[test]
+fn node_selector_and_required_affinity_pick_the_labelled_node() {
+    let ssd = json!({"metadata": {"labels": {"disk": "ssd", "zone": "z1"}}});
+    let snapshot = Snapshot::new([node("a", "4", json!({})), node("b", "4", ssd)], []);
+    let p = pod("p", "1", json!({"spec": {"nodeSelector": {"disk": "ssd"}}}));
+    assert_eq!(schedule(&p, &snapshot, 0).unwrap(), "b");
+    let p = pod(
+        "p",
+        "1",
+        json!({"spec": {"affinity": {"nodeAffinity": {
+        "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+            {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["z2"]}]}
+        ]}}}}}),
+    );
+    let err = schedule(&p, &snapshot, 0).unwrap_err();
+    assert_eq!(
+        err.message,
+        "0/2 nodes are available: 2 node(s) didn't match Pod's node affinity/selector."
+    );
+}
+
+#[test]
+fn preferred_node_affinity_wins_among_feasible_nodes() {
+    let snapshot = Snapshot::new(
+        [
+            node("a", "4", json!({})),
+            node("b", "4", json!({"metadata": {"labels": {"tier": "fast"}}})),
+        ],
+        [],
+    );
+    let p = pod(
+        "p",
+        "1",
+        json!({"spec": {"affinity": {"nodeAffinity": {
+        "preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 50, "preference":
+            {"matchExpressions": [{"key": "tier", "operator": "In", "values": ["fast"]}]}}]}}}}),
+    );
+    for tie in 0..4 {
+        assert_eq!(schedule(&p, &snapshot, tie).unwrap(), "b");
+    }
+}
+
+#[test]
+fn host_ports_conflict() {
+    let with_port = |name: &str| {
+        pod(
+            name,
+            "100m",
+            json!({"spec": {"containers": [{"name": "c", "image": "x",
+            "ports": [{"containerPort": 80, "hostPort": 8080}]}]}}),
+        )
+    };
+    let snapshot = Snapshot::new(
+        [node("a", "4", json!({})), node("b", "4", json!({}))],
+        [on(with_port("x"), "a")],
+    );
+    assert_eq!(schedule(&with_port("p"), &snapshot, 0).unwrap(), "b");
+    let snapshot = Snapshot::new([node("a", "4", json!({}))], [on(with_port("x"), "a")]);
+    assert_eq!(
+        schedule(&with_port("p"), &snapshot, 0).unwrap_err().message,
+        "0/1 nodes are available: 1 node(s) didn't have free ports for the requested pod ports."
+    );
+}
+
+#[test]
+fn pods_of_one_owner_spread_over_nodes() {
+    let owned = |name: &str| {
+        pod(
+            name,
+            "100m",
+            json!({"metadata": {"ownerReferences": [{"apiVersion": "apps/v1",
+            "kind": "ReplicaSet", "name": "rs", "uid": "rs-1", "controller": true}]}}),
+        )
+    };
+    let mut snapshot = Snapshot::new(
+        [
+            node("a", "4", json!({})),
+            node("b", "4", json!({})),
+            node("c", "4", json!({})),
+        ],
+        [],
+    );
+    let mut placed = Vec::new();
+    for i in 0..6 {
+        let p = owned(&format!("p{i}"));
+        let n = schedule(&p, &snapshot, 0).unwrap();
+        snapshot.add_pod(on(p, &n));
+        placed.push(n);
+    }
+    for n in ["a", "b", "c"] {
+        assert_eq!(placed.iter().filter(|x| *x == n).count(), 2, "{placed:?}");
+    }
+}
+
+#[test]
+fn too_many_pods_is_a_reason() {
+    let small = node("a", "4", json!({"status": {"allocatable": {"pods": "1"}}}));
+    let snapshot = Snapshot::new([small], [on(pod("x", "0", json!({})), "a")]);
+    assert_eq!(
+        schedule(&pod("p", "0", json!({})), &snapshot, 0)
+            .unwrap_err()
+            .message,
+        "0/1 nodes are available: 1 Too many pods."
+    );
+}
+
+#[test]
+fn pod_anti_affinity_keeps_replicas_apart_and_affinity_brings_them_together() {
+    let zone = |z: &str| json!({"metadata": {"labels": {"zone": z}}});
+    let snapshot = Snapshot::new(
+        [
+            node("a", "4", zone("z1")),
+            node("b", "4", zone("z1")),
+            node("c", "4", zone("z2")),
+        ],
+        [on(
+            pod("db", "100m", json!({"metadata": {"labels": {"app": "db"}}})),
+            "a",
+        )],
+    );
+    let anti = pod(
+        "p",
+        "100m",
+        json!({"spec": {"affinity": {"podAntiAffinity": {
+        "requiredDuringSchedulingIgnoredDuringExecution": [{"topologyKey": "zone",
+            "labelSelector": {"matchLabels": {"app": "db"}}}]}}}}),
+    );
+    assert_eq!(schedule(&anti, &snapshot, 0).unwrap(), "c");
+    let with = pod(
+        "p",
+        "100m",
+        json!({"spec": {"affinity": {"podAffinity": {
+        "requiredDuringSchedulingIgnoredDuringExecution": [{"topologyKey": "kubernetes.io/hostname",
+            "labelSelector": {"matchLabels": {"app": "db"}}}]}}}}),
+    );
+    for tie in 0..3 {
+        assert_eq!(schedule(&with, &snapshot, tie).unwrap(), "a");
+    }
+    // An existing pod's anti-affinity repels the newcomer.
+    let repelling = on(
+        pod(
+            "r",
+            "100m",
+            json!({"spec": {"affinity": {"podAntiAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": [{"topologyKey": "zone",
+                "labelSelector": {"matchLabels": {"app": "web"}}}]}}}}),
+        ),
+        "c",
+    );
+    let snapshot = Snapshot::new([node("c", "4", zone("z2"))], [repelling]);
+    let web = pod("w", "100m", json!({"metadata": {"labels": {"app": "web"}}}));
+    assert_eq!(
+        schedule(&web, &snapshot, 0).unwrap_err().message,
+        "0/1 nodes are available: 1 node(s) didn't satisfy existing pods anti-affinity rules."
+    );
+}
