@@ -23,6 +23,43 @@ enum Command {
     Runtime(runtime_cli::RuntimeArgs),
     /// Show what this host offers Skiff: kernel, cgroup layout and controllers, namespaces.
     Info(info::InfoArgs),
+    /// Run a command in a new container.
+    Run(crate::engine_cli::RunArgs),
+    /// List containers.
+    Ps(crate::engine_cli::PsArgs),
+    /// Run a command in a running container.
+    Exec(crate::engine_cli::ExecArgs),
+    /// Print a container's output.
+    Logs(crate::engine_cli::LogsArgs),
+    /// Stop containers (SIGTERM, then SIGKILL).
+    Stop(crate::engine_cli::StopArgs),
+    /// Send a signal to containers.
+    Kill(crate::engine_cli::KillArgs),
+    /// Start stopped containers.
+    Start(crate::engine_cli::StartArgs),
+    /// Restart containers.
+    Restart(crate::engine_cli::RestartArgs),
+    /// Remove containers.
+    Rm(crate::engine_cli::RmArgs),
+    /// Show containers' details as JSON or through a Go template.
+    Inspect(crate::engine_cli::InspectArgs),
+    /// The per-container monitor (internal).
+    #[command(hide = true)]
+    Shim(crate::engine_cli::ShimArgs),
+    /// Start a single-node cluster: the Kubernetes API server over its store.
+    Server(crate::server::ServerArgs),
+    /// Pull an image from a registry.
+    Pull(crate::image_cli::PullArgs),
+    /// List images.
+    Images(crate::image_cli::ImagesArgs),
+    /// Remove images (and the content only they used).
+    Rmi(crate::image_cli::RmiArgs),
+    /// Manage images: inspect, import, export, prune, ls, rm.
+    Image(crate::image_cli::ImageArgs),
+    /// Load images from a docker archive (`docker save` format) or OCI layout tar.
+    Load(crate::image_cli::LoadArgs),
+    /// Save images to a docker archive (`docker save` format).
+    Save(crate::image_cli::SaveArgs),
 }
 
 impl Cli {
@@ -31,6 +68,24 @@ impl Cli {
         match self.command {
             Command::Runtime(args) => args.run(),
             Command::Info(args) => args.run(),
+            Command::Run(args) => args.run(),
+            Command::Ps(args) => args.run(),
+            Command::Exec(args) => args.run(),
+            Command::Logs(args) => args.run(),
+            Command::Stop(args) => args.run(),
+            Command::Kill(args) => args.run(),
+            Command::Start(args) => args.run(),
+            Command::Restart(args) => args.run(),
+            Command::Rm(args) => args.run(),
+            Command::Inspect(args) => args.run(),
+            Command::Shim(args) => args.run(),
+            Command::Server(args) => args.run(),
+            Command::Pull(args) => args.run(),
+            Command::Images(args) => args.run(),
+            Command::Rmi(args) => args.run(),
+            Command::Image(args) => args.run(),
+            Command::Load(args) => args.run(),
+            Command::Save(args) => args.run(),
         }
     }
 }

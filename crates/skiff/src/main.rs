@@ -5,8 +5,11 @@
 //! runtime command line (`skiff runtime`), which is how podman and containerd drive it.
 
 mod cli;
+mod engine_cli;
+mod image_cli;
 mod info;
 mod runtime_cli;
+mod server;
 
 use std::ffi::OsString;
 use std::path::Path;

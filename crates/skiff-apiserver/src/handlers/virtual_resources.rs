@@ -1,0 +1,116 @@
+//! Create-only review resources that are answered, never stored: `SelfSubjectReview`
+//! (`kubectl auth whoami`) and the authorization reviews (`kubectl auth can-i`).
+//!
+//! Skiff has no authorization yet: every authenticated user may do everything, and the
+//! access reviews say so.
+
+use axum::http::{Method, StatusCode};
+use axum::response::Response;
+use serde_json::{Value, json};
+use skiff_apimachinery::ResourceInfo;
+
+use super::{Ctx, parse_body};
+use crate::response;
+use crate::status::ApiError;
+
+/// (group, version, kind, plural, namespaced)
+const VIRTUAL: &[(&str, &str, &str, &str, bool)] = &[
+    (
+        "authentication.k8s.io",
+        "v1",
+        "SelfSubjectReview",
+        "selfsubjectreviews",
+        false,
+    ),
+    (
+        "authorization.k8s.io",
+        "v1",
+        "SelfSubjectAccessReview",
+        "selfsubjectaccessreviews",
+        false,
+    ),
+    (
+        "authorization.k8s.io",
+        "v1",
+        "SelfSubjectRulesReview",
+        "selfsubjectrulesreviews",
+        false,
+    ),
+    (
+        "authorization.k8s.io",
+        "v1",
+        "SubjectAccessReview",
+        "subjectaccessreviews",
+        false,
+    ),
+    (
+        "authorization.k8s.io",
+        "v1",
+        "LocalSubjectAccessReview",
+        "localsubjectaccessreviews",
+        true,
+    ),
+];
+
+/// The review resources, for the registry.
+pub fn infos() -> Vec<ResourceInfo> {
+    VIRTUAL
+        .iter()
+        .map(|(group, version, kind, plural, namespaced)| ResourceInfo {
+            group: group.to_string(),
+            version: version.to_string(),
+            kind: kind.to_string(),
+            plural: plural.to_string(),
+            singular: kind.to_ascii_lowercase(),
+            namespaced: *namespaced,
+            short_names: Vec::new(),
+            categories: Vec::new(),
+            verbs: vec!["create".to_string()],
+            subresources: Vec::new(),
+        })
+        .collect()
+}
+
+/// Whether the resource is a review answered here.
+pub fn is_virtual(info: &ResourceInfo) -> bool {
+    VIRTUAL
+        .iter()
+        .any(|(g, _, _, p, _)| *g == info.group && *p == info.plural)
+}
+
+/// Answers a review.
+pub fn handle(ctx: &Ctx, method: &Method, body: &[u8]) -> Result<Response, ApiError> {
+    if *method != Method::POST || ctx.name.is_some() {
+        return Err(ApiError::method_not_allowed());
+    }
+    let mut review = if body.is_empty() {
+        json!({})
+    } else {
+        parse_body(&ctx.headers, body)?
+    };
+    if !review.is_object() {
+        return Err(ApiError::bad_request("the review must be an object"));
+    }
+    review["apiVersion"] = json!(ctx.info.api_version());
+    review["kind"] = json!(ctx.info.kind);
+    if review.get("metadata").is_none() {
+        review["metadata"] = json!({"creationTimestamp": Value::Null});
+    }
+    let user = json!({
+        "username": ctx.identity.username,
+        "groups": ctx.identity.groups,
+    });
+    review["status"] = match ctx.info.plural.as_str() {
+        "selfsubjectreviews" => json!({"userInfo": user}),
+        "selfsubjectrulesreviews" => json!({
+            "resourceRules": [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}],
+            "nonResourceRules": [{"verbs": ["*"], "nonResourceURLs": ["*"]}],
+            "incomplete": false,
+        }),
+        _ => json!({
+            "allowed": true,
+            "reason": "skiff has no authorization yet: every authenticated user may do everything",
+        }),
+    };
+    Ok(response::json(StatusCode::CREATED, &review))
+}

@@ -1,0 +1,68 @@
+//! The docker-like container commands: `run`, `ps`, `exec`, `logs`, `stop`, `kill`, `start`,
+//! `restart`, `rm`, `inspect`, and the hidden `shim` (the per-container monitor), over the
+//! engine of `--data-root`. Exit codes are Docker's: `run` exits with the container's code,
+//! 125 when the engine failed, 126/127 when the command could not be run.
+//!
+//! None of these start a tokio runtime before they fork (`exec` and `shim` call the runtime,
+//! which refuses to fork a multi-threaded process); `run` may pull a missing image first,
+//! on a runtime it drops before it starts the monitor.
+
+mod ops;
+mod run;
+mod table;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+use skiff_engine::{Engine, EngineError};
+
+pub use ops::{
+    ExecArgs, InspectArgs, KillArgs, LogsArgs, PsArgs, RestartArgs, RmArgs, StartArgs, StopArgs,
+};
+pub use run::RunArgs;
+
+/// The data root every Skiff state lives under.
+const DEFAULT_DATA_ROOT: &str = "/var/lib/skiff";
+
+/// Where the engine's state lives.
+#[derive(Debug, Clone, Args)]
+pub struct EngineRoot {
+    /// Root of Skiff's persistent state (containers under DATA_ROOT/containers).
+    #[arg(long, env = "SKIFF_DATA_ROOT", default_value = DEFAULT_DATA_ROOT)]
+    data_root: PathBuf,
+}
+
+impl EngineRoot {
+    fn open(&self) -> Result<Engine, EngineError> {
+        Engine::open(&self.data_root)
+    }
+}
+
+/// Prints an engine error the way Docker's CLI does and returns `code`.
+fn report(err: &EngineError, code: u8) -> ExitCode {
+    eprintln!("Error response from daemon: {err}");
+    ExitCode::from(code)
+}
+
+/// The exit code for a container's exit status (0-255).
+fn exit_code(code: i32) -> ExitCode {
+    ExitCode::from(u8::try_from(code.clamp(0, 255)).unwrap_or(255))
+}
+
+/// Options of the hidden `skiff shim`.
+#[derive(Debug, Args)]
+pub struct ShimArgs {
+    #[command(flatten)]
+    root: EngineRoot,
+    /// The container's full id.
+    id: String,
+}
+
+impl ShimArgs {
+    /// Runs the monitor of one container until it ended for good.
+    pub fn run(self) -> anyhow::Result<ExitCode> {
+        skiff_engine::shim::run(&self.root.data_root, &self.id)?;
+        Ok(ExitCode::SUCCESS)
+    }
+}

@@ -1,0 +1,275 @@
+//! `skiff run`: create a container from an image, start its monitor, and either print its id
+//! (`-d`) or stream its output and exit with its exit code.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+use skiff_engine::logs::{LogPrinter, LogReader};
+use skiff_engine::record::{BindMount, NetworkMode, Resources, RestartPolicy, TmpfsMount};
+use skiff_engine::{CreateRequest, Engine, EngineError};
+
+use super::{EngineRoot, exit_code};
+
+/// Options of `skiff run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    root: EngineRoot,
+    /// Run in the background and print the container id.
+    #[arg(short, long)]
+    detach: bool,
+    /// Remove the container when it exits.
+    #[arg(long)]
+    rm: bool,
+    /// Name the container.
+    #[arg(long)]
+    name: Option<String>,
+    /// Set an environment variable (KEY=VALUE, or KEY to copy it from here).
+    #[arg(short, long = "env", value_name = "KEY=VALUE")]
+    env: Vec<String>,
+    /// Working directory inside the container.
+    #[arg(short, long = "workdir")]
+    workdir: Option<String>,
+    /// User: name|uid[:group|gid].
+    #[arg(short, long)]
+    user: Option<String>,
+    /// The container's hostname.
+    #[arg(long)]
+    hostname: Option<String>,
+    /// Override the image's entrypoint.
+    #[arg(long)]
+    entrypoint: Option<String>,
+    /// Bind-mount a host directory: /HOST:/CONTAINER[:ro].
+    #[arg(short, long = "volume")]
+    volume: Vec<String>,
+    /// Mount a tmpfs: /PATH[:OPTIONS].
+    #[arg(long)]
+    tmpfs: Vec<String>,
+    /// Mount the root filesystem read-only.
+    #[arg(long)]
+    read_only: bool,
+    /// CPUs (e.g. 1.5).
+    #[arg(long)]
+    cpus: Option<f64>,
+    /// Relative CPU weight.
+    #[arg(short = 'c', long)]
+    cpu_shares: Option<i64>,
+    /// Memory limit (e.g. 64m, 1g).
+    #[arg(short, long)]
+    memory: Option<String>,
+    /// Process limit.
+    #[arg(long)]
+    pids_limit: Option<i64>,
+    /// Add a capability.
+    #[arg(long)]
+    cap_add: Vec<String>,
+    /// Drop a capability (or ALL).
+    #[arg(long)]
+    cap_drop: Vec<String>,
+    /// Security options: no-new-privileges, seccomp=unconfined.
+    #[arg(long)]
+    security_opt: Vec<String>,
+    /// Network: none (the default until pod networking exists) or host.
+    #[arg(long, alias = "net", default_value = "none")]
+    network: String,
+    /// Restart policy: no, on-failure[:N], always, unless-stopped.
+    #[arg(long, default_value = "no")]
+    restart: String,
+    /// Keep stdin open (not supported yet).
+    #[arg(short, long)]
+    interactive: bool,
+    /// Allocate a terminal (not supported yet).
+    #[arg(short, long)]
+    tty: bool,
+    /// The image.
+    image: String,
+    /// The command and its arguments (the image's default if none).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+}
+
+/// Parses Docker's byte sizes: `64m`, `1g`, `512k`, `1024b`, `1024`.
+pub fn parse_bytes(text: &str) -> Result<i64, EngineError> {
+    let lower = text.trim().to_ascii_lowercase();
+    let lower = lower.strip_suffix('b').unwrap_or(&lower);
+    let (digits, scale) = match lower.chars().last() {
+        Some('k') => (&lower[..lower.len() - 1], 1i64 << 10),
+        Some('m') => (&lower[..lower.len() - 1], 1 << 20),
+        Some('g') => (&lower[..lower.len() - 1], 1 << 30),
+        _ => (lower, 1),
+    };
+    digits
+        .parse::<f64>()
+        .ok()
+        .filter(|n| *n >= 0.0)
+        .map(|n| (n * scale as f64) as i64)
+        .ok_or_else(|| EngineError::InvalidArgument(format!("invalid size: {text:?}")))
+}
+
+impl RunArgs {
+    fn request(&self) -> Result<CreateRequest, EngineError> {
+        if self.interactive || self.tty {
+            return Err(EngineError::InvalidArgument(
+                "-i and -t are not supported yet: run without them".into(),
+            ));
+        }
+        let network = match self.network.as_str() {
+            "none" => NetworkMode::None,
+            "host" => NetworkMode::Host,
+            other => {
+                return Err(EngineError::InvalidArgument(format!(
+                    "network {other} not found (only none and host exist until pod networking lands)"
+                )));
+            }
+        };
+        let restart = RestartPolicy::parse(&self.restart)?;
+        if self.rm && restart != RestartPolicy::No {
+            return Err(EngineError::InvalidArgument(
+                "conflicting options: cannot specify both --restart and --rm".into(),
+            ));
+        }
+        let memory = self.memory.as_deref().map(parse_bytes).transpose()?;
+        if memory.is_some_and(|m| m > 0 && m < 6 << 20) {
+            return Err(EngineError::InvalidArgument(
+                "Minimum memory limit allowed is 6MB".into(),
+            ));
+        }
+        Ok(CreateRequest {
+            image: self.image.clone(),
+            name: self.name.clone(),
+            cmd: self.command.clone(),
+            entrypoint: self.entrypoint.clone(),
+            env: self.env.clone(),
+            working_dir: self.workdir.clone(),
+            user: self.user.clone(),
+            hostname: self.hostname.clone(),
+            binds: self
+                .volume
+                .iter()
+                .map(|v| BindMount::parse(v))
+                .collect::<Result<_, _>>()?,
+            tmpfs: self
+                .tmpfs
+                .iter()
+                .map(|t| TmpfsMount::parse(t))
+                .collect::<Result<_, _>>()?,
+            read_only: self.read_only,
+            resources: Resources {
+                memory: memory.unwrap_or(0),
+                nano_cpus: self.cpus.map(|c| (c * 1e9) as i64).unwrap_or(0),
+                cpu_shares: self.cpu_shares.unwrap_or(0),
+                pids_limit: self.pids_limit.unwrap_or(0),
+            },
+            cap_add: self.cap_add.clone(),
+            cap_drop: self.cap_drop.clone(),
+            security_opt: self.security_opt.clone(),
+            network,
+            restart,
+            auto_remove: self.rm,
+        })
+    }
+
+    /// Runs the container.
+    pub fn run(self) -> anyhow::Result<ExitCode> {
+        match self.run_inner() {
+            Ok(code) => Ok(code),
+            Err(err) => {
+                eprintln!("skiff: {err}");
+                eprintln!("See 'skiff run --help'.");
+                Ok(exit_code(err.run_exit_code()))
+            }
+        }
+    }
+
+    fn run_inner(&self) -> Result<ExitCode, EngineError> {
+        let request = self.request()?;
+        let engine = self.root.open()?;
+        ensure_image(&engine, &self.image)?;
+        let config = engine.create(&request)?;
+        let program = std::env::current_exe().map_err(EngineError::io("locate", "skiff"))?;
+        let mut handle = match engine.start(&config.id, &program) {
+            Ok(handle) => handle,
+            Err(err) => {
+                if self.rm {
+                    if let Ok(container) = engine.load(&config.id) {
+                        let _ = engine.remove(&container, true);
+                    }
+                }
+                return Err(err);
+            }
+        };
+        if self.detach {
+            println!("{}", config.id);
+            handle.detach();
+            return Ok(ExitCode::SUCCESS);
+        }
+        let mut reader = LogReader::open(&engine.dir(&config.id).log())?;
+        let mut printer = LogPrinter::new(false);
+        let stdout = std::io::stdout();
+        let stderr = std::io::stderr();
+        let code = loop {
+            let ended = handle.poll_exited(Duration::from_millis(20))?;
+            let records = reader.read_new().unwrap_or_default();
+            let (mut out, mut err) = (stdout.lock(), stderr.lock());
+            for record in &records {
+                let _ = printer.print(record, &mut out, &mut err);
+            }
+            let _ = out.flush();
+            if let Some(code) = ended {
+                break code;
+            }
+        };
+        handle.finish();
+        Ok(exit_code(code))
+    }
+}
+
+/// Pulls `image` when the store lacks it, as `docker run` does.
+fn ensure_image(engine: &Engine, image: &str) -> Result<(), EngineError> {
+    let store = engine.images()?;
+    match store.find(image) {
+        Ok(_) => return Ok(()),
+        Err(skiff_image::ImageError::ImageNotFound(_)) => {}
+        Err(err) => return Err(err.into()),
+    }
+    let reference = skiff_image::Reference::parse(image)
+        .map_err(|e| EngineError::InvalidArgument(e.to_string()))?;
+    eprintln!("Unable to find image '{}' locally", reference.familiar());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(EngineError::io("start", "the async runtime"))?;
+    let events: skiff_image::PullEvents = std::sync::Arc::new(|_event| {});
+    let mut options = skiff_image::PullOptions::default();
+    if let Ok(env) = std::env::var("SKIFF_INSECURE_REGISTRIES") {
+        options.registry.insecure_registries = env
+            .split([',', ' '])
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect();
+    }
+    let record = runtime.block_on(store.pull(&reference, &options, &events))?;
+    eprintln!("Digest: {}", record.target.digest);
+    eprintln!(
+        "Status: Downloaded newer image for {}",
+        reference.familiar()
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_like_docker() {
+        assert_eq!(parse_bytes("64m").unwrap(), 64 << 20);
+        assert_eq!(parse_bytes("1g").unwrap(), 1 << 30);
+        assert_eq!(parse_bytes("512k").unwrap(), 512 << 10);
+        assert_eq!(parse_bytes("1024").unwrap(), 1024);
+        assert_eq!(parse_bytes("2MB").unwrap(), 2 << 20);
+        assert!(parse_bytes("lots").is_err());
+    }
+}

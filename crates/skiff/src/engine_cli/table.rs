@@ -1,0 +1,118 @@
+//! Docker's table layout (Go's tabwriter with minimum width 10 and padding 3) and the
+//! columns of `ps`.
+
+use skiff_engine::{Container, Status};
+
+/// Lays out rows as `docker ps` does: every column but the last padded to its widest cell
+/// plus three spaces (at least ten characters).
+pub fn render(rows: &[Vec<String>]) -> String {
+    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..columns)
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|cell| cell.chars().count() + 3)
+                .max()
+                .unwrap_or(0)
+                .max(10)
+        })
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let mut line = String::new();
+        for (c, cell) in row.iter().enumerate() {
+            if c + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                line.push_str(cell);
+                let pad = widths[c].saturating_sub(cell.chars().count());
+                line.push_str(&" ".repeat(pad));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// Docker's `Ellipsis`: at most `max` characters, the last one `…` when cut.
+pub fn ellipsis(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_string();
+    }
+    let mut cut: String = text.chars().take(max.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
+}
+
+/// The STATUS column.
+pub fn status(container: &Container) -> String {
+    let s = &container.state;
+    let since = |t: &str| skiff_engine::time::since(t).unwrap_or_else(|| "?".to_string());
+    match container.status() {
+        Status::Created => "Created".to_string(),
+        Status::Running => format!("Up {}", since(&s.started_at)),
+        Status::Restarting => format!("Restarting ({}) {} ago", s.exit_code, since(&s.finished_at)),
+        Status::Exited => {
+            if s.started_at == skiff_engine::time::ZERO_TIME {
+                "Created".to_string()
+            } else {
+                format!("Exited ({}) {} ago", s.exit_code, since(&s.finished_at))
+            }
+        }
+        Status::Removing => "Removal In Progress".to_string(),
+    }
+}
+
+/// One `ps` row.
+pub fn ps_row(container: &Container, no_trunc: bool) -> Vec<String> {
+    let c = &container.config;
+    let command = c.argv().join(" ");
+    let command = if no_trunc {
+        command
+    } else {
+        ellipsis(&command, 20)
+    };
+    vec![
+        if no_trunc {
+            c.id.clone()
+        } else {
+            c.id[..12].to_string()
+        },
+        c.image.clone(),
+        format!("{command:?}"),
+        format!(
+            "{} ago",
+            skiff_engine::time::since(&c.created).unwrap_or_default()
+        ),
+        status(container),
+        String::new(),
+        c.name.clone(),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_pad_like_tabwriter() {
+        let rows = vec![
+            vec!["CONTAINER ID".into(), "IMAGE".into(), "NAMES".into()],
+            vec!["0123456789ab".into(), "busybox".into(), "web".into()],
+        ];
+        assert_eq!(
+            render(&rows),
+            "CONTAINER ID   IMAGE     NAMES\n0123456789ab   busybox   web\n"
+        );
+    }
+
+    #[test]
+    fn long_commands_are_cut_with_an_ellipsis() {
+        assert_eq!(ellipsis("sleep 100", 20), "sleep 100");
+        assert_eq!(
+            ellipsis("sh -c while true; do echo; done", 20),
+            "sh -c while true; d…"
+        );
+    }
+}

@@ -1,0 +1,243 @@
+//! `skiff server`: a single-node cluster's control plane in one process (the API server over
+//! a store). It builds its own tokio runtime: the rest of the binary stays single-threaded.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use skiff_apiserver::pki::{ServerPki, write_private};
+use skiff_apiserver::{ApiServer, ServerOptions};
+use skiff_store::{
+    CompactionPolicy, Compactor, EtcdOptions, EtcdStore, MemoryStore, SqliteStore, Store,
+};
+
+/// Which store holds the cluster state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StoreKind {
+    /// Embedded SQLite database in `DATA_DIR/server/state.db` (the default).
+    Sqlite,
+    /// An etcd v3 cluster (`--etcd-endpoints`), shared by several servers.
+    Etcd,
+    /// In memory only: everything is lost when the server stops (tests, demos).
+    Memory,
+}
+
+/// Start a single-node cluster: the Kubernetes API server over its store.
+#[derive(Debug, clap::Args)]
+pub struct ServerArgs {
+    /// Where the server keeps its state: `server/` holds the database, TLS material, the admin
+    /// token and `admin.kubeconfig`.
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/skiff")]
+    data_dir: PathBuf,
+    /// Which store holds the cluster state.
+    #[arg(long, value_enum, default_value_t = StoreKind::Sqlite)]
+    store: StoreKind,
+    /// etcd client URLs, comma-separated (with `--store etcd`).
+    #[arg(long, value_name = "URL,..", value_delimiter = ',')]
+    etcd_endpoints: Vec<String>,
+    /// The address to listen on (`0.0.0.0` for every interface).
+    #[arg(long, value_name = "IP", default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
+    bind_address: IpAddr,
+    /// The HTTPS port of the API (0 picks a free one; the kubeconfig names the real one).
+    #[arg(long, value_name = "PORT", default_value_t = 6443)]
+    https_port: u16,
+    /// Run the control plane only, without the embedded node agent.
+    #[arg(long)]
+    disable_agent: bool,
+    /// Do not run the scheduler (another one binds pods).
+    #[arg(long)]
+    disable_scheduler: bool,
+    /// Do not run the controllers (another controller manager runs them).
+    #[arg(long)]
+    disable_controllers: bool,
+}
+
+impl ServerArgs {
+    /// Runs the server until SIGINT or SIGTERM.
+    pub fn run(self) -> anyhow::Result<ExitCode> {
+        init_tracing();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .thread_name("skiff-server")
+            .build()
+            .context("cannot start the server's async runtime")?;
+        runtime.block_on(self.serve())?;
+        Ok(ExitCode::SUCCESS)
+    }
+
+    async fn open_store(&self, server_dir: &Path) -> anyhow::Result<Arc<dyn Store>> {
+        Ok(match self.store {
+            StoreKind::Sqlite => {
+                let path = server_dir.join("state.db");
+                Arc::new(
+                    SqliteStore::open(&path)
+                        .with_context(|| format!("cannot open the store {}", path.display()))?,
+                )
+            }
+            StoreKind::Memory => Arc::new(MemoryStore::new()),
+            StoreKind::Etcd => {
+                if self.etcd_endpoints.is_empty() {
+                    anyhow::bail!("--store etcd needs --etcd-endpoints URL[,URL...]");
+                }
+                let options = EtcdOptions::new(self.etcd_endpoints.clone());
+                Arc::new(EtcdStore::connect(options).await.with_context(|| {
+                    format!(
+                        "cannot connect to etcd at {}",
+                        self.etcd_endpoints.join(",")
+                    )
+                })?)
+            }
+        })
+    }
+
+    async fn serve(self) -> anyhow::Result<()> {
+        let server_dir = self.data_dir.join("server");
+        std::fs::create_dir_all(&server_dir)
+            .with_context(|| format!("cannot create {}", server_dir.display()))?;
+        let store = self.open_store(&server_dir).await?;
+        let _compactor = Compactor::spawn(Arc::clone(&store), CompactionPolicy::default());
+
+        let pki = ServerPki::load_or_create(&server_dir, &self.serving_names())
+            .context("cannot prepare the server's TLS material")?;
+        let tls = pki.rustls_config()?;
+        let listener =
+            tokio::net::TcpListener::bind(SocketAddr::new(self.bind_address, self.https_port))
+                .await
+                .with_context(|| {
+                    format!("cannot listen on {}:{}", self.bind_address, self.https_port)
+                })?;
+        let port = listener.local_addr()?.port();
+        let client_host = if self.bind_address.is_unspecified() {
+            IpAddr::V4(Ipv4Addr::LOCALHOST)
+        } else {
+            self.bind_address
+        };
+        let address = SocketAddr::new(client_host, port);
+        let url = format!("https://{address}");
+
+        let options = ServerOptions {
+            server_address: address.to_string(),
+            skiff_version: env!("CARGO_PKG_VERSION").to_string(),
+            // The garbage collector below runs: foreground and orphan deletes may wait for it.
+            garbage_collector: !self.disable_controllers,
+            namespace_controller: !self.disable_controllers,
+            ..ServerOptions::default()
+        };
+        let server = ApiServer::new(Arc::clone(&store), options, &pki.admin_token)
+            .await
+            .context("cannot start the API server")?;
+
+        let kubeconfig = server_dir.join("admin.kubeconfig");
+        write_private(&kubeconfig, &pki.admin_kubeconfig(&url), 0o600)
+            .context("cannot write the admin kubeconfig")?;
+        if !self.disable_agent {
+            tracing::info!(
+                "no node agent is built into this version yet: serving the control plane only"
+            );
+        }
+        tracing::info!(%url, store = ?self.store, "API server listening");
+        println!("skiff server: listening on {url}");
+        println!("skiff server: kubeconfig {}", kubeconfig.display());
+
+        // The scheduler and the controllers reach the cluster only through the API, with the
+        // admin credentials, exactly as they would from another process; their watches retry
+        // until the listener below answers.
+        let kubeconfig_doc = kube::config::Kubeconfig::read_from(&kubeconfig)
+            .context("cannot read the admin kubeconfig")?;
+        let client_config =
+            kube::Config::from_custom_kubeconfig(kubeconfig_doc, &Default::default())
+                .await
+                .context("cannot load the admin kubeconfig")?;
+        let client =
+            kube::Client::try_from(client_config).context("cannot build the API client")?;
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let until = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|stopped| *stopped).await;
+        };
+        let scheduler = (!self.disable_scheduler)
+            .then(|| tokio::spawn(skiff_scheduler::run(client.clone(), until(stopped.clone()))));
+        let controllers = (!self.disable_controllers)
+            .then(|| tokio::spawn(skiff_controllers::run(client, until(stopped))));
+
+        let served = server.serve(listener, tls, shutdown_signal()).await;
+        let _ = stop.send(true);
+        if let Some(scheduler) = scheduler {
+            match scheduler.await {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => {
+                    tracing::error!(error = %err, "the scheduler stopped with an error")
+                }
+                Err(err) => tracing::error!(error = %err, "the scheduler panicked"),
+            }
+        }
+        if let Some(Err(err)) = match controllers {
+            Some(handle) => Some(handle.await),
+            None => None,
+        } {
+            tracing::error!(error = %err, "the controllers panicked");
+        }
+        served?;
+        tracing::info!("stopped");
+        Ok(())
+    }
+
+    /// The names the serving certificate covers.
+    fn serving_names(&self) -> Vec<String> {
+        let mut names = vec![
+            "localhost".to_string(),
+            "127.0.0.1".to_string(),
+            "::1".to_string(),
+            "kubernetes".to_string(),
+            "kubernetes.default".to_string(),
+            "kubernetes.default.svc".to_string(),
+            "kubernetes.default.svc.cluster.local".to_string(),
+        ];
+        if let Some(host) = hostname() {
+            names.push(host);
+        }
+        if !self.bind_address.is_unspecified() {
+            names.push(self.bind_address.to_string());
+        }
+        names.sort();
+        names.dedup();
+        names
+    }
+}
+
+fn hostname() -> Option<String> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+    let name = name.trim().to_ascii_lowercase();
+    let valid = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    valid.then_some(name)
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::warn!("cannot listen for signals; stop the server with SIGKILL");
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+}
