@@ -437,3 +437,48 @@ fn create_container_and_start_container_hooks_run_inside_the_container() {
         "only loopback in the container's namespace: {devices}"
     );
 }
+
+#[test]
+fn exec_takes_a_process_file_as_engines_pass_it() {
+    let bundle = Bundle::new(&["sleep", "60"], |_| {});
+    let id = bundle.id("execfile");
+    let (ok, stderr) = bundle.runtime_detached(&[
+        "run",
+        "--detach",
+        "--bundle",
+        bundle.path().to_str().unwrap(),
+        &id,
+    ]);
+    assert!(ok, "{stderr}");
+    let process = bundle.path().join("process.json");
+    let spec = json!({
+        "args": ["sh", "-c", "echo $FROM $(pwd) $(id -u)"],
+        "env": ["PATH=/bin", "FROM=file"],
+        "cwd": "/tmp",
+        "user": {"uid": 1000, "gid": 1000}
+    });
+    std::fs::write(&process, spec.to_string()).unwrap();
+    let pid_file = bundle.path().join("exec.pid");
+    let out = bundle.runtime(&[
+        "exec",
+        "--process",
+        process.to_str().unwrap(),
+        "--pid-file",
+        pid_file.to_str().unwrap(),
+        &id,
+    ]);
+    assert_eq!(
+        text(&out.stdout).trim(),
+        "file /tmp 1000",
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
+        std::fs::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .parse::<i32>()
+            .unwrap()
+            > 0
+    );
+}
