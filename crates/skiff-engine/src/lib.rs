@@ -13,6 +13,7 @@
 //! Ids and names are Docker's (64 hex digits, addressable by any unique prefix; names
 //! `[a-zA-Z0-9][a-zA-Z0-9_.-]*`, unique).
 
+pub mod commit;
 pub mod engine;
 pub mod inspect;
 pub mod layout;
@@ -28,6 +29,7 @@ pub mod users;
 
 use std::path::PathBuf;
 
+pub use commit::{CommitOptions, CommitOutcome};
 pub use engine::{Container, CreateRequest, Engine, ExecRequest, ShimHandle};
 pub use naming::{ContainerId, NamingError, resolve_prefix, validate_name};
 pub use record::{ContainerConfig, RestartPolicy, State, Status};

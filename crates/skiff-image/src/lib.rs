@@ -23,6 +23,7 @@
 //! ```
 
 pub mod archive;
+pub mod commit;
 pub mod content;
 pub mod digest;
 pub mod error;
@@ -35,6 +36,7 @@ pub mod snapshot;
 pub mod store;
 pub mod unpack;
 
+pub use commit::{CommitRequest, Committed};
 pub use digest::Digest;
 pub use error::{ImageError, Result};
 pub use oci::{ContainerConfig, ImageConfig, Platform};

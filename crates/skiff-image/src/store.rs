@@ -187,6 +187,12 @@ impl ImageStore {
     /// Removes the record named by `name` (a name, not an id); its content stays until
     /// [`prune`](Self::prune).
     pub fn untag(&self, name: &str) -> Result<ImageRecord> {
+        // A dangling image (a commit without a name) is recorded under its id.
+        if name.starts_with("sha256:") {
+            if let Some(record) = self.records.remove(name)? {
+                return Ok(record);
+            }
+        }
         let reference = Reference::parse(name)?;
         self.records
             .remove(&reference.to_string())?

@@ -43,6 +43,8 @@ enum Command {
     Rm(crate::engine_cli::RmArgs),
     /// Show containers' details as JSON or through a Go template.
     Inspect(crate::engine_cli::InspectArgs),
+    /// Create a new image from a container's changes.
+    Commit(crate::engine_cli::CommitArgs),
     /// The per-container monitor (internal).
     #[command(hide = true)]
     Shim(crate::engine_cli::ShimArgs),
@@ -78,6 +80,7 @@ impl Cli {
             Command::Restart(args) => args.run(),
             Command::Rm(args) => args.run(),
             Command::Inspect(args) => args.run(),
+            Command::Commit(args) => args.run(),
             Command::Shim(args) => args.run(),
             Command::Server(args) => args.run(),
             Command::Pull(args) => args.run(),

@@ -1,12 +1,13 @@
 //! The docker-like container commands: `run`, `ps`, `exec`, `logs`, `stop`, `kill`, `start`,
-//! `restart`, `rm`, `inspect`, and the hidden `shim` (the per-container monitor), over the
-//! engine of `--data-root`. Exit codes are Docker's: `run` exits with the container's code,
-//! 125 when the engine failed, 126/127 when the command could not be run.
+//! `restart`, `rm`, `inspect`, `commit`, and the hidden `shim` (the per-container monitor),
+//! over the engine of `--data-root`. Exit codes are Docker's: `run` exits with the container's
+//! code, 125 when the engine failed, 126/127 when the command could not be run.
 //!
 //! None of these start a tokio runtime before they fork (`exec` and `shim` call the runtime,
 //! which refuses to fork a multi-threaded process); `run` may pull a missing image first,
 //! on a runtime it drops before it starts the monitor.
 
+mod commit;
 mod ops;
 mod run;
 mod table;
@@ -17,6 +18,7 @@ use std::process::ExitCode;
 use clap::Args;
 use skiff_engine::{Engine, EngineError};
 
+pub use commit::CommitArgs;
 pub use ops::{
     ExecArgs, InspectArgs, KillArgs, LogsArgs, PsArgs, RestartArgs, RmArgs, StartArgs, StopArgs,
 };
