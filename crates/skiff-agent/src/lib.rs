@@ -1,9 +1,147 @@
 //! The Skiff node agent: the kubelet's job.
 //!
-//! Today: the container restart back-off behind `CrashLoopBackOff` (10 s doubling to 5 min, reset
-//! once a container has run for 10 min, as the kubelet does). The agent issue adds node
-//! registration, the lease, pod workers, probes, volumes, status and the node API.
+//! It registers its Node (capacity, addresses, nodeInfo, conditions) and renews a Lease in
+//! `kube-node-lease` ([`node`]); watches the pods bound to the node and runs one worker per
+//! pod ([`pods`], [`worker`]) that drives the container engine: a sandbox per pod (the
+//! `skiff pause` infra process in a tiny root filesystem, [`pause`]) holding the pod's
+//! network, IPC and UTS namespaces, init containers in order, app containers joining the
+//! sandbox, restarts with the kubelet's back-off ([`restart`]), graceful deletion; and posts
+//! each pod's status ([`status`]). Its node API ([`nodeapi`]) serves container logs to the
+//! API server. It reaches the cluster only through the Kubernetes API.
 
+pub mod container;
+pub mod error;
+pub mod images;
+pub mod logs;
+pub mod machine;
+pub mod node;
+pub mod nodeapi;
+pub mod pause;
+pub mod pods;
+pub mod quantity;
 pub mod restart;
+pub mod runtime;
+pub mod status;
+pub mod worker;
 
+use std::future::Future;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU16, Ordering};
+
+pub use error::AgentError;
 pub use restart::RestartBackoff;
+
+/// The agent's version (the `skiff` version).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// How the agent is set up.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// The Node's name.
+    pub node_name: String,
+    /// The data root: the engine's containers and images, and `agent/` for the agent's own
+    /// files.
+    pub data_dir: PathBuf,
+    /// The `skiff` binary (started as `skiff shim` per container, copied as the pause).
+    pub program: PathBuf,
+    /// The node's address as the cluster reaches it (`InternalIP`).
+    pub node_ip: IpAddr,
+    /// Where the node API listens.
+    pub api_bind: IpAddr,
+    /// The node API's port (0 picks a free one; the Node's status names the real one).
+    pub api_port: u16,
+    /// The bearer token the node API accepts (the API server's credential).
+    pub api_token: String,
+    /// Registries reached over plain HTTP besides loopback ones.
+    pub insecure_registries: Vec<String>,
+}
+
+/// What the agent's tasks share.
+pub struct Context {
+    /// The configuration.
+    pub config: AgentConfig,
+    /// The API client.
+    pub client: kube::Client,
+    /// The container engine over the data root.
+    pub engine: skiff_engine::Engine,
+    /// The sandbox root filesystem.
+    pub pause_rootfs: PathBuf,
+    api_port: AtomicU16,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("config", &self.config)
+            .field("pause_rootfs", &self.pause_rootfs)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Context {
+    /// The node API's port once it listens.
+    pub fn api_port(&self) -> u16 {
+        self.api_port.load(Ordering::Relaxed)
+    }
+}
+
+/// Runs the agent until `shutdown` completes. Containers keep running when it stops: the next
+/// agent on this data root adopts them.
+pub async fn run(
+    config: AgentConfig,
+    client: kube::Client,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), AgentError> {
+    let engine = skiff_engine::Engine::open(&config.data_dir)
+        .map_err(AgentError::engine("open the container engine"))?;
+    let agent_dir = config.data_dir.join("agent");
+    let program = config.program.clone();
+    let dir = agent_dir.clone();
+    let pause_rootfs = error::blocking("prepare the sandbox rootfs", move || {
+        pause::prepare_rootfs(&dir, &program)
+    })
+    .await?;
+    let listener = tokio::net::TcpListener::bind((config.api_bind, config.api_port))
+        .await
+        .map_err(AgentError::io(
+            "listen for the node API on",
+            format!("{}:{}", config.api_bind, config.api_port),
+        ))?;
+    let port = listener
+        .local_addr()
+        .map_err(AgentError::io(
+            "read the address of",
+            "the node API listener",
+        ))?
+        .port();
+    let tls = nodeapi::tls_config(&agent_dir, &config)?;
+    let ctx = Arc::new(Context {
+        config,
+        client,
+        engine,
+        pause_rootfs,
+        api_port: AtomicU16::new(port),
+    });
+    let mut delay = std::time::Duration::from_millis(200);
+    loop {
+        match node::register(&ctx).await {
+            Ok(()) => break,
+            Err(err) => {
+                tracing::warn!(error = %err, "node registration failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(std::time::Duration::from_secs(5));
+            }
+        }
+    }
+    tracing::info!(node = %ctx.config.node_name, port, "node agent running");
+    let heartbeat = tokio::spawn(node::heartbeat(Arc::clone(&ctx)));
+    let pods = tokio::spawn(pods::run(Arc::clone(&ctx)));
+    let api = tokio::spawn(nodeapi::serve(Arc::clone(&ctx), listener, tls));
+    shutdown.await;
+    heartbeat.abort();
+    pods.abort();
+    api.abort();
+    Ok(())
+}

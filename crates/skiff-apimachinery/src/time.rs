@@ -83,6 +83,16 @@ pub fn format_rfc3339_micros(t: SystemTime) -> String {
     format!("{}.{micros:06}Z", whole.trim_end_matches('Z'))
 }
 
+/// Formats a time in UTC with nine fractional digits, as runc writes a container's `created`.
+pub fn format_rfc3339_nanos(t: SystemTime) -> String {
+    let whole = format_rfc3339(t);
+    let nanos = t
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{}.{nanos:09}Z", whole.trim_end_matches('Z'))
+}
+
 /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
 fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };

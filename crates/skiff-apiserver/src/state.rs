@@ -34,6 +34,9 @@ pub struct ServerOptions {
     pub server_address: String,
     /// The version of the `skiff` binary, for `/version`.
     pub skiff_version: String,
+    /// The bearer token presented to node agents when proxying `pods/log` to them (empty: no
+    /// node agent is reachable, and those requests answer 503).
+    pub node_api_token: String,
 }
 
 impl Default for ServerOptions {
@@ -45,6 +48,7 @@ impl Default for ServerOptions {
             namespace_controller: false,
             server_address: "127.0.0.1:6443".into(),
             skiff_version: "0.0.0".into(),
+            node_api_token: String::new(),
         }
     }
 }

@@ -12,8 +12,8 @@ use skiff_runtime::StateStore;
 use crate::layout::{self, ContainerDir};
 use crate::naming::{ContainerId, resolve_prefix, validate_name};
 use crate::record::{
-    self, BindMount, ContainerConfig, NetworkMode, Resources, RestartPolicy, State, Status,
-    TmpfsMount,
+    self, BindMount, ContainerConfig, NamespaceJoin, NetworkMode, Resources, RestartPolicy, State,
+    Status, TmpfsMount,
 };
 use crate::{EngineError, Result};
 
@@ -59,6 +59,13 @@ pub struct CreateRequest {
     pub restart: RestartPolicy,
     /// `--rm`.
     pub auto_remove: bool,
+    /// `--label`s, added to (and overriding) the image's.
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// A prepared directory to use as the root filesystem instead of `image` (which may then
+    /// be empty): bind-mounted, never written by the engine.
+    pub rootfs_dir: Option<PathBuf>,
+    /// Namespaces to join by path instead of creating them.
+    pub join_namespaces: Vec<NamespaceJoin>,
 }
 
 /// What `exec` asks for.
@@ -144,7 +151,10 @@ impl Engine {
     /// Creates a container (record, name, init layer, writable layer); does not start it.
     pub fn create(&self, request: &CreateRequest) -> Result<ContainerConfig> {
         let images = self.images()?;
-        let image = images.resolve(&request.image)?;
+        let image = match &request.rootfs_dir {
+            Some(_) => None,
+            None => Some(images.resolve(&request.image)?),
+        };
         let id = ContainerId::random()?;
         let name = match &request.name {
             Some(name) => {
@@ -154,7 +164,10 @@ impl Engine {
             }
             None => random_name(&id),
         };
-        let image_config = image.config.config.clone().unwrap_or_default();
+        let image_config = image
+            .as_ref()
+            .and_then(|i| i.config.config.clone())
+            .unwrap_or_default();
         let (entrypoint, cmd) = match &request.entrypoint {
             Some(ep) => (
                 if ep.is_empty() {
@@ -195,8 +208,14 @@ impl Engine {
             name: name.clone(),
             created: crate::time::now_rfc3339(),
             image: request.image.clone(),
-            image_id: image.id().to_string(),
-            chain: image.chain.iter().map(|c| c.to_string()).collect(),
+            image_id: image
+                .as_ref()
+                .map(|i| i.id().to_string())
+                .unwrap_or_default(),
+            chain: image
+                .as_ref()
+                .map(|i| i.chain.iter().map(|c| c.to_string()).collect())
+                .unwrap_or_default(),
             entrypoint,
             cmd,
             env,
@@ -224,8 +243,18 @@ impl Engine {
             network: request.network,
             restart: request.restart,
             auto_remove: request.auto_remove,
-            labels: image_config.labels.clone().unwrap_or_default(),
+            labels: {
+                let mut labels = image_config.labels.clone().unwrap_or_default();
+                labels.extend(request.labels.clone());
+                labels
+            },
             stop_signal: image_config.stop_signal.clone().unwrap_or_default(),
+            rootfs_dir: request
+                .rootfs_dir
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            join_namespaces: request.join_namespaces.clone(),
         };
         self.reserve_name(&name, id.as_str())?;
         let dir = self.dir(id.as_str());
@@ -233,7 +262,9 @@ impl Engine {
             std::fs::create_dir_all(dir.bundle())
                 .map_err(EngineError::io("create dir", dir.bundle()))?;
             crate::rootfs::prepare_init_layer(&dir, &config)?;
-            images.prepare_rootfs(&image, dir.path())?;
+            if let Some(image) = &image {
+                images.prepare_rootfs(image, dir.path())?;
+            }
             std::fs::write(dir.log(), b"").map_err(EngineError::io("write", dir.log()))?;
             record::write_json(&dir.state(), &State::created())?;
             record::write_json(&dir.config(), &config)

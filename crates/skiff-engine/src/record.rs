@@ -245,6 +245,23 @@ pub struct ContainerConfig {
     /// Signal that stops it (image's `StopSignal`, default SIGTERM).
     #[serde(default)]
     pub stop_signal: String,
+    /// A prepared directory bind-mounted as the root filesystem instead of an image's layers
+    /// (the node agent's pod sandbox); empty for image-based containers.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub rootfs_dir: String,
+    /// Namespaces joined by path instead of created (a pod's containers join the network, IPC
+    /// and UTS namespaces of its sandbox).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub join_namespaces: Vec<NamespaceJoin>,
+}
+
+/// A namespace a container joins instead of creating its own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NamespaceJoin {
+    /// The OCI namespace type (`network`, `ipc`, `uts`, ...).
+    pub kind: String,
+    /// The namespace file (`/proc/PID/ns/net`).
+    pub path: String,
 }
 
 impl ContainerConfig {

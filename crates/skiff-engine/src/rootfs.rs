@@ -99,13 +99,43 @@ pub fn with_init_layer(mut mounts: Vec<Mount>, init: &Path) -> Vec<Mount> {
     mounts
 }
 
-/// Whether `target` is a mount point (its device differs from its parent's).
+/// Whether `target` is a mount point: listed in `/proc/self/mountinfo` (which also sees a
+/// bind mount from the same file system), or on another device than its parent.
 pub fn is_mounted(target: &Path) -> bool {
     use std::os::unix::fs::MetadataExt;
+    if let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") {
+        let wanted = target.to_string_lossy();
+        if mount_points(&info).any(|point| point == wanted) {
+            return true;
+        }
+    }
     let (Ok(here), Some(parent)) = (std::fs::metadata(target), target.parent()) else {
         return false;
     };
     std::fs::metadata(parent).is_ok_and(|p| p.dev() != here.dev())
+}
+
+/// The mount points of a `mountinfo` text (field 5, with `\NNN` octal escapes decoded).
+fn mount_points(info: &str) -> impl Iterator<Item = String> + '_ {
+    info.lines().filter_map(|line| {
+        let raw = line.split(' ').nth(4)?;
+        let bytes = raw.as_bytes();
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            if bytes[i] == b'\\'
+                && i + 3 < bytes.len()
+                && let Ok(code) = u8::from_str_radix(&raw[i + 1..i + 4], 8)
+            {
+                out.push(code);
+                i += 4;
+            } else {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+        Some(String::from_utf8_lossy(&out).into_owned())
+    })
 }
 
 /// Performs `mounts` at `target` (unless something is mounted there already).
@@ -173,5 +203,13 @@ mod tests {
         let out = with_init_layer(mounts, Path::new("/c/init"));
         assert_eq!(out[0].options[0], "lowerdir=/c/init:/l2:/l1");
         assert_eq!(out[0].options[1], "upperdir=/u");
+    }
+
+    #[test]
+    fn mountinfo_points_are_decoded() {
+        let info = "36 35 98:0 /mnt1 /mnt/a\\040b rw,noatime master:1 - ext3 /dev/root rw\n";
+        assert_eq!(mount_points(info).collect::<Vec<_>>(), vec!["/mnt/a b"]);
+        assert!(is_mounted(Path::new("/proc")));
+        assert!(!is_mounted(Path::new("/proc/self")));
     }
 }

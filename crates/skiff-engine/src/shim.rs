@@ -243,14 +243,22 @@ fn fail(
 
 /// Mounts the root filesystem and writes the bundle's `config.json`.
 fn prepare(data_root: &Path, dir: &ContainerDir, config: &ContainerConfig) -> Result<()> {
-    let images = skiff_image::ImageStore::open(data_root)?;
-    let chain = config
-        .chain
-        .iter()
-        .map(|c| skiff_image::Digest::parse(c))
-        .collect::<std::result::Result<Vec<_>, _>>()?;
-    let mounts = images.snapshots().prepare_rootfs(&chain, dir.path())?;
-    let mounts = crate::rootfs::with_init_layer(mounts, &dir.init_layer());
+    let mounts = if config.rootfs_dir.is_empty() {
+        let images = skiff_image::ImageStore::open(data_root)?;
+        let chain = config
+            .chain
+            .iter()
+            .map(|c| skiff_image::Digest::parse(c))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let mounts = images.snapshots().prepare_rootfs(&chain, dir.path())?;
+        crate::rootfs::with_init_layer(mounts, &dir.init_layer())
+    } else {
+        vec![skiff_image::Mount {
+            kind: "bind".into(),
+            source: config.rootfs_dir.clone(),
+            options: vec!["rbind".into()],
+        }]
+    };
     let rootfs = dir.rootfs();
     crate::rootfs::mount(&mounts, &rootfs)?;
     let read = |p: &str| std::fs::read_to_string(rootfs.join(p)).unwrap_or_default();

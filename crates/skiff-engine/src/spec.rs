@@ -169,6 +169,16 @@ pub fn build(
             }
         }
     }
+    for join in &config.join_namespaces {
+        namespaces.retain(|n| n["type"] != json!(join.kind));
+        namespaces.push(json!({"type": join.kind, "path": join.path}));
+        if join.kind == "uts"
+            && let Some(obj) = spec.as_object_mut()
+        {
+            // The hostname belongs to the namespace's owner.
+            obj.remove("hostname");
+        }
+    }
     let linux = &mut spec["linux"];
     linux["namespaces"] = Value::Array(namespaces);
     linux["cgroupsPath"] = json!(format!("/skiff/{}", config.id));
@@ -238,6 +248,8 @@ mod tests {
             auto_remove: false,
             labels: Default::default(),
             stop_signal: String::new(),
+            rootfs_dir: String::new(),
+            join_namespaces: vec![],
         }
     }
 
@@ -310,5 +322,31 @@ mod tests {
                 .any(|n| n["type"] == "network" || n["type"] == "uts")
         );
         assert!(spec.get("hostname").is_none());
+    }
+
+    #[test]
+    fn joined_namespaces_are_entered_by_path_and_keep_their_hostname() {
+        let mut c = config();
+        c.join_namespaces = vec![
+            crate::record::NamespaceJoin {
+                kind: "network".into(),
+                path: "/proc/42/ns/net".into(),
+            },
+            crate::record::NamespaceJoin {
+                kind: "uts".into(),
+                path: "/proc/42/ns/uts".into(),
+            },
+        ];
+        let spec = build(&c, &user(), &files()).unwrap();
+        let ns = spec["linux"]["namespaces"].as_array().unwrap();
+        let net: Vec<_> = ns.iter().filter(|n| n["type"] == "network").collect();
+        assert_eq!(net.len(), 1);
+        assert_eq!(net[0]["path"], "/proc/42/ns/net");
+        assert!(
+            ns.iter()
+                .any(|n| n["type"] == "uts" && n["path"] == "/proc/42/ns/uts")
+        );
+        assert!(spec.get("hostname").is_none());
+        let _: oci_spec::runtime::Spec = serde_json::from_value(spec).unwrap();
     }
 }

@@ -182,7 +182,8 @@ pub fn set_non_dumpable() -> SysResult<()> {
 /// engine's monitor may block signals for its signalfd; the container must not inherit that).
 pub fn reset_signals() -> SysResult<()> {
     use nix::sys::signal::{SigHandler, SigSet, SigmaskHow, Signal, sigprocmask};
-    sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None).map_err(SysError::on("sigprocmask", "empty"))?;
+    sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
+        .map_err(SysError::on("sigprocmask", "empty"))?;
     for signal in Signal::iterator() {
         if matches!(signal, Signal::SIGKILL | Signal::SIGSTOP) {
             continue;

@@ -50,6 +50,11 @@ enum Command {
     Shim(crate::engine_cli::ShimArgs),
     /// Start a single-node cluster: the Kubernetes API server over its store.
     Server(crate::server::ServerArgs),
+    /// Join a cluster as a node: register the Node and run its pods.
+    Agent(crate::agent::AgentArgs),
+    /// The pod sandbox's infra process (internal).
+    #[command(hide = true)]
+    Pause(crate::agent::PauseArgs),
     /// Pull an image from a registry.
     Pull(crate::image_cli::PullArgs),
     /// List images.
@@ -83,6 +88,8 @@ impl Cli {
             Command::Commit(args) => args.run(),
             Command::Shim(args) => args.run(),
             Command::Server(args) => args.run(),
+            Command::Agent(args) => args.run(),
+            Command::Pause(args) => args.run(),
             Command::Pull(args) => args.run(),
             Command::Images(args) => args.run(),
             Command::Rmi(args) => args.run(),

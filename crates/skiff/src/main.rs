@@ -4,6 +4,7 @@
 //! and reports errors as one line each. Run through a link named `skiff-runc` it is the OCI
 //! runtime command line (`skiff runtime`), which is how podman and containerd drive it.
 
+mod agent;
 mod cli;
 mod engine_cli;
 mod image_cli;

@@ -46,6 +46,13 @@ pub struct ServerArgs {
     /// Run the control plane only, without the embedded node agent.
     #[arg(long)]
     disable_agent: bool,
+    /// The name of this server's own node (default: the host's name).
+    #[arg(long, value_name = "NAME")]
+    node_name: Option<String>,
+    /// The HTTPS port of the embedded agent's node API (0 picks a free one; the Node's status
+    /// names the real one).
+    #[arg(long, value_name = "PORT", default_value_t = 10250)]
+    agent_port: u16,
     /// Do not run the scheduler (another one binds pods).
     #[arg(long)]
     disable_scheduler: bool,
@@ -123,6 +130,9 @@ impl ServerArgs {
             // The garbage collector below runs: foreground and orphan deletes may wait for it.
             garbage_collector: !self.disable_controllers,
             namespace_controller: !self.disable_controllers,
+            // For now node agents are trusted with the admin token, and the server presents it
+            // to them: one credential both ways until nodes get their own identities.
+            node_api_token: pki.admin_token.clone(),
             ..ServerOptions::default()
         };
         let server = ApiServer::new(Arc::clone(&store), options, &pki.admin_token)
@@ -132,11 +142,11 @@ impl ServerArgs {
         let kubeconfig = server_dir.join("admin.kubeconfig");
         write_private(&kubeconfig, &pki.admin_kubeconfig(&url), 0o600)
             .context("cannot write the admin kubeconfig")?;
-        if !self.disable_agent {
-            tracing::info!(
-                "no node agent is built into this version yet: serving the control plane only"
-            );
-        }
+        // The join token of `skiff agent --token-file`: the admin token for now (nodes get
+        // their own, narrower credentials later).
+        let node_token = server_dir.join("node-token");
+        write_private(&node_token, &format!("{}\n", pki.admin_token), 0o600)
+            .context("cannot write the node join token")?;
         tracing::info!(%url, store = ?self.store, "API server listening");
         println!("skiff server: listening on {url}");
         println!("skiff server: kubeconfig {}", kubeconfig.display());
@@ -158,6 +168,27 @@ impl ServerArgs {
         };
         let scheduler = (!self.disable_scheduler)
             .then(|| tokio::spawn(skiff_scheduler::run(client.clone(), until(stopped.clone()))));
+        let agent = if self.disable_agent {
+            None
+        } else {
+            let node_name = self
+                .node_name
+                .clone()
+                .or_else(hostname)
+                .unwrap_or_else(|| "skiff-node".to_string());
+            let config = crate::agent::embedded(
+                &self.data_dir,
+                node_name,
+                client_host,
+                self.agent_port,
+                pki.admin_token.clone(),
+            )?;
+            Some(tokio::spawn(skiff_agent::run(
+                config,
+                client.clone(),
+                until(stopped.clone()),
+            )))
+        };
         let controllers = (!self.disable_controllers)
             .then(|| tokio::spawn(skiff_controllers::run(client, until(stopped))));
 
@@ -170,6 +201,15 @@ impl ServerArgs {
                     tracing::error!(error = %err, "the scheduler stopped with an error")
                 }
                 Err(err) => tracing::error!(error = %err, "the scheduler panicked"),
+            }
+        }
+        if let Some(agent) = agent {
+            match agent.await {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => {
+                    tracing::error!(error = %err, "the node agent stopped with an error")
+                }
+                Err(err) => tracing::error!(error = %err, "the node agent panicked"),
             }
         }
         if let Some(Err(err)) = match controllers {
@@ -206,7 +246,8 @@ impl ServerArgs {
     }
 }
 
-fn hostname() -> Option<String> {
+/// This host's name, when it is a valid node name.
+pub fn hostname() -> Option<String> {
     let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
     let name = name.trim().to_ascii_lowercase();
     let valid = !name.is_empty()
@@ -216,7 +257,8 @@ fn hostname() -> Option<String> {
     valid.then_some(name)
 }
 
-fn init_tracing() {
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`).
+pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
@@ -226,7 +268,7 @@ fn init_tracing() {
 }
 
 /// Completes on SIGINT or SIGTERM.
-async fn shutdown_signal() {
+pub async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),

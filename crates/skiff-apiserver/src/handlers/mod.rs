@@ -3,6 +3,7 @@
 //! [`crate::strategy`].
 
 mod delete;
+mod node_proxy;
 mod patch;
 mod read;
 mod subresource;

@@ -40,6 +40,11 @@ pub async fn handle(
         ("scale", Method::PATCH) => update_scale(ctx, None, Some(body)).await,
         ("binding", Method::POST) => bind(ctx, body).await,
         ("eviction", Method::POST) => evict(ctx, body).await,
+        ("log", Method::GET)
+            if ctx.info.plural == "pods" && !ctx.state.options.node_api_token.is_empty() =>
+        {
+            super::node_proxy::pod_log(ctx).await
+        }
         ("log" | "exec" | "attach" | "portforward" | "proxy", _) => {
             storage::get(ctx.state.store.as_ref(), &ctx.info, ctx.ns(), ctx.name()).await?;
             Err(ApiError::unavailable(format!(

@@ -168,6 +168,7 @@ impl RunArgs {
             network,
             restart,
             auto_remove: self.rm,
+            ..CreateRequest::default()
         })
     }
 

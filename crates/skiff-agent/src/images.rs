@@ -1,0 +1,80 @@
+//! Images for pods: the pull policy (`Always`, `IfNotPresent`, `Never`; the API's default is
+//! `Always` for `:latest` or untagged images) applied against the engine's image store.
+
+use std::sync::Arc;
+
+use skiff_image::{ImageStore, PullOptions, Reference};
+
+use crate::Context;
+use crate::error::blocking;
+
+/// The pull policy the API server defaults to for `image`.
+pub fn default_policy(image: &str) -> String {
+    let tagged_latest_or_none = match Reference::parse(image) {
+        Ok(r) => r.digest.is_none() && r.tag.as_deref().is_none_or(|t| t == "latest"),
+        Err(_) => true,
+    };
+    if tagged_latest_or_none {
+        "Always".into()
+    } else {
+        "IfNotPresent".into()
+    }
+}
+
+/// Makes `image` present as `policy` says; the error is the message the container's waiting
+/// state shows.
+pub async fn ensure(ctx: &Arc<Context>, image: &str, policy: &str) -> Result<(), String> {
+    let engine = ctx.engine.clone();
+    let name = image.to_string();
+    let present = blocking("find image", move || {
+        let store = engine
+            .images()
+            .map_err(crate::AgentError::engine("open the image store"))?;
+        Ok(store.resolve(&name).is_ok())
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    match policy {
+        "Never" if present => return Ok(()),
+        "Never" => {
+            return Err(format!(
+                "Container image \"{image}\" is not present with pull policy of Never"
+            ));
+        }
+        "IfNotPresent" if present => return Ok(()),
+        _ => {}
+    }
+    let reference =
+        Reference::parse(image).map_err(|e| format!("invalid image \"{image}\": {e}"))?;
+    let store: ImageStore = ctx.engine.images().map_err(|e| e.to_string())?;
+    let mut options = PullOptions::default();
+    options.registry.insecure_registries = ctx.config.insecure_registries.clone();
+    let started = std::time::Instant::now();
+    // The pull future is not `Send`: it runs on a blocking thread, driven by this runtime.
+    let handle = tokio::runtime::Handle::current();
+    let pulled = tokio::task::spawn_blocking(move || {
+        let events: skiff_image::PullEvents = Arc::new(|_| {});
+        handle.block_on(store.pull(&reference, &options, &events))
+    })
+    .await
+    .map_err(|e| format!("failed to pull image \"{image}\": {e}"))?;
+    match pulled {
+        Ok(_) => {
+            tracing::info!(%image, elapsed = ?started.elapsed(), "pulled image");
+            Ok(())
+        }
+        Err(err) => Err(format!("failed to pull image \"{image}\": {err}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latest_and_untagged_images_are_always_pulled() {
+        assert_eq!(default_policy("busybox"), "Always");
+        assert_eq!(default_policy("127.0.0.1:5000/busybox:latest"), "Always");
+        assert_eq!(default_policy("busybox:1.36"), "IfNotPresent");
+    }
+}

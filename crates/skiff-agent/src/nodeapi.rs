@@ -1,0 +1,144 @@
+//! The node API (the kubelet's port 10250): HTTPS with a self-signed certificate kept under
+//! `DATA/agent/tls/`, a bearer token (the credential the API server presents) required on
+//! every request. Today it serves `GET /containerLogs/{namespace}/{pod}/{container}` (what the
+//! API server's `pods/{name}/log` proxies to) and `/healthz`.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path as UrlPath, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+use crate::logs::{self, LogError, LogOptions};
+use crate::{AgentConfig, AgentError, Context};
+
+/// The TLS configuration of the node API: the certificate and key under `agent_dir/tls/`,
+/// made (self-signed, for the node's address and name) when missing.
+pub fn tls_config(
+    agent_dir: &Path,
+    config: &AgentConfig,
+) -> Result<Arc<rustls::ServerConfig>, AgentError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let dir = agent_dir.join("tls");
+    let cert_path = dir.join("node-api.crt");
+    let key_path = dir.join("node-api.key");
+    if !cert_path.exists() || !key_path.exists() {
+        std::fs::create_dir_all(&dir).map_err(AgentError::io("create dir", &dir))?;
+        let names = vec![
+            config.node_name.clone(),
+            config.node_ip.to_string(),
+            "localhost".to_string(),
+        ];
+        let made = rcgen::generate_simple_self_signed(names)
+            .map_err(|e| AgentError::Tls(e.to_string()))?;
+        std::fs::write(&cert_path, made.cert.pem()).map_err(AgentError::io("write", &cert_path))?;
+        std::fs::write(&key_path, made.signing_key.serialize_pem())
+            .map_err(AgentError::io("write", &key_path))?;
+    }
+    let cert_pem = std::fs::read(&cert_path).map_err(AgentError::io("read", &cert_path))?;
+    let key_pem = std::fs::read(&key_path).map_err(AgentError::io("read", &key_path))?;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| AgentError::Tls(format!("{}: {e}", cert_path.display())))?;
+    let key = PrivateKeyDer::from_pem_slice(&key_pem)
+        .map_err(|e| AgentError::Tls(format!("{}: {e}", key_path.display())))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| AgentError::Tls(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| AgentError::Tls(e.to_string()))?;
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(tls))
+}
+
+/// The node API's routes.
+pub fn router(ctx: Arc<Context>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/containerLogs/{namespace}/{pod}/{container}",
+            get(container_logs),
+        )
+        .with_state(ctx)
+}
+
+fn authorized(ctx: &Context, headers: &HeaderMap) -> bool {
+    let wanted = format!("Bearer {}", ctx.config.api_token);
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| !ctx.config.api_token.is_empty() && v == wanted)
+}
+
+async fn container_logs(
+    State(ctx): State<Arc<Context>>,
+    UrlPath((namespace, pod, container)): UrlPath<(String, String, String)>,
+    Query(options): Query<LogOptions>,
+    headers: HeaderMap,
+) -> Response {
+    if !authorized(&ctx, &headers) {
+        return (StatusCode::UNAUTHORIZED, "Unauthorized").into_response();
+    }
+    match logs::stream(Arc::clone(&ctx), namespace, pod, container, options).await {
+        Ok(rx) => {
+            let body = Body::from_stream(tokio_stream(rx));
+            Response::builder()
+                .status(StatusCode::OK)
+                .header(header::CONTENT_TYPE, "text/plain")
+                .body(body)
+                .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+        }
+        Err(LogError::NotFound(m)) => (StatusCode::NOT_FOUND, m).into_response(),
+        Err(LogError::BadRequest(m)) => (StatusCode::BAD_REQUEST, m).into_response(),
+    }
+}
+
+fn tokio_stream(
+    mut rx: tokio::sync::mpsc::Receiver<Result<bytes::Bytes, std::io::Error>>,
+) -> impl futures::Stream<Item = Result<bytes::Bytes, std::io::Error>> {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+/// Serves the node API on `listener` until the task is aborted.
+pub async fn serve(ctx: Arc<Context>, listener: TcpListener, tls: Arc<rustls::ServerConfig>) {
+    let acceptor = TlsAcceptor::from(tls);
+    let router = router(ctx);
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(pair) => pair,
+            Err(err) => {
+                tracing::warn!(error = %err, "node API accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let acceptor = acceptor.clone();
+        let service = TowerToHyperService::new(router.clone());
+        tokio::spawn(async move {
+            let tls =
+                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => tls,
+                    _ => {
+                        tracing::debug!(%peer, "node API TLS handshake failed");
+                        return;
+                    }
+                };
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            if let Err(err) = builder.serve_connection(TokioIo::new(tls), service).await {
+                tracing::debug!(%peer, error = %err, "node API connection ended with an error");
+            }
+        });
+    }
+}

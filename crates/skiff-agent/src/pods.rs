@@ -1,0 +1,142 @@
+//! The pods of this node: one watch (`fieldSelector=spec.nodeName=NODE`) feeding one worker
+//! task per pod uid. A worker syncs its pod when the pod changes and every second while
+//! something runs. Once the first list is in, engine containers of pods the API no longer has
+//! are stopped and removed (a pod deleted while the agent was down).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+use kube::runtime::{WatchStreamExt, watcher};
+use tokio::sync::watch;
+
+use crate::Context;
+use crate::error::blocking;
+use crate::runtime;
+use crate::worker::{self, Next, WorkerState};
+
+type Slot = watch::Sender<Option<Arc<Pod>>>;
+
+/// Watches this node's pods and runs their workers until the stream ends.
+pub async fn run(ctx: Arc<Context>) {
+    let api: Api<Pod> = Api::all(ctx.client.clone());
+    let config =
+        watcher::Config::default().fields(&format!("spec.nodeName={}", ctx.config.node_name));
+    let mut events = watcher(api, config).default_backoff().boxed();
+    let mut workers: HashMap<String, Slot> = HashMap::new();
+    let mut listed: HashSet<String> = HashSet::new();
+    while let Some(event) = events.next().await {
+        match event {
+            Ok(watcher::Event::Init) => listed.clear(),
+            Ok(watcher::Event::InitApply(pod)) => {
+                listed.insert(pod.metadata.uid.clone().unwrap_or_default());
+                dispatch(&ctx, &mut workers, pod);
+            }
+            Ok(watcher::Event::InitDone) => {
+                workers.retain(|uid, slot| {
+                    let keep = listed.contains(uid);
+                    if !keep {
+                        let _ = slot.send(None);
+                    }
+                    keep
+                });
+                tokio::spawn(remove_orphans(Arc::clone(&ctx), listed.clone()));
+            }
+            Ok(watcher::Event::Apply(pod)) => dispatch(&ctx, &mut workers, pod),
+            Ok(watcher::Event::Delete(pod)) => {
+                let uid = pod.metadata.uid.clone().unwrap_or_default();
+                if let Some(slot) = workers.remove(&uid) {
+                    let _ = slot.send(None);
+                } else {
+                    let ctx = Arc::clone(&ctx);
+                    tokio::spawn(async move {
+                        let _ = worker::teardown(&ctx, &uid, Duration::from_secs(2)).await;
+                    });
+                }
+            }
+            Err(err) => tracing::warn!(error = %err, "the pod watch failed; retrying"),
+        }
+    }
+}
+
+fn dispatch(ctx: &Arc<Context>, workers: &mut HashMap<String, Slot>, pod: Pod) {
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    if uid.is_empty() {
+        return;
+    }
+    let pod = Arc::new(pod);
+    if let Some(slot) = workers.get(&uid)
+        && slot.send(Some(Arc::clone(&pod))).is_ok()
+    {
+        return;
+    }
+    let (slot, rx) = watch::channel(Some(pod));
+    workers.insert(uid, slot);
+    tokio::spawn(run_worker(Arc::clone(ctx), rx));
+}
+
+/// One pod's worker: syncs on every change and on the resync timer; tears the pod down when
+/// the watch says it is gone.
+async fn run_worker(ctx: Arc<Context>, mut rx: watch::Receiver<Option<Arc<Pod>>>) {
+    let mut state = WorkerState::default();
+    let mut last_uid = String::new();
+    loop {
+        let current = rx.borrow_and_update().clone();
+        let Some(pod) = current else {
+            if !last_uid.is_empty()
+                && let Err(err) = worker::teardown(&ctx, &last_uid, Duration::from_secs(2)).await
+            {
+                tracing::warn!(pod_uid = %last_uid, error = %err, "removing a deleted pod's containers failed");
+            }
+            return;
+        };
+        last_uid = pod.metadata.uid.clone().unwrap_or_default();
+        let next = match worker::sync(&ctx, &pod, &mut state).await {
+            Ok(next) => next,
+            Err(err) => {
+                tracing::warn!(
+                    namespace = pod.metadata.namespace.as_deref().unwrap_or_default(),
+                    pod = pod.metadata.name.as_deref().unwrap_or_default(),
+                    error = %err,
+                    "pod sync failed"
+                );
+                Next::After(Duration::from_secs(2))
+            }
+        };
+        match next {
+            Next::Done => return,
+            Next::Idle => {
+                if rx.changed().await.is_err() {
+                    return;
+                }
+            }
+            Next::After(delay) => {
+                tokio::select! {
+                    changed = rx.changed() => if changed.is_err() { return },
+                    () = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+}
+
+/// Stops and removes the containers of pods the API does not list for this node.
+async fn remove_orphans(ctx: Arc<Context>, listed: HashSet<String>) {
+    let engine = ctx.engine.clone();
+    let pods = match blocking("list containers", move || runtime::by_pod(&engine)).await {
+        Ok(pods) => pods,
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot list containers to find orphans");
+            return;
+        }
+    };
+    for uid in pods.keys().filter(|uid| !listed.contains(*uid)) {
+        tracing::info!(pod_uid = %uid, "removing the containers of a pod that is gone");
+        if let Err(err) = worker::teardown(&ctx, uid, Duration::from_secs(2)).await {
+            tracing::warn!(pod_uid = %uid, error = %err, "removing an orphaned pod failed");
+        }
+    }
+}

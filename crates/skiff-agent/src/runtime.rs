@@ -1,0 +1,184 @@
+//! The agent's use of the container engine: every container of a pod is an engine container
+//! labelled with the pod's uid, the container's name, its kind (sandbox, init, app) and its
+//! attempt (0, 1, ...: each restart is a new container, as the kubelet does). The engine's
+//! records are the truth: an agent that restarts finds its pods' containers from them.
+//!
+//! Everything here blocks (files, processes); call it through [`crate::error::blocking`].
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use skiff_engine::{Container, CreateRequest, Engine, Status};
+
+use crate::AgentError;
+
+/// Label: the pod's uid.
+pub const LABEL_POD_UID: &str = "io.kubernetes.pod.uid";
+/// Label: the pod's name.
+pub const LABEL_POD_NAME: &str = "io.kubernetes.pod.name";
+/// Label: the pod's namespace.
+pub const LABEL_POD_NAMESPACE: &str = "io.kubernetes.pod.namespace";
+/// Label: the container's name in the pod spec (`POD` for the sandbox).
+pub const LABEL_CONTAINER: &str = "io.kubernetes.container.name";
+/// Label: `sandbox`, `init` or `app`.
+pub const LABEL_KIND: &str = "io.skiff.container.kind";
+/// Label: which start of this container it is (0 first).
+pub const LABEL_ATTEMPT: &str = "io.skiff.container.attempt";
+/// The container name of a pod's sandbox.
+pub const SANDBOX: &str = "POD";
+
+/// What role an engine container plays in its pod.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// The infra container holding the pod's namespaces.
+    Sandbox,
+    /// An init container.
+    Init,
+    /// An app container.
+    App,
+}
+
+impl Kind {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Sandbox => "sandbox",
+            Kind::Init => "init",
+            Kind::App => "app",
+        }
+    }
+}
+
+/// Who a container belongs to, as its labels say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodRef {
+    /// The pod's uid.
+    pub uid: String,
+    /// Its namespace.
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
+}
+
+/// The labels and the engine name of a pod's container.
+pub fn labels(pod: &PodRef, container: &str, kind: Kind, attempt: u32) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (LABEL_POD_UID.to_string(), pod.uid.clone()),
+        (LABEL_POD_NAME.to_string(), pod.name.clone()),
+        (LABEL_POD_NAMESPACE.to_string(), pod.namespace.clone()),
+        (LABEL_CONTAINER.to_string(), container.to_string()),
+        (LABEL_KIND.to_string(), kind.as_str().to_string()),
+        (LABEL_ATTEMPT.to_string(), attempt.to_string()),
+    ])
+}
+
+/// The engine name: `k8s_CONTAINER_POD_NAMESPACE_UID_ATTEMPT` (dockershim's form).
+pub fn engine_name(pod: &PodRef, container: &str, attempt: u32) -> String {
+    format!(
+        "k8s_{container}_{}_{}_{}_{attempt}",
+        pod.name, pod.namespace, pod.uid
+    )
+}
+
+/// The attempt number of an engine container.
+pub fn attempt(c: &Container) -> u32 {
+    c.config
+        .labels
+        .get(LABEL_ATTEMPT)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The pod-spec container name of an engine container.
+pub fn container_name(c: &Container) -> &str {
+    c.config
+        .labels
+        .get(LABEL_CONTAINER)
+        .map(String::as_str)
+        .unwrap_or_default()
+}
+
+/// The pod uid of an engine container (none for containers the agent did not make).
+pub fn pod_uid(c: &Container) -> Option<&str> {
+    c.config.labels.get(LABEL_POD_UID).map(String::as_str)
+}
+
+/// Every engine container the agent made, grouped by pod uid.
+pub fn by_pod(engine: &Engine) -> Result<BTreeMap<String, Vec<Container>>, AgentError> {
+    let mut out: BTreeMap<String, Vec<Container>> = BTreeMap::new();
+    for c in engine
+        .list()
+        .map_err(AgentError::engine("list containers"))?
+    {
+        if let Some(uid) = pod_uid(&c) {
+            out.entry(uid.to_string()).or_default().push(c);
+        }
+    }
+    Ok(out)
+}
+
+/// The containers of pod `uid`.
+pub fn of_pod(engine: &Engine, uid: &str) -> Result<Vec<Container>, AgentError> {
+    Ok(by_pod(engine)?.remove(uid).unwrap_or_default())
+}
+
+/// The newest attempt of `name` among `containers`, and the one before it.
+pub fn latest<'a>(
+    containers: &'a [Container],
+    name: &str,
+) -> (Option<&'a Container>, Option<&'a Container>) {
+    let mut mine: Vec<&Container> = containers
+        .iter()
+        .filter(|c| container_name(c) == name)
+        .collect();
+    mine.sort_by_key(|c| attempt(c));
+    let last = mine.pop();
+    (last, mine.pop())
+}
+
+/// Creates and starts a container; the monitor goes on alone (a thread reaps it when it ends,
+/// so no zombie stays behind). Returns the container as it runs.
+pub fn create_and_start(
+    engine: &Engine,
+    request: &CreateRequest,
+    program: &Path,
+) -> Result<Container, AgentError> {
+    let what = request.name.clone().unwrap_or_default();
+    let config = engine
+        .create(request)
+        .map_err(AgentError::engine(format!("create container {what}")))?;
+    match engine.start(&config.id, program) {
+        Ok(handle) => {
+            let _ = std::thread::Builder::new()
+                .name("skiff-shim-reaper".into())
+                .spawn(move || handle.finish());
+        }
+        Err(err) => {
+            // The record stays (exited, with the error) so the status can tell why.
+            return Err(AgentError::engine(format!("start container {what}"))(err));
+        }
+    }
+    engine
+        .load(&config.id)
+        .map_err(AgentError::engine(format!("read container {what}")))
+}
+
+/// Stops a container: its stop signal, then SIGKILL after `grace`.
+pub fn stop(engine: &Engine, c: &Container, grace: Duration) -> Result<(), AgentError> {
+    if !matches!(c.status(), Status::Running | Status::Restarting) {
+        return Ok(());
+    }
+    engine.stop(c, grace).map_err(AgentError::engine(format!(
+        "stop container {}",
+        c.config.name
+    )))
+}
+
+/// Removes a container (killing it if it still runs).
+pub fn remove(engine: &Engine, c: &Container) -> Result<(), AgentError> {
+    engine.remove(c, true).map_err(AgentError::engine(format!(
+        "remove container {}",
+        c.config.name
+    )))
+}

@@ -1,0 +1,477 @@
+//! One pod's sync: make the engine's containers match the pod spec, then post the status.
+//! Level-triggered: each call reads the engine's records again, so an agent that restarts
+//! picks up where the last one stopped. Order: sandbox, init containers one at a time, app
+//! containers; a container that exited restarts as a new attempt when the restart policy
+//! says so, immediately the first time and then after the kubelet's back-off
+//! (`CrashLoopBackOff` meanwhile). A pod being deleted has its containers stopped (stop
+//! signal, grace period, SIGKILL) and removed, then its API object deleted for good.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Container as SpecContainer, Pod};
+use kube::Api;
+use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
+use serde_json::json;
+use skiff_engine::{Container, Status};
+
+use crate::container::{self, pod_ref};
+use crate::error::blocking;
+use crate::runtime::{self, Kind};
+use crate::status::{self, Waiting};
+use crate::{AgentError, Context, RestartBackoff, images};
+
+/// How often a pod with live containers is looked at again.
+pub const RESYNC: Duration = Duration::from_secs(1);
+
+/// What a sync asks of the worker loop next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Look again after this long (or sooner when the pod changes).
+    After(Duration),
+    /// Nothing runs: look again only when the pod changes.
+    Idle,
+    /// The pod is gone: the worker ends.
+    Done,
+}
+
+/// A container's restart back-off.
+#[derive(Debug, Default)]
+struct Restart {
+    backoff: RestartBackoff,
+    /// The attempt whose exit was counted.
+    seen: String,
+    not_before: Option<Instant>,
+    delay: Duration,
+}
+
+/// What a worker remembers between syncs of its pod.
+#[derive(Debug, Default)]
+pub struct WorkerState {
+    waiting: BTreeMap<String, Waiting>,
+    restarts: HashMap<String, Restart>,
+    pull_backoff: HashMap<String, (Instant, Duration)>,
+}
+
+/// The grace period of a deletion: the one the API set, else the pod's.
+fn grace_period(pod: &Pod) -> Duration {
+    let secs = pod
+        .metadata
+        .deletion_grace_period_seconds
+        .or_else(|| {
+            pod.spec
+                .as_ref()
+                .and_then(|s| s.termination_grace_period_seconds)
+        })
+        .unwrap_or(30);
+    Duration::from_secs(u64::try_from(secs).unwrap_or(0))
+}
+
+/// Stops every container of pod `uid` (apps and init first, within `grace`, then the
+/// sandbox) and removes them.
+pub async fn teardown(ctx: &Arc<Context>, uid: &str, grace: Duration) -> Result<(), AgentError> {
+    let engine = ctx.engine.clone();
+    let owned = uid.to_string();
+    let containers = blocking("list containers", move || runtime::of_pod(&engine, &owned)).await?;
+    let (sandboxes, others): (Vec<Container>, Vec<Container>) = containers
+        .into_iter()
+        .partition(|c| runtime::container_name(c) == runtime::SANDBOX);
+    let mut stops = Vec::new();
+    for c in &others {
+        let (engine, c) = (ctx.engine.clone(), c.clone());
+        stops.push(blocking("stop container", move || {
+            runtime::stop(&engine, &c, grace)
+        }));
+    }
+    for result in futures::future::join_all(stops).await {
+        if let Err(err) = result {
+            tracing::warn!(pod_uid = uid, error = %err, "stopping a container failed");
+        }
+    }
+    let engine = ctx.engine.clone();
+    blocking("remove containers", move || {
+        for c in others.iter().chain(&sandboxes) {
+            runtime::stop(&engine, c, Duration::from_secs(2))?;
+            runtime::remove(&engine, c)?;
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// Syncs `pod` once.
+pub async fn sync(
+    ctx: &Arc<Context>,
+    pod: &Pod,
+    state: &mut WorkerState,
+) -> Result<Next, AgentError> {
+    let pref = pod_ref(pod);
+    if pod.metadata.deletion_timestamp.is_some() {
+        let grace = grace_period(pod);
+        tracing::info!(namespace = %pref.namespace, pod = %pref.name, ?grace, "killing the pod's containers");
+        teardown(ctx, &pref.uid, grace).await?;
+        let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &pref.namespace);
+        let params = DeleteParams {
+            grace_period_seconds: Some(0),
+            preconditions: Some(Preconditions {
+                uid: Some(pref.uid.clone()),
+                resource_version: None,
+            }),
+            ..DeleteParams::default()
+        };
+        match api.delete(&pref.name, &params).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
+            Err(e) => return Err(AgentError::api(format!("delete pod {}", pref.name))(e)),
+        }
+        return Ok(Next::Done);
+    }
+    let containers = list(ctx, &pref.uid).await?;
+    let phase = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or_default();
+    if matches!(phase, "Succeeded" | "Failed") {
+        // Finished for good: only the sandbox may still run.
+        if containers.iter().any(Container::is_active) {
+            let engine = ctx.engine.clone();
+            blocking("stop the finished pod", move || {
+                for c in &containers {
+                    runtime::stop(&engine, c, Duration::from_secs(2))?;
+                }
+                Ok(())
+            })
+            .await?;
+        }
+        return Ok(Next::Idle);
+    }
+    let sandbox_pid = ensure_sandbox(ctx, pod, &containers).await?;
+    let containers = list(ctx, &pref.uid).await?;
+    let spec = pod.spec.clone().unwrap_or_default();
+    let policy = status::restart_policy(pod).to_string();
+    let (init_done, init_failed) = status::init_progress(pod, &containers);
+    if !init_failed && !init_done {
+        for ic in spec.init_containers.iter().flatten() {
+            let (latest, _) = runtime::latest(&containers, &ic.name);
+            match latest {
+                Some(c) if c.status() == Status::Exited && c.state.exit_code == 0 => continue,
+                Some(c) if c.is_active() => break,
+                Some(c) => {
+                    // Failed: Never was handled by init_progress.
+                    let next = runtime::attempt(c) + 1;
+                    if backoff_over(state, pod, ic, c) {
+                        start(ctx, pod, ic, Kind::Init, next, sandbox_pid, state).await;
+                    }
+                    break;
+                }
+                None => {
+                    start(ctx, pod, ic, Kind::Init, 0, sandbox_pid, state).await;
+                    break;
+                }
+            }
+        }
+    } else if init_done {
+        for c in &spec.containers {
+            let (latest, _) = runtime::latest(&containers, &c.name);
+            match latest {
+                None => start(ctx, pod, c, Kind::App, 0, sandbox_pid, state).await,
+                Some(l) if l.is_active() => {
+                    state.waiting.remove(&c.name);
+                }
+                Some(l) => {
+                    if status::should_restart(&policy, l.state.exit_code)
+                        && backoff_over(state, pod, c, l)
+                    {
+                        start(
+                            ctx,
+                            pod,
+                            c,
+                            Kind::App,
+                            runtime::attempt(l) + 1,
+                            sandbox_pid,
+                            state,
+                        )
+                        .await;
+                    }
+                }
+            }
+        }
+    }
+    let containers = list(ctx, &pref.uid).await?;
+    prune_old_attempts(ctx, &containers).await;
+    let now = crate::node::now();
+    let host_ip = ctx.config.node_ip.to_string();
+    let wanted = status::compute(&status::Inputs {
+        pod,
+        containers: &containers,
+        waiting: &state.waiting,
+        host_ip: &host_ip,
+        has_sandbox: sandbox_pid > 0,
+        now: &now,
+    });
+    if status::differs(pod, &wanted) {
+        let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &pref.namespace);
+        match api
+            .patch_status(
+                &pref.name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": wanted})),
+            )
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => return Ok(Next::Idle),
+            Err(e) => {
+                return Err(AgentError::api(format!(
+                    "update status of pod {}",
+                    pref.name
+                ))(e));
+            }
+        }
+    }
+    if matches!(wanted["phase"].as_str(), Some("Succeeded" | "Failed")) {
+        return Ok(Next::After(RESYNC));
+    }
+    Ok(Next::After(RESYNC))
+}
+
+async fn list(ctx: &Arc<Context>, uid: &str) -> Result<Vec<Container>, AgentError> {
+    let engine = ctx.engine.clone();
+    let uid = uid.to_string();
+    blocking("list containers", move || runtime::of_pod(&engine, &uid)).await
+}
+
+/// Makes sure the pod's sandbox runs; returns its init's host pid. A sandbox that died takes
+/// the pod's running containers with it (they joined its namespaces).
+async fn ensure_sandbox(
+    ctx: &Arc<Context>,
+    pod: &Pod,
+    containers: &[Container],
+) -> Result<i32, AgentError> {
+    let (latest, _) = runtime::latest(containers, runtime::SANDBOX);
+    if let Some(s) = latest.filter(|s| s.status() == Status::Running && s.state.pid > 0) {
+        return Ok(s.state.pid);
+    }
+    let pref = pod_ref(pod);
+    let attempt = latest.map(|s| runtime::attempt(s) + 1).unwrap_or(0);
+    let stale: Vec<Container> = containers.to_vec();
+    let request = skiff_engine::CreateRequest {
+        name: Some(runtime::engine_name(&pref, runtime::SANDBOX, attempt)),
+        cmd: vec![crate::pause::PAUSE_PATH.to_string(), "pause".to_string()],
+        hostname: Some(container::pod_hostname(pod)),
+        read_only: true,
+        rootfs_dir: Some(ctx.pause_rootfs.clone()),
+        labels: runtime::labels(&pref, runtime::SANDBOX, Kind::Sandbox, attempt),
+        ..skiff_engine::CreateRequest::default()
+    };
+    let engine = ctx.engine.clone();
+    let program = ctx.config.program.clone();
+    tracing::info!(namespace = %pref.namespace, pod = %pref.name, attempt, "starting the pod sandbox");
+    let sandbox = blocking("start the sandbox", move || {
+        for c in &stale {
+            // Containers of an earlier sandbox cannot stay: their namespaces are gone.
+            if c.is_active() {
+                runtime::stop(&engine, c, Duration::from_secs(0))?;
+            }
+            if runtime::container_name(c) == runtime::SANDBOX {
+                runtime::remove(&engine, c)?;
+            }
+        }
+        runtime::create_and_start(&engine, &request, &program)
+    })
+    .await?;
+    let pid = sandbox.state.pid;
+    loopback_up(pid).await;
+    Ok(pid)
+}
+
+/// Brings `lo` up in the network namespace of `pid` (what CNI's loopback plugin does).
+async fn loopback_up(pid: i32) {
+    let out = tokio::process::Command::new("nsenter")
+        .arg(format!("--net=/proc/{pid}/ns/net"))
+        .args(["ip", "link", "set", "lo", "up"])
+        .output()
+        .await;
+    match out {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => {
+            tracing::warn!(pid, stderr = %String::from_utf8_lossy(&o.stderr), "cannot bring up the pod's loopback")
+        }
+        Err(e) => {
+            tracing::warn!(pid, error = %e, "cannot run nsenter to bring up the pod's loopback (install util-linux and iproute2)")
+        }
+    }
+}
+
+/// Whether the back-off of a container that exited (attempt `last`) is over; otherwise
+/// records the CrashLoopBackOff waiting reason.
+fn backoff_over(
+    state: &mut WorkerState,
+    pod: &Pod,
+    spec: &SpecContainer,
+    last: &Container,
+) -> bool {
+    let entry = state.restarts.entry(spec.name.clone()).or_default();
+    if entry.seen != last.config.id {
+        let first = entry.seen.is_empty() && runtime::attempt(last) == 0;
+        entry.seen = last.config.id.clone();
+        if first {
+            entry.not_before = None;
+        } else {
+            let ran_for = ran_for(last);
+            entry.delay = entry.backoff.on_exit(ran_for);
+            entry.not_before = Some(Instant::now() + entry.delay);
+        }
+    }
+    match entry.not_before {
+        Some(t) if Instant::now() < t => {
+            let pref = pod_ref(pod);
+            state.waiting.insert(
+                spec.name.clone(),
+                Waiting {
+                    reason: "CrashLoopBackOff".into(),
+                    message: format!(
+                        "back-off {}s restarting failed container={} pod={}_{}({})",
+                        entry.delay.as_secs(),
+                        spec.name,
+                        pref.name,
+                        pref.namespace,
+                        pref.uid
+                    ),
+                },
+            );
+            false
+        }
+        _ => true,
+    }
+}
+
+fn ran_for(c: &Container) -> Duration {
+    let start = skiff_engine::time::parse_rfc3339(&c.state.started_at);
+    let end = skiff_engine::time::parse_rfc3339(&c.state.finished_at);
+    match (start, end) {
+        (Some(s), Some(e)) => e.duration_since(s).unwrap_or_default(),
+        _ => Duration::ZERO,
+    }
+}
+
+/// Pulls the image if needed, builds the environment and starts one container; failures
+/// become the container's waiting reason.
+async fn start(
+    ctx: &Arc<Context>,
+    pod: &Pod,
+    spec: &SpecContainer,
+    kind: Kind,
+    attempt: u32,
+    sandbox_pid: i32,
+    state: &mut WorkerState,
+) {
+    let pref = pod_ref(pod);
+    let image = spec.image.clone().unwrap_or_default();
+    if let Some((until, _)) = state.pull_backoff.get(&spec.name)
+        && Instant::now() < *until
+    {
+        let message = format!("Back-off pulling image \"{image}\"");
+        state.waiting.insert(
+            spec.name.clone(),
+            Waiting {
+                reason: "ImagePullBackOff".into(),
+                message,
+            },
+        );
+        return;
+    }
+    let policy = spec
+        .image_pull_policy
+        .clone()
+        .unwrap_or_else(|| images::default_policy(&image));
+    if let Err(message) = images::ensure(ctx, &image, &policy).await {
+        tracing::warn!(namespace = %pref.namespace, pod = %pref.name, container = %spec.name, %message, "image pull failed");
+        let delay = state
+            .pull_backoff
+            .get(&spec.name)
+            .map(|(_, d)| (*d * 2).min(Duration::from_secs(300)))
+            .unwrap_or(Duration::from_secs(10));
+        state
+            .pull_backoff
+            .insert(spec.name.clone(), (Instant::now() + delay, delay));
+        let reason = if policy == "Never" {
+            "ErrImageNeverPull"
+        } else {
+            "ErrImagePull"
+        };
+        state.waiting.insert(
+            spec.name.clone(),
+            Waiting {
+                reason: reason.into(),
+                message,
+            },
+        );
+        return;
+    }
+    state.pull_backoff.remove(&spec.name);
+    let host_ip = ctx.config.node_ip.to_string();
+    let env = match container::environment(&ctx.client, pod, spec, &host_ip).await {
+        Ok(env) => env,
+        Err(container::ConfigError(message)) => {
+            state.waiting.insert(
+                spec.name.clone(),
+                Waiting {
+                    reason: "CreateContainerConfigError".into(),
+                    message,
+                },
+            );
+            return;
+        }
+    };
+    let request = container::request(pod, spec, kind, attempt, sandbox_pid, env);
+    let engine = ctx.engine.clone();
+    let program = ctx.config.program.clone();
+    tracing::info!(namespace = %pref.namespace, pod = %pref.name, container = %spec.name, attempt, "starting container");
+    match blocking("start container", move || {
+        runtime::create_and_start(&engine, &request, &program)
+    })
+    .await
+    {
+        Ok(_) => {
+            state.waiting.remove(&spec.name);
+        }
+        Err(err) => {
+            tracing::warn!(namespace = %pref.namespace, pod = %pref.name, container = %spec.name, error = %err, "container did not start");
+            // The engine's record says why; the status shows it as terminated.
+            state.waiting.remove(&spec.name);
+        }
+    }
+}
+
+/// Removes attempts older than the previous one of each container (logs of the last two
+/// stay, as `kubectl logs --previous` needs).
+async fn prune_old_attempts(ctx: &Arc<Context>, containers: &[Container]) {
+    let mut newest: HashMap<&str, u32> = HashMap::new();
+    for c in containers {
+        let n = newest.entry(runtime::container_name(c)).or_insert(0);
+        *n = (*n).max(runtime::attempt(c));
+    }
+    let old: Vec<Container> = containers
+        .iter()
+        .filter(|c| {
+            !c.is_active()
+                && runtime::attempt(c) + 1
+                    < newest.get(runtime::container_name(c)).copied().unwrap_or(0)
+        })
+        .cloned()
+        .collect();
+    if old.is_empty() {
+        return;
+    }
+    let engine = ctx.engine.clone();
+    let _ = blocking("remove old attempts", move || {
+        for c in &old {
+            runtime::remove(&engine, c)?;
+        }
+        Ok(())
+    })
+    .await;
+}
