@@ -20,6 +20,7 @@ pub mod defaults;
 pub mod fields;
 pub mod labels;
 pub mod openapi;
+pub mod quantity;
 pub mod registry;
 pub mod schema;
 pub mod smp;

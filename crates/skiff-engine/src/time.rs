@@ -1,7 +1,7 @@
 //! Timestamps as Docker shows them: RFC 3339 with nanoseconds in records and logs, and the
 //! human durations of `docker ps` ("Up 3 seconds", "2 minutes ago").
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 /// The zero time Docker prints for "never" (`FinishedAt` of a running container).
 pub const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
@@ -13,46 +13,12 @@ pub fn now_rfc3339() -> String {
 
 /// Formats a time as RFC 3339 UTC with nanoseconds.
 pub fn format_rfc3339(time: SystemTime) -> String {
-    let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
-    skiff_runtime::clock::rfc3339(since.as_secs(), since.subsec_nanos())
+    skiff_apimachinery::time::format_rfc3339_nanos(time)
 }
 
-/// Parses `YYYY-MM-DDTHH:MM:SS[.fraction]Z` (UTC only, as this crate writes it).
+/// Parses `YYYY-MM-DDTHH:MM:SS[.fraction]Z`.
 pub fn parse_rfc3339(text: &str) -> Option<SystemTime> {
-    let text = text.strip_suffix('Z')?;
-    let (date, clock) = text.split_once('T')?;
-    let mut date_parts = date.splitn(3, '-');
-    let year: i64 = date_parts.next()?.parse().ok()?;
-    let month: u32 = date_parts.next()?.parse().ok()?;
-    let day: u32 = date_parts.next()?.parse().ok()?;
-    let (hms, fraction) = clock.split_once('.').unwrap_or((clock, ""));
-    let mut hms_parts = hms.splitn(3, ':');
-    let hour: u64 = hms_parts.next()?.parse().ok()?;
-    let minute: u64 = hms_parts.next()?.parse().ok()?;
-    let second: u64 = hms_parts.next()?.parse().ok()?;
-    let nanos: u32 = if fraction.is_empty() {
-        0
-    } else {
-        let digits: String = fraction.chars().take(9).collect();
-        let scale = 10u32.pow(9 - digits.len() as u32);
-        digits.parse::<u32>().ok()? * scale
-    };
-    let days = days_from_civil(year, month, day);
-    let secs = days.checked_mul(86_400)? + (hour * 3600 + minute * 60 + second) as i64;
-    let secs = u64::try_from(secs).ok()?;
-    Some(UNIX_EPOCH + Duration::new(secs, nanos))
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year.div_euclid(400);
-    let yoe = year.rem_euclid(400);
-    let month = i64::from(month);
-    let mp = if month > 2 { month - 3 } else { month + 9 };
-    let doy = (153 * mp + 2) / 5 + i64::from(day) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    skiff_apimachinery::time::parse_rfc3339(text)
 }
 
 /// Docker's (go-units) human duration: "Less than a second", "3 seconds", "About a minute",
@@ -96,6 +62,7 @@ pub fn since(time: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::UNIX_EPOCH;
 
     #[test]
     fn timestamps_round_trip_with_nanoseconds() {
