@@ -58,3 +58,7 @@ mem_pair "runtime --version vs crun" "$runc_bin" --version -- crun --version
 echo
 # Container lifecycle: create + start + wait + delete of /bin/true, against runc and crun.
 python3 "$(dirname "$0")/runtime_bench.py" "$skiff" "$runs"
+
+echo
+# The engine: skiff run --rm against podman and docker on the same image.
+"$(dirname "$0")/engine_bench.sh" "$skiff" "$runs"
