@@ -468,7 +468,11 @@ impl Store for EtcdStore {
     }
 
     async fn current_revision(&self) -> Result<Revision, StoreError> {
-        let key = self.full_key("");
+        // etcd refuses an empty key: without a prefix, count from the smallest key instead.
+        let key = match self.full_key("") {
+            prefix if prefix.is_empty() => "\0".to_string(),
+            prefix => prefix,
+        };
         let end = prefix_end(&key);
         let operation = || "read the current revision".to_string();
         let response = self

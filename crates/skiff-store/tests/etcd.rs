@@ -73,6 +73,24 @@ async fn stores_with_different_prefixes_do_not_see_each_other() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_store_without_a_prefix_reads_its_revision() {
+    conformance::run(async {
+        let member = tokio::task::spawn_blocking(EtcdMember::start)
+            .await
+            .unwrap()
+            .unwrap();
+        let store = EtcdStore::connect(EtcdOptions::new([member.endpoint()]))
+            .await
+            .unwrap();
+        let before = store.current_revision().await.unwrap();
+        let created = store.create("/registry/x", "1".into()).await.unwrap();
+        assert!(created > before);
+        assert_eq!(store.current_revision().await.unwrap(), created);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_three_member_cluster_keeps_serving_when_the_leader_is_killed() {
     conformance::run(async {
         let mut cluster = tokio::task::spawn_blocking(|| EtcdCluster::start(3))

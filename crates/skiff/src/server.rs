@@ -37,6 +37,9 @@ pub struct ServerArgs {
     /// etcd client URLs, comma-separated (with `--store etcd`).
     #[arg(long, value_name = "URL,..", value_delimiter = ',')]
     etcd_endpoints: Vec<String>,
+    /// The key prefix of this cluster in etcd (several clusters may share one etcd).
+    #[arg(long, value_name = "PREFIX", default_value = "/skiff")]
+    etcd_prefix: String,
     /// The address to listen on (`0.0.0.0` for every interface).
     #[arg(long, value_name = "IP", default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
     bind_address: IpAddr,
@@ -88,7 +91,8 @@ impl ServerArgs {
                 if self.etcd_endpoints.is_empty() {
                     anyhow::bail!("--store etcd needs --etcd-endpoints URL[,URL...]");
                 }
-                let options = EtcdOptions::new(self.etcd_endpoints.clone());
+                let options = EtcdOptions::new(self.etcd_endpoints.clone())
+                    .with_prefix(self.etcd_prefix.clone());
                 Arc::new(EtcdStore::connect(options).await.with_context(|| {
                     format!(
                         "cannot connect to etcd at {}",
