@@ -63,7 +63,7 @@ test-only:
 	$(CARGO) test --workspace --doc
 
 bench: deps build
-	bench/run.sh $(SKIFF)
+	SKIFF_PYTHON=$(CURDIR)/$(VENV)/bin/python bench/run.sh $(SKIFF)
 
 lint:
 	$(CARGO) fmt --all --check

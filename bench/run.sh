@@ -62,3 +62,8 @@ python3 "$(dirname "$0")/runtime_bench.py" "$skiff" "$runs"
 echo
 # The engine: skiff run --rm against podman and docker on the same image.
 "$(dirname "$0")/engine_bench.sh" "$skiff" "$runs"
+
+echo
+# The API server: readiness time, idle RSS, creates/s on SQLite and etcd against raw etcd puts.
+python_bin=${SKIFF_PYTHON:-$(dirname "$0")/../build/venv/bin/python}
+"$python_bin" "$(dirname "$0")/apiserver_bench.py" "$skiff" 200

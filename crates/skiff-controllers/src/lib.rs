@@ -10,14 +10,21 @@
 //! - [`garbage_collector`]: owner references (background, foreground, orphan);
 //! - [`namespace`]: empties a deleted namespace and removes its `kubernetes` finalizer;
 //! - [`serviceaccount`]: a `default` ServiceAccount in every namespace;
-//! - [`job`]: completions, parallelism, back-off limit, Complete/Failed.
+//! - [`job`]: completions, parallelism, back-off limit, Complete/Failed;
+//! - [`endpoints`]: Endpoints and EndpointSlices of Services with selectors;
+//! - [`statefulset`]: ordinal pods, claims, ordered or parallel, rolling updates;
+//! - [`daemonset`]: one pod per eligible node, rolling updates;
+//! - [`cronjob`]: Jobs on cron schedules in a time zone, concurrency policies, history.
 //!
 //! Shared machinery: [`informer`] (one watch per kind shared by controllers), [`expectations`]
 //! (no double creation before the cache catches up), [`backoff`] (per-key requeue delays).
 //! [`run`] starts them all.
 
 pub mod backoff;
+pub mod cronjob;
+pub mod daemonset;
 pub mod deployment;
+pub mod endpoints;
 pub mod expectations;
 pub mod garbage_collector;
 pub mod informer;
@@ -25,6 +32,7 @@ pub mod job;
 pub mod namespace;
 pub mod replicaset;
 pub mod serviceaccount;
+pub mod statefulset;
 pub mod util;
 
 use std::future::Future;
@@ -85,6 +93,14 @@ pub struct ControllerOptions {
     pub serviceaccount: bool,
     /// Job controller.
     pub job: bool,
+    /// Endpoints and EndpointSlice controller.
+    pub endpoints: bool,
+    /// StatefulSet controller.
+    pub statefulset: bool,
+    /// DaemonSet controller.
+    pub daemonset: bool,
+    /// CronJob controller.
+    pub cronjob: bool,
 }
 
 impl Default for ControllerOptions {
@@ -96,6 +112,10 @@ impl Default for ControllerOptions {
             namespace: true,
             serviceaccount: true,
             job: true,
+            endpoints: true,
+            statefulset: true,
+            daemonset: true,
+            cronjob: true,
         }
     }
 }
@@ -136,6 +156,18 @@ pub async fn run_with(
     }
     if options.job {
         tasks.push(job::run(client.clone(), &pods, shutdown.clone()).boxed());
+    }
+    if options.endpoints {
+        tasks.push(endpoints::run(client.clone(), &pods, shutdown.clone()).boxed());
+    }
+    if options.statefulset {
+        tasks.push(statefulset::run(client.clone(), &pods, shutdown.clone()).boxed());
+    }
+    if options.daemonset {
+        tasks.push(daemonset::run(client.clone(), &pods, shutdown.clone()).boxed());
+    }
+    if options.cronjob {
+        tasks.push(cronjob::run(client.clone(), shutdown.clone()).boxed());
     }
     if options.garbage_collector {
         tasks.push(garbage_collector::run(client.clone(), shutdown.clone()).boxed());
