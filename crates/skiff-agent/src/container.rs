@@ -303,7 +303,7 @@ pub fn field_value(pod: &Pod, path: &str, host_ip: &str) -> Option<String> {
 
 /// The value of a `resourceFieldRef` (`limits.memory` in bytes, `limits.cpu` in whole CPUs
 /// rounded up, as the kubelet writes them).
-fn resource_value(container: &Container, resource: &str) -> Option<String> {
+pub(crate) fn resource_value(container: &Container, resource: &str) -> Option<String> {
     let (section, name) = resource.split_once('.')?;
     let res = container.resources.as_ref()?;
     let map = if section == "limits" {

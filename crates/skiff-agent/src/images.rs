@@ -3,10 +3,11 @@
 
 use std::sync::Arc;
 
+use k8s_openapi::api::core::v1::Pod;
 use skiff_image::{ImageStore, PullOptions, Reference};
 
-use crate::Context;
 use crate::error::blocking;
+use crate::{Context, events};
 
 /// The pull policy the API server defaults to for `image`.
 pub fn default_policy(image: &str) -> String {
@@ -21,9 +22,30 @@ pub fn default_policy(image: &str) -> String {
     }
 }
 
-/// Makes `image` present as `policy` says; the error is the message the container's waiting
-/// state shows.
-pub async fn ensure(ctx: &Arc<Context>, image: &str, policy: &str) -> Result<(), String> {
+/// Makes `image` present as `policy` says, recording `Pulling` and `Pulled` events about
+/// `container` of `pod`; the error is the message the container's waiting state shows.
+pub async fn ensure(
+    ctx: &Arc<Context>,
+    pod: &Pod,
+    container: &str,
+    image: &str,
+    policy: &str,
+) -> Result<(), String> {
+    let event = |type_: &'static str, reason: &'static str, message: String| {
+        let (ctx, pod, container) = (Arc::clone(ctx), pod.clone(), container.to_string());
+        async move {
+            events::record(
+                &ctx.client,
+                &ctx.config.node_name,
+                &pod,
+                Some(&container),
+                type_,
+                reason,
+                &message,
+            )
+            .await;
+        }
+    };
     let engine = ctx.engine.clone();
     let name = image.to_string();
     let present = blocking("find image", move || {
@@ -35,13 +57,16 @@ pub async fn ensure(ctx: &Arc<Context>, image: &str, policy: &str) -> Result<(),
     .await
     .map_err(|e| e.to_string())?;
     match policy {
-        "Never" if present => return Ok(()),
+        "Never" | "IfNotPresent" if present => {
+            let message = format!("Container image \"{image}\" already present on machine");
+            event("Normal", "Pulled", message).await;
+            return Ok(());
+        }
         "Never" => {
             return Err(format!(
                 "Container image \"{image}\" is not present with pull policy of Never"
             ));
         }
-        "IfNotPresent" if present => return Ok(()),
         _ => {}
     }
     let reference =
@@ -49,6 +74,7 @@ pub async fn ensure(ctx: &Arc<Context>, image: &str, policy: &str) -> Result<(),
     let store: ImageStore = ctx.engine.images().map_err(|e| e.to_string())?;
     let mut options = PullOptions::default();
     options.registry.insecure_registries = ctx.config.insecure_registries.clone();
+    event("Normal", "Pulling", format!("Pulling image \"{image}\"")).await;
     let started = std::time::Instant::now();
     // The pull future is not `Send`: it runs on a blocking thread, driven by this runtime.
     let handle = tokio::runtime::Handle::current();
@@ -61,6 +87,11 @@ pub async fn ensure(ctx: &Arc<Context>, image: &str, policy: &str) -> Result<(),
     match pulled {
         Ok(_) => {
             tracing::info!(%image, elapsed = ?started.elapsed(), "pulled image");
+            let message = format!(
+                "Successfully pulled image \"{image}\" in {:.3}s",
+                started.elapsed().as_secs_f64()
+            );
+            event("Normal", "Pulled", message).await;
             Ok(())
         }
         Err(err) => Err(format!("failed to pull image \"{image}\": {err}")),

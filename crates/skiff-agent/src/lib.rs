@@ -6,11 +6,13 @@
 //! `skiff pause` infra process in a tiny root filesystem, [`pause`]) holding the pod's
 //! network, IPC and UTS namespaces, init containers in order, app containers joining the
 //! sandbox, restarts with the kubelet's back-off ([`restart`]), graceful deletion; and posts
-//! each pod's status ([`status`]). Its node API ([`nodeapi`]) serves container logs to the
+//! each pod's status ([`status`]); sets up pod volumes ([`volumes`]), runs probes ([`probes`])
+//! and records the kubelet's events ([`events`]). Its node API ([`nodeapi`]) serves container logs to the
 //! API server. It reaches the cluster only through the Kubernetes API.
 
 pub mod container;
 pub mod error;
+pub mod events;
 pub mod images;
 pub mod logs;
 pub mod machine;
@@ -18,10 +20,12 @@ pub mod node;
 pub mod nodeapi;
 pub mod pause;
 pub mod pods;
+pub mod probes;
 pub mod quantity;
 pub mod restart;
 pub mod runtime;
 pub mod status;
+pub mod volumes;
 pub mod worker;
 
 use std::future::Future;

@@ -31,6 +31,8 @@ pub struct Inputs<'a> {
     pub containers: &'a [Container],
     /// Waiting reasons the worker set, by container name.
     pub waiting: &'a BTreeMap<String, Waiting>,
+    /// Running containers whose startup or readiness probe has not passed.
+    pub unready: &'a std::collections::BTreeSet<String>,
     /// The node's address (also the pod's, until pods get their own).
     pub host_ip: &'a str,
     /// Whether a sandbox was made.
@@ -198,13 +200,16 @@ pub fn compute(inputs: &Inputs<'_>) -> Value {
     };
     let mut unready = Vec::new();
     for c in &spec.containers {
-        let (s, state) = container_status(
+        let (mut s, state) = container_status(
             &c.name,
             c.image.as_deref().unwrap_or_default(),
             inputs.containers,
             inputs.waiting.get(&c.name),
             default_wait,
         );
+        if inputs.unready.contains(&c.name) {
+            s["ready"] = json!(false);
+        }
         if s["ready"] != json!(true) {
             unready.push(c.name.clone());
         }
@@ -432,6 +437,7 @@ mod tests {
             pod: &p,
             containers: &[],
             waiting: &waiting,
+            unready: &Default::default(),
             host_ip: "127.0.0.1",
             has_sandbox: false,
             now: "2026-01-01T00:00:00Z",
@@ -460,6 +466,7 @@ mod tests {
             pod: &p,
             containers: &[],
             waiting: &waiting,
+            unready: &Default::default(),
             host_ip: "127.0.0.1",
             has_sandbox: true,
             now: "2026-01-01T00:00:00Z",

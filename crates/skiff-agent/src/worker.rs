@@ -20,7 +20,7 @@ use crate::container::{self, pod_ref};
 use crate::error::blocking;
 use crate::runtime::{self, Kind};
 use crate::status::{self, Waiting};
-use crate::{AgentError, Context, RestartBackoff, images};
+use crate::{AgentError, Context, RestartBackoff, events, images, probes, volumes};
 
 /// How often a pod with live containers is looked at again.
 pub const RESYNC: Duration = Duration::from_secs(1);
@@ -52,6 +52,15 @@ pub struct WorkerState {
     waiting: BTreeMap<String, Waiting>,
     restarts: HashMap<String, Restart>,
     pull_backoff: HashMap<String, (Instant, Duration)>,
+    /// The pod's volumes once set up.
+    volumes: Option<BTreeMap<String, volumes::Prepared>>,
+    /// The last `FailedMount` message and when it was recorded.
+    mount_event: Option<(String, Instant)>,
+    /// Warning events decided in blocking code, recorded at the end of the sync:
+    /// (container, reason, message).
+    pending: Vec<(String, String, String)>,
+    probes: probes::Probes,
+    unready: std::collections::BTreeSet<String>,
 }
 
 /// The grace period of a deletion: the one the API set, else the pod's.
@@ -90,11 +99,14 @@ pub async fn teardown(ctx: &Arc<Context>, uid: &str, grace: Duration) -> Result<
         }
     }
     let engine = ctx.engine.clone();
+    let data_dir = ctx.config.data_dir.clone();
+    let uid = uid.to_string();
     blocking("remove containers", move || {
         for c in others.iter().chain(&sandboxes) {
             runtime::stop(&engine, c, Duration::from_secs(2))?;
             runtime::remove(&engine, c)?;
         }
+        volumes::cleanup(&data_dir, &uid);
         Ok(())
     })
     .await
@@ -110,6 +122,13 @@ pub async fn sync(
     if pod.metadata.deletion_timestamp.is_some() {
         let grace = grace_period(pod);
         tracing::info!(namespace = %pref.namespace, pod = %pref.name, ?grace, "killing the pod's containers");
+        for c in list(ctx, &pref.uid).await? {
+            let name = runtime::container_name(&c);
+            if c.is_active() && name != runtime::SANDBOX {
+                let message = format!("Stopping container {name}");
+                event(ctx, pod, Some(name), "Normal", "Killing", &message).await;
+            }
+        }
         teardown(ctx, &pref.uid, grace).await?;
         let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &pref.namespace);
         let params = DeleteParams {
@@ -146,6 +165,27 @@ pub async fn sync(
             .await?;
         }
         return Ok(Next::Idle);
+    }
+    if state.volumes.is_none() {
+        match volumes::prepare(&ctx.client, &ctx.config.data_dir, pod).await {
+            Ok(v) => {
+                state.volumes = Some(v);
+                state.mount_event = None;
+            }
+            Err(volumes::MountError(message)) => {
+                let again = match &state.mount_event {
+                    Some((last, at)) => *last != message || at.elapsed() > Duration::from_secs(60),
+                    None => true,
+                };
+                if again {
+                    tracing::warn!(namespace = %pref.namespace, pod = %pref.name, %message, "volume setup failed");
+                    event(ctx, pod, None, "Warning", "FailedMount", &message).await;
+                    state.mount_event = Some((message, Instant::now()));
+                }
+                post_status(ctx, pod, state, &containers, false).await?;
+                return Ok(Next::After(Duration::from_secs(2)));
+            }
+        }
     }
     let sandbox_pid = ensure_sandbox(ctx, pod, &containers).await?;
     let containers = list(ctx, &pref.uid).await?;
@@ -199,16 +239,102 @@ pub async fn sync(
             }
         }
     }
+    if init_done {
+        run_probes(ctx, pod, state, &spec.containers, sandbox_pid).await;
+    }
+    for (name, reason, message) in std::mem::take(&mut state.pending) {
+        event(ctx, pod, Some(&name), "Warning", &reason, &message).await;
+    }
     let containers = list(ctx, &pref.uid).await?;
     prune_old_attempts(ctx, &containers).await;
+    match post_status(ctx, pod, state, &containers, sandbox_pid > 0).await? {
+        Some(_) => Ok(Next::After(RESYNC)),
+        None => Ok(Next::Idle),
+    }
+}
+
+/// Probes the running app containers; kills those whose startup or liveness probe failed.
+async fn run_probes(
+    ctx: &Arc<Context>,
+    pod: &Pod,
+    state: &mut WorkerState,
+    specs: &[SpecContainer],
+    sandbox_pid: i32,
+) {
+    let Ok(containers) = list(ctx, &pod_ref(pod).uid).await else {
+        return;
+    };
+    let target = probes::Target {
+        program: &ctx.config.program,
+        data_dir: &ctx.config.data_dir,
+        sandbox_pid,
+    };
+    state.unready.clear();
+    for spec in specs {
+        let (latest, _) = runtime::latest(&containers, &spec.name);
+        let Some(running) = latest.filter(|c| c.status() == Status::Running) else {
+            continue;
+        };
+        let verdict = state.probes.check(spec, running, target).await;
+        if !verdict.ready {
+            state.unready.insert(spec.name.clone());
+        }
+        let name = Some(spec.name.as_str());
+        for message in &verdict.unhealthy {
+            event(ctx, pod, name, "Warning", "Unhealthy", message).await;
+        }
+        if let Some(message) = verdict.kill {
+            tracing::info!(pod = %pod_ref(pod).name, container = %spec.name, %message, "probe failed");
+            event(ctx, pod, name, "Normal", "Killing", &message).await;
+            let (engine, c, grace) = (ctx.engine.clone(), running.clone(), grace_period(pod));
+            if let Err(err) =
+                blocking("stop container", move || runtime::stop(&engine, &c, grace)).await
+            {
+                tracing::warn!(error = %err, "stopping an unhealthy container failed");
+            }
+        }
+    }
+}
+
+/// Records an event about `pod` (or one of its containers).
+async fn event(
+    ctx: &Arc<Context>,
+    pod: &Pod,
+    container: Option<&str>,
+    type_: &str,
+    reason: &str,
+    message: &str,
+) {
+    events::record(
+        &ctx.client,
+        &ctx.config.node_name,
+        pod,
+        container,
+        type_,
+        reason,
+        message,
+    )
+    .await;
+}
+
+/// Computes the pod's status and posts it when it changed; `None` when the pod is gone.
+async fn post_status(
+    ctx: &Arc<Context>,
+    pod: &Pod,
+    state: &WorkerState,
+    containers: &[Container],
+    has_sandbox: bool,
+) -> Result<Option<serde_json::Value>, AgentError> {
+    let pref = pod_ref(pod);
     let now = crate::node::now();
     let host_ip = ctx.config.node_ip.to_string();
     let wanted = status::compute(&status::Inputs {
         pod,
-        containers: &containers,
+        containers,
         waiting: &state.waiting,
+        unready: &state.unready,
         host_ip: &host_ip,
-        has_sandbox: sandbox_pid > 0,
+        has_sandbox,
         now: &now,
     });
     if status::differs(pod, &wanted) {
@@ -222,7 +348,7 @@ pub async fn sync(
             .await
         {
             Ok(_) => {}
-            Err(kube::Error::Api(s)) if s.code == 404 => return Ok(Next::Idle),
+            Err(kube::Error::Api(s)) if s.code == 404 => return Ok(None),
             Err(e) => {
                 return Err(AgentError::api(format!(
                     "update status of pod {}",
@@ -231,10 +357,7 @@ pub async fn sync(
             }
         }
     }
-    if matches!(wanted["phase"].as_str(), Some("Succeeded" | "Failed")) {
-        return Ok(Next::After(RESYNC));
-    }
-    Ok(Next::After(RESYNC))
+    Ok(Some(wanted))
 }
 
 async fn list(ctx: &Arc<Context>, uid: &str) -> Result<Vec<Container>, AgentError> {
@@ -323,6 +446,15 @@ fn backoff_over(
             let ran_for = ran_for(last);
             entry.delay = entry.backoff.on_exit(ran_for);
             entry.not_before = Some(Instant::now() + entry.delay);
+            let pref = pod_ref(pod);
+            state.pending.push((
+                spec.name.clone(),
+                "BackOff".into(),
+                format!(
+                    "Back-off restarting failed container {} in pod {}_{}({})",
+                    spec.name, pref.name, pref.namespace, pref.uid
+                ),
+            ));
         }
     }
     match entry.not_before {
@@ -387,7 +519,7 @@ async fn start(
         .image_pull_policy
         .clone()
         .unwrap_or_else(|| images::default_policy(&image));
-    if let Err(message) = images::ensure(ctx, &image, &policy).await {
+    if let Err(message) = images::ensure(ctx, pod, &spec.name, &image, &policy).await {
         tracing::warn!(namespace = %pref.namespace, pod = %pref.name, container = %spec.name, %message, "image pull failed");
         let delay = state
             .pull_backoff
@@ -426,7 +558,21 @@ async fn start(
             return;
         }
     };
-    let request = container::request(pod, spec, kind, attempt, sandbox_pid, env);
+    let mut request = container::request(pod, spec, kind, attempt, sandbox_pid, env);
+    let prepared = state.volumes.clone().unwrap_or_default();
+    match volumes::binds(spec, &prepared) {
+        Ok(binds) => request.binds = binds,
+        Err(message) => {
+            state.waiting.insert(
+                spec.name.clone(),
+                Waiting {
+                    reason: "CreateContainerConfigError".into(),
+                    message,
+                },
+            );
+            return;
+        }
+    }
     let engine = ctx.engine.clone();
     let program = ctx.config.program.clone();
     tracing::info!(namespace = %pref.namespace, pod = %pref.name, container = %spec.name, attempt, "starting container");
@@ -437,6 +583,11 @@ async fn start(
     {
         Ok(_) => {
             state.waiting.remove(&spec.name);
+            let name = Some(spec.name.as_str());
+            let created = format!("Created container: {}", spec.name);
+            event(ctx, pod, name, "Normal", "Created", &created).await;
+            let started = format!("Started container {}", spec.name);
+            event(ctx, pod, name, "Normal", "Started", &started).await;
         }
         Err(err) => {
             tracing::warn!(namespace = %pref.namespace, pod = %pref.name, container = %spec.name, error = %err, "container did not start");
