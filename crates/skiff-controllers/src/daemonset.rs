@@ -405,14 +405,7 @@ pub async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Context>) -> Result<Action, 
 }
 
 fn error_policy(ds: Arc<DaemonSet>, error: &ControllerError, ctx: Arc<Context>) -> Action {
-    let key = key_of(ds.as_ref());
-    tracing::warn!(%error, daemonset = %key, "reconcile failed");
-    let delay = ctx
-        .backoff
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .next_delay(&key);
-    Action::requeue(delay)
+    crate::util::failed(&ctx.backoff, "daemonset", &key_of(ds.as_ref()), error)
 }
 
 fn every_daemonset(store: &Store<DaemonSet>) -> Vec<ObjectRef<DaemonSet>> {

@@ -393,14 +393,7 @@ pub async fn reconcile(svc: Arc<Service>, ctx: Arc<Context>) -> Result<Action, C
 }
 
 fn error_policy(svc: Arc<Service>, error: &ControllerError, ctx: Arc<Context>) -> Action {
-    let key = key_of(svc.as_ref());
-    tracing::warn!(%error, service = %key, "reconcile failed");
-    let delay = ctx
-        .backoff
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .next_delay(&key);
-    Action::requeue(delay)
+    crate::util::failed(&ctx.backoff, "service", &key_of(svc.as_ref()), error)
 }
 
 /// Every Service in a pod's namespace: a pod whose labels changed may have left one.

@@ -316,25 +316,15 @@ pub async fn reconcile(job: Arc<Job>, ctx: Arc<Context>) -> Result<Action, Contr
             record_event(&ctx.client, COMPONENT, job.as_ref(), kind, reason, message).await;
         }
     }
-    ctx.backoff
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .forget(&key);
-    Ok(match plan.requeue_after {
-        Some(after) => Action::requeue(after),
-        None => Action::await_change(),
-    })
+    Ok(crate::util::succeeded(
+        &ctx.backoff,
+        &key,
+        plan.requeue_after,
+    ))
 }
 
 fn error_policy(job: Arc<Job>, error: &ControllerError, ctx: Arc<Context>) -> Action {
-    let key = key_of(job.as_ref());
-    tracing::warn!(%error, job = %key, "reconcile failed");
-    let delay = ctx
-        .backoff
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .next_delay(&key);
-    Action::requeue(delay)
+    crate::util::failed(&ctx.backoff, "job", &key_of(job.as_ref()), error)
 }
 
 /// Runs the Job controller until `shutdown`.

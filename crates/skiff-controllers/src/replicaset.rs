@@ -403,25 +403,15 @@ pub async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Context>) -> Result<Action,
             Err(e) => return Err(ControllerError::api(&key, "update status", e)),
         }
     }
-    ctx.backoff
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .forget(&key);
-    Ok(match plan.requeue_after {
-        Some(after) => Action::requeue(after),
-        None => Action::await_change(),
-    })
+    Ok(crate::util::succeeded(
+        &ctx.backoff,
+        &key,
+        plan.requeue_after,
+    ))
 }
 
 fn error_policy(rs: Arc<ReplicaSet>, error: &ControllerError, ctx: Arc<Context>) -> Action {
-    let key = key_of(rs.as_ref());
-    tracing::warn!(%error, replicaset = %key, "reconcile failed");
-    let delay = ctx
-        .backoff
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .next_delay(&key);
-    Action::requeue(delay)
+    crate::util::failed(&ctx.backoff, "replicaset", &key_of(rs.as_ref()), error)
 }
 
 /// The ReplicaSets (from `store`) in `pod`'s namespace whose selector matches an orphan pod.

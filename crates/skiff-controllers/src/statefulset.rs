@@ -522,14 +522,7 @@ pub async fn reconcile(
 }
 
 fn error_policy(set: Arc<StatefulSet>, error: &ControllerError, ctx: Arc<Context>) -> Action {
-    let key = key_of(set.as_ref());
-    tracing::warn!(%error, statefulset = %key, "reconcile failed");
-    let delay = ctx
-        .backoff
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .next_delay(&key);
-    Action::requeue(delay)
+    crate::util::failed(&ctx.backoff, "statefulset", &key_of(set.as_ref()), error)
 }
 
 /// Runs the StatefulSet controller until `shutdown`.

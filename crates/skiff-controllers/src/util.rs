@@ -168,3 +168,35 @@ pub fn is_not_found(error: &kube::Error) -> bool {
 pub fn is_conflict(error: &kube::Error) -> bool {
     matches!(error, kube::Error::Api(s) if s.code == 409)
 }
+
+/// The action after a successful reconcile: the key's back-off is forgotten, and the object is
+/// requeued only when the plan asks for a later look.
+pub fn succeeded(
+    backoff: &std::sync::Mutex<crate::backoff::ItemBackoff>,
+    key: &str,
+    requeue_after: Option<Duration>,
+) -> kube::runtime::controller::Action {
+    backoff
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .forget(key);
+    match requeue_after {
+        Some(after) => kube::runtime::controller::Action::requeue(after),
+        None => kube::runtime::controller::Action::await_change(),
+    }
+}
+
+/// The action after a failed reconcile: logged once here, requeued after the key's back-off.
+pub fn failed(
+    backoff: &std::sync::Mutex<crate::backoff::ItemBackoff>,
+    kind: &str,
+    key: &str,
+    error: &impl std::fmt::Display,
+) -> kube::runtime::controller::Action {
+    tracing::warn!(%error, kind, object = %key, "reconcile failed");
+    let delay = backoff
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .next_delay(key);
+    kube::runtime::controller::Action::requeue(delay)
+}

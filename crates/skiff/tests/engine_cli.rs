@@ -5,84 +5,13 @@
 //! on drop, also when it fails.
 #![allow(clippy::unwrap_used)]
 
-use std::process::{Command, Output, Stdio};
+mod engine_support;
+
+use std::process::Command;
 use std::time::Duration;
 
-use skiff_testkit::image::ImageSet;
+use engine_support::{IMAGE, Skiff, text};
 use skiff_testkit::wait::wait_for;
-
-const IMAGE: &str = "skiff.test/busybox:latest";
-
-struct Skiff {
-    data: tempfile::TempDir,
-    _images: ImageSet,
-}
-
-impl Skiff {
-    fn new() -> Skiff {
-        let images = ImageSet::build().unwrap();
-        let data = tempfile::tempdir().unwrap();
-        let store = skiff_image::ImageStore::open(data.path()).unwrap();
-        store
-            .import_path(&images.busybox.docker_archive, &Default::default())
-            .unwrap();
-        Skiff {
-            data,
-            _images: images,
-        }
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_skiff"))
-            .args(args)
-            .env("SKIFF_DATA_ROOT", self.data.path())
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "skiff {args:?} failed ({:?}): {}{}",
-            out.status.code(),
-            text(&out.stdout),
-            text(&out.stderr)
-        );
-        text(&out.stdout)
-    }
-
-    fn format(&self, container: &str, template: &str) -> String {
-        self.ok(&["inspect", "--format", template, container])
-            .trim_end()
-            .to_string()
-    }
-
-    /// Waits until the container's monitor is gone and its status is `exited`.
-    fn wait_exited(&self, container: &str) {
-        let engine = skiff_engine::Engine::open(self.data.path()).unwrap();
-        wait_for("the container to exit", Duration::from_secs(30), || {
-            let c = engine.find(container).ok()?;
-            (c.status() == skiff_engine::Status::Exited && !c.state.shim_alive()).then_some(())
-        })
-        .unwrap();
-    }
-}
-
-impl Drop for Skiff {
-    fn drop(&mut self) {
-        if let Ok(engine) = skiff_engine::Engine::open(self.data.path()) {
-            for container in engine.list().unwrap_or_default() {
-                let _ = engine.remove(&container, true);
-            }
-        }
-    }
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
 
 #[test]
 fn run_exits_with_the_containers_code_and_125_for_engine_errors() {

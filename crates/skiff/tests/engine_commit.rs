@@ -5,54 +5,15 @@
 //! test removes its containers (and so their mounts and cgroups) on drop, also when it fails.
 #![allow(clippy::unwrap_used)]
 
-use std::process::{Command, Output, Stdio};
+mod engine_support;
+
+use std::process::Command;
 use std::time::Duration;
 
-use skiff_testkit::image::ImageSet;
+use engine_support::{IMAGE, Skiff, text};
 use skiff_testkit::wait::wait_for;
 
-const IMAGE: &str = "skiff.test/busybox:latest";
-
-struct Skiff {
-    data: tempfile::TempDir,
-    _images: ImageSet,
-}
-
 impl Skiff {
-    fn new() -> Skiff {
-        let images = ImageSet::build().unwrap();
-        let data = tempfile::tempdir().unwrap();
-        let store = skiff_image::ImageStore::open(data.path()).unwrap();
-        store
-            .import_path(&images.busybox.docker_archive, &Default::default())
-            .unwrap();
-        Skiff {
-            data,
-            _images: images,
-        }
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_skiff"))
-            .args(args)
-            .env("SKIFF_DATA_ROOT", self.data.path())
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "skiff {args:?} failed ({:?}): {}{}",
-            out.status.code(),
-            text(&out.stdout),
-            text(&out.stderr)
-        );
-        text(&out.stdout)
-    }
-
     /// Commits and checks the output is one `sha256:<64 hex>` line; returns the id.
     fn commit(&self, args: &[&str]) -> String {
         let mut all = vec!["commit"];
@@ -82,20 +43,6 @@ impl Skiff {
         assert!(out.status.success(), "tar: {}", text(&out.stderr));
         text(&out.stdout).lines().map(str::to_string).collect()
     }
-}
-
-impl Drop for Skiff {
-    fn drop(&mut self) {
-        if let Ok(engine) = skiff_engine::Engine::open(self.data.path()) {
-            for container in engine.list().unwrap_or_default() {
-                let _ = engine.remove(&container, true);
-            }
-        }
-    }
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 #[test]

@@ -298,25 +298,15 @@ pub async fn reconcile(cj: Arc<CronJob>, ctx: Arc<Context>) -> Result<Action, Co
             Err(e) => return Err(ControllerError::api(&key, "update status", e)),
         }
     }
-    ctx.backoff
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .forget(&key);
-    Ok(match plan.requeue_after {
-        Some(after) => Action::requeue(after),
-        None => Action::await_change(),
-    })
+    Ok(crate::util::succeeded(
+        &ctx.backoff,
+        &key,
+        plan.requeue_after,
+    ))
 }
 
 fn error_policy(cj: Arc<CronJob>, error: &ControllerError, ctx: Arc<Context>) -> Action {
-    let key = key_of(cj.as_ref());
-    tracing::warn!(%error, cronjob = %key, "reconcile failed");
-    let delay = ctx
-        .backoff
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .next_delay(&key);
-    Action::requeue(delay)
+    crate::util::failed(&ctx.backoff, "cronjob", &key_of(cj.as_ref()), error)
 }
 
 /// Runs the CronJob controller until `shutdown`.

@@ -170,25 +170,15 @@ pub async fn reconcile(d: Arc<Deployment>, ctx: Arc<Context>) -> Result<Action, 
             Err(e) => return Err(ControllerError::api(&key, "update status", e)),
         }
     }
-    ctx.backoff
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .forget(&key);
-    Ok(match plan.requeue_after {
-        Some(after) => Action::requeue(after),
-        None => Action::await_change(),
-    })
+    Ok(crate::util::succeeded(
+        &ctx.backoff,
+        &key,
+        plan.requeue_after,
+    ))
 }
 
 fn error_policy(d: Arc<Deployment>, error: &ControllerError, ctx: Arc<Context>) -> Action {
-    let key = key_of(d.as_ref());
-    tracing::warn!(%error, deployment = %key, "reconcile failed");
-    let delay = ctx
-        .backoff
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .next_delay(&key);
-    Action::requeue(delay)
+    crate::util::failed(&ctx.backoff, "deployment", &key_of(d.as_ref()), error)
 }
 
 /// Deployments whose selector matches an orphan ReplicaSet.
