@@ -19,12 +19,11 @@ use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetStatus};
 use k8s_openapi::api::core::v1::{Node, NodeSelectorRequirement, Pod, Taint, Toleration};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
-use serde_json::json;
 
 use crate::backoff::ItemBackoff;
 use crate::deployment::rollout::template_hash;
@@ -383,25 +382,10 @@ pub async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Context>) -> Result<Action, 
         }
     }
     if ds.status.as_ref() != Some(&plan.status) {
-        let patch = json!({"status": plan.status});
-        match Api::<DaemonSet>::namespaced(ctx.client.clone(), &namespace)
-            .patch_status(
-                &ds.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(patch),
-            )
-            .await
-        {
-            Ok(_) => {}
-            Err(e) if is_not_found(&e) => {}
-            Err(e) => return Err(ControllerError::api(&key, "update status", e)),
-        }
+        let api = Api::<DaemonSet>::namespaced(ctx.client.clone(), &namespace);
+        crate::util::patch_status(&api, &ds.name_any(), &key, &plan.status).await?;
     }
-    ctx.backoff
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .forget(&key);
-    Ok(Action::await_change())
+    Ok(crate::util::succeeded(&ctx.backoff, &key, None))
 }
 
 fn error_policy(ds: Arc<DaemonSet>, error: &ControllerError, ctx: Arc<Context>) -> Action {

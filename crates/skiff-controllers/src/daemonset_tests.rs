@@ -1,6 +1,7 @@
 #![allow(clippy::unwrap_used)]
 
 use super::*;
+use serde_json::json;
 
 fn ds(extra: serde_json::Value) -> DaemonSet {
     let mut v = json!({

@@ -385,11 +385,11 @@ pub async fn reconcile(svc: Arc<Service>, ctx: Arc<Context>) -> Result<Action, C
             Err(e) => return Err(ControllerError::api(&key, "delete endpointslice", e)),
         }
     }
-    ctx.backoff
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .forget(&key);
-    Ok(Action::requeue(Duration::from_secs(300)))
+    Ok(crate::util::succeeded(
+        &ctx.backoff,
+        &key,
+        Some(Duration::from_secs(300)),
+    ))
 }
 
 fn error_policy(svc: Arc<Service>, error: &ControllerError, ctx: Arc<Context>) -> Action {

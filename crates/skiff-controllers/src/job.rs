@@ -11,12 +11,11 @@ use futures::StreamExt;
 use k8s_openapi::api::batch::v1::{Job, JobCondition, JobStatus};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
-use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
-use serde_json::json;
 
 use crate::backoff::ItemBackoff;
 use crate::expectations::Expectations;
@@ -282,19 +281,8 @@ pub async fn reconcile(job: Arc<Job>, ctx: Arc<Context>) -> Result<Action, Contr
     }
     let newly_finished = is_finished(&plan.status) && !job.status.as_ref().is_some_and(is_finished);
     if job.status.as_ref() != Some(&plan.status) {
-        let patch = json!({"status": plan.status});
-        match Api::<Job>::namespaced(ctx.client.clone(), &namespace)
-            .patch_status(
-                &job.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(patch),
-            )
-            .await
-        {
-            Ok(_) => {}
-            Err(e) if is_not_found(&e) => {}
-            Err(e) => return Err(ControllerError::api(&key, "update status", e)),
-        }
+        let api = Api::<Job>::namespaced(ctx.client.clone(), &namespace);
+        crate::util::patch_status(&api, &job.name_any(), &key, &plan.status).await?;
         if newly_finished {
             let complete = plan
                 .status

@@ -389,19 +389,7 @@ pub async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Context>) -> Result<Action,
     }
     if rs.status.as_ref() != Some(&plan.status) {
         let rs_api: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), &namespace);
-        let patch = json!({"status": plan.status});
-        match rs_api
-            .patch_status(
-                &rs.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(patch),
-            )
-            .await
-        {
-            Ok(_) => {}
-            Err(e) if is_not_found(&e) => {}
-            Err(e) => return Err(ControllerError::api(&key, "update status", e)),
-        }
+        crate::util::patch_status(&rs_api, &rs.name_any(), &key, &plan.status).await?;
     }
     Ok(crate::util::succeeded(
         &ctx.backoff,

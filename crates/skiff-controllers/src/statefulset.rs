@@ -19,7 +19,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::runtime::RawExtension;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
@@ -500,25 +500,10 @@ pub async fn reconcile(
         }
     }
     if set.status.as_ref() != Some(&plan.status) {
-        let patch = json!({"status": plan.status});
-        match Api::<StatefulSet>::namespaced(ctx.client.clone(), &namespace)
-            .patch_status(
-                &set.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(patch),
-            )
-            .await
-        {
-            Ok(_) => {}
-            Err(e) if is_not_found(&e) => {}
-            Err(e) => return Err(ControllerError::api(&key, "update status", e)),
-        }
+        let api = Api::<StatefulSet>::namespaced(ctx.client.clone(), &namespace);
+        crate::util::patch_status(&api, &set.name_any(), &key, &plan.status).await?;
     }
-    ctx.backoff
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .forget(&key);
-    Ok(Action::await_change())
+    Ok(crate::util::succeeded(&ctx.backoff, &key, None))
 }
 
 fn error_policy(set: Arc<StatefulSet>, error: &ControllerError, ctx: Arc<Context>) -> Action {

@@ -200,3 +200,25 @@ pub fn failed(
         .next_delay(key);
     kube::runtime::controller::Action::requeue(delay)
 }
+
+/// Merge-patches `status` into the status subresource of `name`; an object that is gone meanwhile
+/// is not an error (the next watch event ends its reconciles).
+pub async fn patch_status<K>(
+    api: &Api<K>,
+    name: &str,
+    key: &str,
+    status: &impl serde::Serialize,
+) -> Result<(), crate::ControllerError>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let patch = kube::api::Patch::Merge(serde_json::json!({ "status": status }));
+    match api
+        .patch_status(name, &kube::api::PatchParams::default(), &patch)
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) if is_not_found(&e) => Ok(()),
+        Err(e) => Err(crate::ControllerError::api(key, "update status", e)),
+    }
+}

@@ -8,7 +8,7 @@ use skiff_apimachinery::ResourceInfo;
 
 use super::write::{
     Change, check_name, check_namespace_field, check_resource_version, check_type, create_object,
-    guaranteed_update,
+    update_addressed,
 };
 use super::{Ctx, parse_yaml, respond_object};
 use crate::status::ApiError;
@@ -164,21 +164,14 @@ pub async fn patch(ctx: &Ctx, body: &[u8]) -> Result<Response, ApiError> {
     let strict = strategy::field_validation(ctx)? == strategy::FieldValidation::Strict;
     let info = ctx.info.clone();
     let name = ctx.name().to_string();
-    let outcome = guaranteed_update(
-        &ctx.state,
-        &ctx.info,
-        ctx.ns(),
-        ctx.name(),
-        ctx.query.dry_run(),
-        |current, revision| {
-            let patched = apply_patch(&info, kind, current, body)?;
-            if strict {
-                strategy::check_fields(ctx, &patched, None)?;
-            }
-            check_resource_version(&info, &name, &patched, revision)?;
-            strategy::prepare_update(&info, current, patched, status_update).map(Change::Update)
-        },
-    )
+    let outcome = update_addressed(ctx, |current, revision| {
+        let patched = apply_patch(&info, kind, current, body)?;
+        if strict {
+            strategy::check_fields(ctx, &patched, None)?;
+        }
+        check_resource_version(&info, &name, &patched, revision)?;
+        strategy::prepare_update(&info, current, patched, status_update).map(Change::Update)
+    })
     .await?;
     Ok(respond_object(ctx, StatusCode::OK, &outcome.object))
 }
@@ -219,27 +212,20 @@ async fn apply(ctx: &Ctx, body: &[u8], status_update: bool) -> Result<Response, 
     }
     let info = ctx.info.clone();
     let name = ctx.name().to_string();
-    let outcome = guaranteed_update(
-        &ctx.state,
-        &ctx.info,
-        ctx.ns(),
-        ctx.name(),
-        ctx.query.dry_run(),
-        |current, revision| {
-            check_resource_version(&info, &name, &applied, revision)?;
-            let mut without_rv = applied.clone();
-            object::meta_mut(&mut without_rv).remove("resourceVersion");
-            let mut merged = apply_merge(current, &without_rv);
-            record_manager(
-                &mut merged,
-                manager,
-                "Apply",
-                &api_version,
-                status_update.then_some("status"),
-            );
-            strategy::prepare_update(&info, current, merged, status_update).map(Change::Update)
-        },
-    )
+    let outcome = update_addressed(ctx, |current, revision| {
+        check_resource_version(&info, &name, &applied, revision)?;
+        let mut without_rv = applied.clone();
+        object::meta_mut(&mut without_rv).remove("resourceVersion");
+        let mut merged = apply_merge(current, &without_rv);
+        record_manager(
+            &mut merged,
+            manager,
+            "Apply",
+            &api_version,
+            status_update.then_some("status"),
+        );
+        strategy::prepare_update(&info, current, merged, status_update).map(Change::Update)
+    })
     .await?;
     Ok(respond_object(ctx, StatusCode::OK, &outcome.object))
 }

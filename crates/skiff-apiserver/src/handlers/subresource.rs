@@ -7,7 +7,7 @@ use axum::response::Response;
 use serde_json::{Value, json};
 
 use super::patch::{PatchType, apply_patch, patch, patch_type};
-use super::write::{Change, check_resource_version, guaranteed_update};
+use super::write::{Change, check_resource_version, update_addressed};
 use super::{Ctx, parse_body, respond_object};
 use crate::status::{ApiError, success};
 use crate::{object, response, storage, strategy};
@@ -71,17 +71,10 @@ async fn replace_field(ctx: &Ctx, body: &[u8], _field: &str) -> Result<Response,
     super::write::check_name(ctx, &wanted)?;
     let info = ctx.info.clone();
     let name = ctx.name().to_string();
-    let outcome = guaranteed_update(
-        &ctx.state,
-        &ctx.info,
-        ctx.ns(),
-        ctx.name(),
-        ctx.query.dry_run(),
-        |current, revision| {
-            check_resource_version(&info, &name, &wanted, revision)?;
-            strategy::prepare_update(&info, current, wanted.clone(), true).map(Change::Update)
-        },
-    )
+    let outcome = update_addressed(ctx, |current, revision| {
+        check_resource_version(&info, &name, &wanted, revision)?;
+        strategy::prepare_update(&info, current, wanted.clone(), true).map(Change::Update)
+    })
     .await?;
     Ok(respond_object(ctx, StatusCode::OK, &outcome.object))
 }
@@ -103,42 +96,35 @@ async fn replace_spec_field(
     };
     let info = ctx.info.clone();
     let name = ctx.name().to_string();
-    let outcome = guaranteed_update(
-        &ctx.state,
-        &ctx.info,
-        ctx.ns(),
-        ctx.name(),
-        ctx.query.dry_run(),
-        |current, revision| {
-            let source = match (&wanted, kind, patch_body) {
-                (Some(w), _, _) => w.clone(),
-                (None, Some(kind), Some(p)) => apply_patch(&info, kind, current, p)?,
-                _ => return Err(ApiError::bad_request("nothing to change")),
-            };
-            check_resource_version(&info, &name, &source, revision)?;
-            let mut new = current.clone();
-            let value = source
-                .get("spec")
-                .and_then(|s| s.get(field))
-                .cloned()
-                .unwrap_or(Value::Null);
-            if !new.get("spec").is_some_and(Value::is_object) {
-                new["spec"] = json!({});
-            }
-            new["spec"][field] = value;
-            let finalized = field == "finalizers"
-                && object::is_deleting(&new)
-                && object::finalizers(&new).is_empty()
-                && new["spec"]["finalizers"]
-                    .as_array()
-                    .is_none_or(|list| list.is_empty());
-            if finalized {
-                // The namespace controller released the last finalizer: the namespace goes.
-                return Ok(Change::Delete);
-            }
-            Ok(Change::Update(new))
-        },
-    )
+    let outcome = update_addressed(ctx, |current, revision| {
+        let source = match (&wanted, kind, patch_body) {
+            (Some(w), _, _) => w.clone(),
+            (None, Some(kind), Some(p)) => apply_patch(&info, kind, current, p)?,
+            _ => return Err(ApiError::bad_request("nothing to change")),
+        };
+        check_resource_version(&info, &name, &source, revision)?;
+        let mut new = current.clone();
+        let value = source
+            .get("spec")
+            .and_then(|s| s.get(field))
+            .cloned()
+            .unwrap_or(Value::Null);
+        if !new.get("spec").is_some_and(Value::is_object) {
+            new["spec"] = json!({});
+        }
+        new["spec"][field] = value;
+        let finalized = field == "finalizers"
+            && object::is_deleting(&new)
+            && object::finalizers(&new).is_empty()
+            && new["spec"]["finalizers"]
+                .as_array()
+                .is_none_or(|list| list.is_empty());
+        if finalized {
+            // The namespace controller released the last finalizer: the namespace goes.
+            return Ok(Change::Delete);
+        }
+        Ok(Change::Update(new))
+    })
     .await?;
     Ok(respond_object(ctx, StatusCode::OK, &outcome.object))
 }
@@ -230,47 +216,38 @@ async fn update_scale(
     };
     let info = ctx.info.clone();
     let name = ctx.name().to_string();
-    let outcome = guaranteed_update(
-        &ctx.state,
-        &ctx.info,
-        ctx.ns(),
-        ctx.name(),
-        ctx.query.dry_run(),
-        |current, revision| {
-            let scale = to_scale(current);
-            let new_scale = match (&wanted, kind, patch_body) {
-                (Some(w), _, _) => w.clone(),
-                (None, Some(kind), Some(p)) => apply_patch(&info, kind, &scale, p)?,
-                _ => return Err(ApiError::bad_request("nothing to change")),
-            };
-            check_resource_version(&info, &name, &new_scale, revision)?;
-            let replicas = new_scale
-                .pointer("/spec/replicas")
-                .and_then(Value::as_i64)
-                .ok_or_else(|| {
-                    ApiError::bad_request("the Scale must set spec.replicas to a number")
-                })?;
-            if replicas < 0 {
-                return Err(ApiError::invalid(
-                    &info,
-                    &name,
-                    vec![crate::status::Cause {
-                        reason: "FieldValueInvalid".into(),
-                        message: format!(
-                            "Invalid value: {replicas}: must be greater than or equal to 0"
-                        ),
-                        field: "spec.replicas".into(),
-                    }],
-                ));
-            }
-            let mut new = current.clone();
-            if !new.get("spec").is_some_and(Value::is_object) {
-                new["spec"] = json!({});
-            }
-            new["spec"]["replicas"] = json!(replicas);
-            strategy::prepare_update(&info, current, new, false).map(Change::Update)
-        },
-    )
+    let outcome = update_addressed(ctx, |current, revision| {
+        let scale = to_scale(current);
+        let new_scale = match (&wanted, kind, patch_body) {
+            (Some(w), _, _) => w.clone(),
+            (None, Some(kind), Some(p)) => apply_patch(&info, kind, &scale, p)?,
+            _ => return Err(ApiError::bad_request("nothing to change")),
+        };
+        check_resource_version(&info, &name, &new_scale, revision)?;
+        let replicas = new_scale
+            .pointer("/spec/replicas")
+            .and_then(Value::as_i64)
+            .ok_or_else(|| ApiError::bad_request("the Scale must set spec.replicas to a number"))?;
+        if replicas < 0 {
+            return Err(ApiError::invalid(
+                &info,
+                &name,
+                vec![crate::status::Cause {
+                    reason: "FieldValueInvalid".into(),
+                    message: format!(
+                        "Invalid value: {replicas}: must be greater than or equal to 0"
+                    ),
+                    field: "spec.replicas".into(),
+                }],
+            ));
+        }
+        let mut new = current.clone();
+        if !new.get("spec").is_some_and(Value::is_object) {
+            new["spec"] = json!({});
+        }
+        new["spec"]["replicas"] = json!(replicas);
+        strategy::prepare_update(&info, current, new, false).map(Change::Update)
+    })
     .await?;
     Ok(response::json(StatusCode::OK, &to_scale(&outcome.object)))
 }
@@ -286,52 +263,45 @@ async fn bind(ctx: &Ctx, body: &[u8]) -> Result<Response, ApiError> {
         .to_string();
     let info = ctx.info.clone();
     let name = ctx.name().to_string();
-    guaranteed_update(
-        &ctx.state,
-        &ctx.info,
-        ctx.ns(),
-        ctx.name(),
-        ctx.query.dry_run(),
-        |current, _| {
-            if object::is_deleting(current) {
-                return Err(ApiError::conflict_because(
-                    &info,
-                    &name,
-                    "pod is being deleted, cannot be assigned to a host",
-                ));
-            }
-            let assigned = current
-                .pointer("/spec/nodeName")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
-            if !assigned.is_empty() {
-                return Err(ApiError::conflict_because(
-                    &info,
-                    &name,
-                    &format!("pod {name} is already assigned to node \"{assigned}\""),
-                ));
-            }
-            let mut new = current.clone();
-            new["spec"]["nodeName"] = json!(node);
-            let mut conditions: Vec<Value> = new
-                .pointer("/status/conditions")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default();
-            conditions.retain(|c| c.get("type").and_then(Value::as_str) != Some("PodScheduled"));
-            conditions.push(json!({
-                "type": "PodScheduled",
-                "status": "True",
-                "lastProbeTime": null,
-                "lastTransitionTime": object::now(),
-            }));
-            if !new.get("status").is_some_and(Value::is_object) {
-                new["status"] = json!({});
-            }
-            new["status"]["conditions"] = Value::Array(conditions);
-            Ok(Change::Update(new))
-        },
-    )
+    update_addressed(ctx, |current, _| {
+        if object::is_deleting(current) {
+            return Err(ApiError::conflict_because(
+                &info,
+                &name,
+                "pod is being deleted, cannot be assigned to a host",
+            ));
+        }
+        let assigned = current
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        if !assigned.is_empty() {
+            return Err(ApiError::conflict_because(
+                &info,
+                &name,
+                &format!("pod {name} is already assigned to node \"{assigned}\""),
+            ));
+        }
+        let mut new = current.clone();
+        new["spec"]["nodeName"] = json!(node);
+        let mut conditions: Vec<Value> = new
+            .pointer("/status/conditions")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        conditions.retain(|c| c.get("type").and_then(Value::as_str) != Some("PodScheduled"));
+        conditions.push(json!({
+            "type": "PodScheduled",
+            "status": "True",
+            "lastProbeTime": null,
+            "lastTransitionTime": object::now(),
+        }));
+        if !new.get("status").is_some_and(Value::is_object) {
+            new["status"] = json!({});
+        }
+        new["status"]["conditions"] = Value::Array(conditions);
+        Ok(Change::Update(new))
+    })
     .await?;
     Ok(response::json(StatusCode::CREATED, &success()))
 }

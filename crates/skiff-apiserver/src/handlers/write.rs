@@ -151,6 +151,23 @@ pub struct Outcome {
     pub deleted: bool,
 }
 
+/// [`guaranteed_update`] of the object a request addresses (its namespace and name), honouring
+/// the request's `dryRun`.
+pub async fn update_addressed<F>(ctx: &Ctx, change: F) -> Result<Outcome, ApiError>
+where
+    F: FnMut(&Value, Revision) -> Result<Change, ApiError>,
+{
+    guaranteed_update(
+        &ctx.state,
+        &ctx.info,
+        ctx.ns(),
+        ctx.name(),
+        ctx.query.dry_run(),
+        change,
+    )
+    .await
+}
+
 /// Read-modify-write with optimistic concurrency, as kube-apiserver's `GuaranteedUpdate`:
 /// reads the object, lets `change` compute the new one from it (checking the client's
 /// preconditions there), writes it only if it differs and only if nobody wrote in between;
@@ -282,17 +299,10 @@ pub async fn update(ctx: &Ctx, body: &[u8]) -> Result<Response, ApiError> {
     let warnings = strategy::check_fields(ctx, &wanted, Some(body))?;
     let info = ctx.info.clone();
     let name = ctx.name().to_string();
-    let outcome = guaranteed_update(
-        &ctx.state,
-        &ctx.info,
-        ctx.ns(),
-        ctx.name(),
-        ctx.query.dry_run(),
-        |current, revision| {
-            check_resource_version(&info, &name, &wanted, revision)?;
-            strategy::prepare_update(&info, current, wanted.clone(), false).map(Change::Update)
-        },
-    )
+    let outcome = update_addressed(ctx, |current, revision| {
+        check_resource_version(&info, &name, &wanted, revision)?;
+        strategy::prepare_update(&info, current, wanted.clone(), false).map(Change::Update)
+    })
     .await?;
     let response = respond_object(ctx, StatusCode::OK, &outcome.object);
     Ok(with_warnings(response, &warnings))

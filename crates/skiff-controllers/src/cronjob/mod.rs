@@ -16,7 +16,7 @@ use jiff::Timestamp;
 use k8s_openapi::api::batch::v1::{CronJob, CronJobStatus, Job};
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
@@ -280,23 +280,14 @@ pub async fn reconcile(cj: Arc<CronJob>, ctx: Arc<Context>) -> Result<Action, Co
         record_event(&ctx.client, COMPONENT, cj.as_ref(), type_, reason, message).await;
     }
     if cj.status.as_ref() != Some(&plan.status) {
-        let patch = json!({"status": {
+        // Only the fields this controller owns, so a merge never clears others.
+        let status = json!({
             "active": plan.status.active,
             "lastScheduleTime": plan.status.last_schedule_time,
             "lastSuccessfulTime": plan.status.last_successful_time,
-        }});
-        match Api::<CronJob>::namespaced(ctx.client.clone(), &namespace)
-            .patch_status(
-                &cj.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(patch),
-            )
-            .await
-        {
-            Ok(_) => {}
-            Err(e) if is_not_found(&e) => {}
-            Err(e) => return Err(ControllerError::api(&key, "update status", e)),
-        }
+        });
+        let api = Api::<CronJob>::namespaced(ctx.client.clone(), &namespace);
+        crate::util::patch_status(&api, &cj.name_any(), &key, &status).await?;
     }
     Ok(crate::util::succeeded(
         &ctx.backoff,

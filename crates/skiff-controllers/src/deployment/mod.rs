@@ -160,15 +160,8 @@ pub async fn reconcile(d: Arc<Deployment>, ctx: Arc<Context>) -> Result<Action, 
         }
     }
     if d.status.as_ref() != Some(&plan.status) {
-        let patch = json!({"status": plan.status});
-        match Api::<Deployment>::namespaced(ctx.client.clone(), &namespace)
-            .patch_status(&d.name_any(), &PatchParams::default(), &Patch::Merge(patch))
-            .await
-        {
-            Ok(_) => {}
-            Err(e) if is_not_found(&e) => {}
-            Err(e) => return Err(ControllerError::api(&key, "update status", e)),
-        }
+        let api = Api::<Deployment>::namespaced(ctx.client.clone(), &namespace);
+        crate::util::patch_status(&api, &d.name_any(), &key, &plan.status).await?;
     }
     Ok(crate::util::succeeded(
         &ctx.backoff,
