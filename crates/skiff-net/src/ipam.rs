@@ -128,6 +128,25 @@ impl Ipam {
         self.allocated.retain(|_, o| o != owner);
     }
 
+    /// Records that `owner` already holds `addr`, as read back from disk after a restart.
+    ///
+    /// Returns false (and records nothing) when `addr` is not a usable address of the range or
+    /// is held by another owner. Later allocations continue after the highest restored address.
+    pub fn restore(&mut self, addr: Ipv4Addr, owner: &str) -> bool {
+        let n = u32::from(addr).wrapping_sub(u32::from(self.cidr.network));
+        if !self.cidr.contains(addr) || n < 2 || n >= self.cidr.size() - 1 {
+            return false;
+        }
+        match self.allocated.get(&addr) {
+            Some(holder) => holder == owner,
+            None => {
+                self.allocated.insert(addr, owner.to_string());
+                self.last = self.last.max(n);
+                true
+            }
+        }
+    }
+
     /// The address `owner` holds, if any.
     pub fn address_of(&self, owner: &str) -> Option<Ipv4Addr> {
         self.allocated

@@ -4,6 +4,11 @@
 //! networking issues add the bridge and veth plumbing, routes between nodes, nftables rules for
 //! services and policy, and the DNS server.
 
+pub mod dns;
 pub mod ipam;
+mod iproute;
+pub mod podnet;
+pub mod proxy;
+pub mod routes;
 
 pub use ipam::{Ipam, IpamError, Ipv4Cidr};

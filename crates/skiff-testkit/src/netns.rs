@@ -238,6 +238,57 @@ impl TestNode {
     }
 }
 
+/// A lone network namespace (a pod's, say) named `skt-<pid>-<counter>-p`, deleted on drop.
+///
+/// It starts empty, with `lo` down. Like the namespaces of a [`TestNetwork`] it is cleaned up by
+/// [`sweep_stale`] if its test process dies before dropping it.
+#[derive(Debug)]
+pub struct Namespace {
+    name: String,
+    ip: PathBuf,
+    nsenter: PathBuf,
+}
+
+impl Namespace {
+    /// Creates the namespace (`ip netns add`).
+    ///
+    /// Fails with [`TestkitError::MissingProgram`] if `ip` or `nsenter` is not installed.
+    pub fn new() -> Result<Namespace> {
+        let ip = ip_program()?;
+        let nsenter = require_program("nsenter", "util-linux")?;
+        let counter = NEXT_NETWORK.fetch_add(1, Ordering::Relaxed);
+        let name = format!("{NAME_PREFIX}{}-{counter}-p", std::process::id());
+        run_ip(&ip, &["netns", "add", &name])?;
+        Ok(Namespace { name, ip, nsenter })
+    }
+
+    /// The namespace's name (as listed by `ip netns list`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The namespace's file, `/run/netns/NAME`.
+    pub fn path(&self) -> PathBuf {
+        Path::new(NETNS_DIR).join(&self.name)
+    }
+
+    /// A command that runs `program` in this namespace (through `nsenter --net=PATH`).
+    pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
+        nsenter_command(&self.nsenter, &self.path(), program.as_ref())
+    }
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        if let Err(error) = run_ip(&self.ip, &["netns", "delete", &self.name]) {
+            eprintln!(
+                "skiff-testkit: could not delete network namespace {}: {error}",
+                self.name
+            );
+        }
+    }
+}
+
 /// `nsenter --net=PATH -- PROGRAM`.
 fn nsenter_command(nsenter: &Path, netns: &Path, program: &OsStr) -> Command {
     let mut net = std::ffi::OsString::from("--net=");
@@ -288,6 +339,22 @@ fn creator_pid(name: &str) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_namespace_is_created_and_deleted_on_drop() {
+        let ns = Namespace::new().unwrap();
+        let path = ns.path();
+        assert!(path.exists());
+        assert_eq!(creator_pid(ns.name()), Some(std::process::id()));
+        let out = ns
+            .command("ip")
+            .args(["-o", "link", "show", "lo"])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        drop(ns);
+        assert!(!path.exists());
+    }
 
     #[test]
     fn the_creator_pid_is_read_only_from_names_this_module_makes() {

@@ -1,0 +1,28 @@
+//! The service proxy: Services and EndpointSlices turned into nftables rules, as kube-proxy's
+//! nftables mode does, in three small steps.
+//!
+//! 1. [`build`] ([`model`]) translates the Kubernetes objects into a plain [`ProxyModel`]: one
+//!    [`ServicePortRules`] per IPv4 service port with its addresses and the endpoints each kind
+//!    of traffic may use. Pure, no I/O.
+//! 2. [`render`] ([`nft`]) prints the model as one `nft -f` script for the table
+//!    `ip skiff-proxy`, which it re-creates from scratch: the swap is one kernel transaction.
+//!    Pure.
+//! 3. [`Executor`] ([`apply`]) feeds a script to `nft -f -`, optionally inside a network
+//!    namespace, and can delete the table again.
+//!
+//! The node agent calls `build` + `render` + `Executor::apply` on every change of a Service,
+//! an EndpointSlice or its Node.
+
+pub mod apply;
+pub mod model;
+pub mod nft;
+
+pub use apply::{Executor, ProxyError};
+pub use model::{
+    DnsRedirect, Endpoint, ModelWarning, Protocol, ProxyInput, ProxyModel, ServicePortRules,
+    TrafficPolicy, build,
+};
+pub use nft::{TABLE, render};
+
+#[cfg(test)]
+pub(crate) mod fixtures;
