@@ -82,6 +82,14 @@ pub fn request(
     }
 }
 
+/// Whether the pod uses the node's network namespace.
+pub fn host_network(pod: &Pod) -> bool {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.host_network)
+        .unwrap_or(false)
+}
+
 /// The pod's hostname: `spec.hostname` or its name.
 pub fn pod_hostname(pod: &Pod) -> String {
     pod.spec
@@ -178,6 +186,7 @@ pub async fn environment(
     pod: &Pod,
     container: &Container,
     host_ip: &str,
+    pod_ip: &str,
 ) -> Result<Vec<String>, ConfigError> {
     let ns = pod_ref(pod).namespace;
     let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
@@ -226,7 +235,7 @@ pub async fn environment(
             None => expand(env.value.as_deref().unwrap_or_default(), &known),
             Some(from) => {
                 if let Some(f) = &from.field_ref {
-                    field_value(pod, &f.field_path, host_ip).ok_or_else(|| {
+                    field_value(pod, &f.field_path, host_ip, pod_ip).ok_or_else(|| {
                         ConfigError(format!("unsupported fieldRef {}", f.field_path))
                     })?
                 } else if let Some(r) = &from.config_map_key_ref {
@@ -275,8 +284,9 @@ pub async fn environment(
     Ok(vars.into_iter().map(|(k, v)| format!("{k}={v}")).collect())
 }
 
-/// The value of a downward-API `fieldRef`.
-pub fn field_value(pod: &Pod, path: &str, host_ip: &str) -> Option<String> {
+/// The value of a downward-API `fieldRef` (`host_ip` and `pod_ip` are the node's and the
+/// pod's addresses; the pod's is the node's for host-network pods).
+pub fn field_value(pod: &Pod, path: &str, host_ip: &str, pod_ip: &str) -> Option<String> {
     let meta = &pod.metadata;
     let spec = pod.spec.as_ref();
     let from_map = |map: &Option<BTreeMap<String, String>>, prefix: &str| {
@@ -291,8 +301,8 @@ pub fn field_value(pod: &Pod, path: &str, host_ip: &str) -> Option<String> {
         "spec.serviceAccountName" => spec
             .and_then(|s| s.service_account_name.clone())
             .unwrap_or_default(),
-        "status.hostIP" | "status.podIP" => host_ip.to_string(),
-        "status.hostIPs" | "status.podIPs" => host_ip.to_string(),
+        "status.hostIP" | "status.hostIPs" => host_ip.to_string(),
+        "status.podIP" | "status.podIPs" => pod_ip.to_string(),
         _ if path.starts_with("metadata.labels['") => from_map(&meta.labels, "metadata.labels['")?,
         _ if path.starts_with("metadata.annotations['") => {
             from_map(&meta.annotations, "metadata.annotations['")?
@@ -377,11 +387,11 @@ mod tests {
         assert_eq!(r.nano_cpus, 500_000_000);
         assert_eq!(r.cpu_shares, 256);
         assert_eq!(
-            field_value(&p, "metadata.labels['app']", "1.2.3.4").as_deref(),
+            field_value(&p, "metadata.labels['app']", "1.2.3.4", "10.42.0.5").as_deref(),
             Some("x")
         );
         assert_eq!(
-            field_value(&p, "status.podIP", "1.2.3.4").as_deref(),
+            field_value(&p, "status.podIP", "1.2.3.4", "10.42.0.5").as_deref(),
             Some("1.2.3.4")
         );
         assert_eq!(

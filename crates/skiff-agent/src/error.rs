@@ -43,6 +43,14 @@ pub enum AgentError {
     /// A pod cannot be run as specified.
     #[error("{0}")]
     Invalid(String),
+    /// The pod network, the service proxy or the cluster DNS failed.
+    #[error("{what}: {detail}")]
+    Network {
+        /// What was being set up.
+        what: String,
+        /// The network layer's error.
+        detail: String,
+    },
 }
 
 impl AgentError {
@@ -65,6 +73,15 @@ impl AgentError {
     ) -> impl FnOnce(std::io::Error) -> AgentError {
         let path = path.into();
         move |source| AgentError::Io { op, path, source }
+    }
+
+    /// A closure building [`AgentError::Network`] from any error.
+    pub fn network<E: std::fmt::Display>(what: impl Into<String>) -> impl FnOnce(E) -> AgentError {
+        let what = what.into();
+        move |e| AgentError::Network {
+            what,
+            detail: e.to_string(),
+        }
     }
 
     /// Whether this is the API's 404.

@@ -11,11 +11,13 @@
 //! API server. It reaches the cluster only through the Kubernetes API.
 
 pub mod container;
+pub mod dnsconfig;
 pub mod error;
 pub mod events;
 pub mod images;
 pub mod logs;
 pub mod machine;
+pub mod network;
 pub mod node;
 pub mod nodeapi;
 pub mod pause;
@@ -60,6 +62,9 @@ pub struct AgentConfig {
     pub api_token: String,
     /// Registries reached over plain HTTP besides loopback ones.
     pub insecure_registries: Vec<String>,
+    /// Whether pods get addresses on a node bridge, services and cluster DNS (`true`), or
+    /// only a loopback interface (`false`: nothing is added to the node's network).
+    pub pod_network: bool,
 }
 
 /// What the agent's tasks share.
@@ -72,6 +77,8 @@ pub struct Context {
     pub engine: skiff_engine::Engine,
     /// The sandbox root filesystem.
     pub pause_rootfs: PathBuf,
+    /// The pod network, once set up (never, with `pod_network` off).
+    pub net: std::sync::OnceLock<Arc<network::PodNetwork>>,
     api_port: AtomicU16,
 }
 
@@ -126,6 +133,7 @@ pub async fn run(
         client,
         engine,
         pause_rootfs,
+        net: std::sync::OnceLock::new(),
         api_port: AtomicU16::new(port),
     });
     let mut delay = std::time::Duration::from_millis(200);
@@ -141,8 +149,30 @@ pub async fn run(
     }
     tracing::info!(node = %ctx.config.node_name, port, "node agent running");
     let heartbeat = tokio::spawn(node::heartbeat(Arc::clone(&ctx)));
-    let pods = tokio::spawn(pods::run(Arc::clone(&ctx)));
     let api = tokio::spawn(nodeapi::serve(Arc::clone(&ctx), listener, tls));
+    let pods = tokio::spawn({
+        let ctx = Arc::clone(&ctx);
+        async move {
+            if ctx.config.pod_network {
+                // Pods wait for their network: the node's pod CIDR and the bridge.
+                let mut delay = std::time::Duration::from_millis(200);
+                loop {
+                    match network::start(&ctx).await {
+                        Ok(net) => {
+                            let _ = ctx.net.set(net);
+                            break;
+                        }
+                        Err(err) => {
+                            tracing::error!(error = %err, "the pod network cannot be set up; retrying");
+                            tokio::time::sleep(delay).await;
+                            delay = (delay * 2).min(std::time::Duration::from_secs(10));
+                        }
+                    }
+                }
+            }
+            pods::run(ctx).await
+        }
+    });
     shutdown.await;
     heartbeat.abort();
     pods.abort();

@@ -123,8 +123,18 @@ async fn run_worker(ctx: Arc<Context>, mut rx: watch::Receiver<Option<Arc<Pod>>>
     }
 }
 
-/// Stops and removes the containers of pods the API does not list for this node.
+/// Stops and removes the containers of pods the API does not list for this node, and frees
+/// the addresses of pods that are gone.
 async fn remove_orphans(ctx: Arc<Context>, listed: HashSet<String>) {
+    if let Some(net) = ctx.net.get() {
+        match net.node.release_except(&listed).await {
+            Ok(freed) if !freed.is_empty() => {
+                tracing::info!(?freed, "freed the addresses of pods that are gone")
+            }
+            Ok(_) => {}
+            Err(err) => tracing::warn!(error = %err, "freeing the addresses of gone pods failed"),
+        }
+    }
     let engine = ctx.engine.clone();
     let pods = match blocking("list containers", move || runtime::by_pod(&engine)).await {
         Ok(pods) => pods,

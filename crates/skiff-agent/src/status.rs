@@ -33,8 +33,11 @@ pub struct Inputs<'a> {
     pub waiting: &'a BTreeMap<String, Waiting>,
     /// Running containers whose startup or readiness probe has not passed.
     pub unready: &'a std::collections::BTreeSet<String>,
-    /// The node's address (also the pod's, until pods get their own).
+    /// The node's address.
     pub host_ip: &'a str,
+    /// The pod's own address (none: the node's, for host-network pods and without a pod
+    /// network).
+    pub pod_ip: Option<&'a str>,
     /// Whether a sandbox was made.
     pub has_sandbox: bool,
     /// The time now.
@@ -334,8 +337,9 @@ pub fn compute(inputs: &Inputs<'_>) -> Value {
         status["initContainerStatuses"] = Value::Array(init_statuses);
     }
     if inputs.has_sandbox {
-        status["podIP"] = json!(inputs.host_ip);
-        status["podIPs"] = json!([{"ip": inputs.host_ip}]);
+        let ip = inputs.pod_ip.unwrap_or(inputs.host_ip);
+        status["podIP"] = json!(ip);
+        status["podIPs"] = json!([{ "ip": ip }]);
     }
     status
 }
@@ -439,6 +443,7 @@ mod tests {
             waiting: &waiting,
             unready: &Default::default(),
             host_ip: "127.0.0.1",
+            pod_ip: None,
             has_sandbox: false,
             now: "2026-01-01T00:00:00Z",
         });
@@ -468,6 +473,7 @@ mod tests {
             waiting: &waiting,
             unready: &Default::default(),
             host_ip: "127.0.0.1",
+            pod_ip: None,
             has_sandbox: true,
             now: "2026-01-01T00:00:00Z",
         });

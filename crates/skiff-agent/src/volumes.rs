@@ -234,7 +234,7 @@ fn downward_field(pod: &Pod, path: &str) -> Option<String> {
     let map = match path {
         "metadata.labels" => &pod.metadata.labels,
         "metadata.annotations" => &pod.metadata.annotations,
-        _ => return container::field_value(pod, path, ""),
+        _ => return container::field_value(pod, path, "", ""),
     };
     Some(
         map.iter()

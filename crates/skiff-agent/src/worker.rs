@@ -61,6 +61,9 @@ pub struct WorkerState {
     pending: Vec<(String, String, String)>,
     probes: probes::Probes,
     unready: std::collections::BTreeSet<String>,
+    /// The pod's address on the node bridge (none for host-network pods and without a pod
+    /// network).
+    pod_ip: Option<std::net::Ipv4Addr>,
 }
 
 /// The grace period of a deletion: the one the API set, else the pod's.
@@ -100,6 +103,7 @@ pub async fn teardown(ctx: &Arc<Context>, uid: &str, grace: Duration) -> Result<
     }
     let engine = ctx.engine.clone();
     let data_dir = ctx.config.data_dir.clone();
+    let owned_uid = uid.to_string();
     let uid = uid.to_string();
     blocking("remove containers", move || {
         for c in others.iter().chain(&sandboxes) {
@@ -109,7 +113,13 @@ pub async fn teardown(ctx: &Arc<Context>, uid: &str, grace: Duration) -> Result<
         volumes::cleanup(&data_dir, &uid);
         Ok(())
     })
-    .await
+    .await?;
+    if let Some(net) = ctx.net.get()
+        && let Err(err) = net.node.detach(&owned_uid).await
+    {
+        tracing::warn!(pod_uid = %owned_uid, error = %err, "releasing the pod's address failed");
+    }
+    Ok(())
 }
 
 /// Syncs `pod` once.
@@ -187,7 +197,7 @@ pub async fn sync(
             }
         }
     }
-    let sandbox_pid = ensure_sandbox(ctx, pod, &containers).await?;
+    let sandbox_pid = ensure_sandbox(ctx, pod, &containers, state).await?;
     let containers = list(ctx, &pref.uid).await?;
     let spec = pod.spec.clone().unwrap_or_default();
     let policy = status::restart_policy(pod).to_string();
@@ -328,12 +338,14 @@ async fn post_status(
     let pref = pod_ref(pod);
     let now = crate::node::now();
     let host_ip = ctx.config.node_ip.to_string();
+    let pod_ip = state.pod_ip.map(|ip| ip.to_string());
     let wanted = status::compute(&status::Inputs {
         pod,
         containers,
         waiting: &state.waiting,
         unready: &state.unready,
         host_ip: &host_ip,
+        pod_ip: pod_ip.as_deref(),
         has_sandbox,
         now: &now,
     });
@@ -372,9 +384,16 @@ async fn ensure_sandbox(
     ctx: &Arc<Context>,
     pod: &Pod,
     containers: &[Container],
+    state: &mut WorkerState,
 ) -> Result<i32, AgentError> {
     let (latest, _) = runtime::latest(containers, runtime::SANDBOX);
+    let host_network = container::host_network(pod);
     if let Some(s) = latest.filter(|s| s.status() == Status::Running && s.state.pid > 0) {
+        if state.pod_ip.is_none() && !host_network {
+            // Adopted after an agent restart: the address is on record (or the attach was
+            // interrupted, and doing it again is harmless).
+            state.pod_ip = attach(ctx, pod, s.state.pid).await?;
+        }
         return Ok(s.state.pid);
     }
     let pref = pod_ref(pod);
@@ -387,6 +406,11 @@ async fn ensure_sandbox(
         read_only: true,
         rootfs_dir: Some(ctx.pause_rootfs.clone()),
         labels: runtime::labels(&pref, runtime::SANDBOX, Kind::Sandbox, attempt),
+        network: if host_network {
+            skiff_engine::record::NetworkMode::Host
+        } else {
+            skiff_engine::record::NetworkMode::None
+        },
         ..skiff_engine::CreateRequest::default()
     };
     let engine = ctx.engine.clone();
@@ -406,8 +430,35 @@ async fn ensure_sandbox(
     })
     .await?;
     let pid = sandbox.state.pid;
-    loopback_up(pid).await;
+    state.pod_ip = None;
+    if !host_network {
+        state.pod_ip = attach(ctx, pod, pid).await?;
+    }
     Ok(pid)
+}
+
+/// Gives the sandbox whose init is `pid` its address on the node bridge (only loopback
+/// without a pod network).
+async fn attach(
+    ctx: &Arc<Context>,
+    pod: &Pod,
+    pid: i32,
+) -> Result<Option<std::net::Ipv4Addr>, AgentError> {
+    let Some(net) = ctx.net.get() else {
+        loopback_up(pid).await;
+        return Ok(None);
+    };
+    let pref = pod_ref(pod);
+    let netns = std::path::PathBuf::from(format!("/proc/{pid}/ns/net"));
+    let address = net
+        .node
+        .attach(&pref.uid, &netns)
+        .await
+        .map_err(AgentError::network(format!(
+            "attach pod {}/{} to the pod network",
+            pref.namespace, pref.name
+        )))?;
+    Ok(Some(address.ip))
 }
 
 /// Brings `lo` up in the network namespace of `pid` (what CNI's loopback plugin does).
@@ -545,7 +596,11 @@ async fn start(
     }
     state.pull_backoff.remove(&spec.name);
     let host_ip = ctx.config.node_ip.to_string();
-    let env = match container::environment(&ctx.client, pod, spec, &host_ip).await {
+    let pod_ip = state
+        .pod_ip
+        .map(|ip| ip.to_string())
+        .unwrap_or_else(|| host_ip.clone());
+    let env = match container::environment(&ctx.client, pod, spec, &host_ip, &pod_ip).await {
         Ok(env) => env,
         Err(container::ConfigError(message)) => {
             state.waiting.insert(
@@ -559,6 +614,18 @@ async fn start(
         }
     };
     let mut request = container::request(pod, spec, kind, attempt, sandbox_pid, env);
+    if let Some(net) = ctx.net.get() {
+        let dns = net.cluster.dns();
+        let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        let host_hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+        request.resolv_conf = Some(crate::dnsconfig::resolv_conf(pod, &dns, &host_resolv));
+        request.hosts = Some(crate::dnsconfig::hosts_file(
+            pod,
+            state.pod_ip,
+            &dns,
+            &host_hosts,
+        ));
+    }
     let prepared = state.volumes.clone().unwrap_or_default();
     match volumes::binds(spec, &prepared) {
         Ok(binds) => request.binds = binds,

@@ -3,6 +3,7 @@
 //! The pure pieces the API server needs, on top of the `k8s-openapi` types, with objects as
 //! `serde_json::Value`:
 //!
+//! - [`cidr`]: IPv4 CIDR blocks and port ranges for the address allocators;
 //! - [`labels`]: label selectors (`app=web,tier!=db,env in (a,b),!legacy`);
 //! - [`fields`]: field selectors (`metadata.name=web,status.phase!=Failed`) and the fields each
 //!   kind can be selected by;
@@ -16,6 +17,7 @@
 //! - [`time`]: RFC 3339 timestamps and kubectl's `HumanDuration` ages;
 //! - [`validation`]: field errors with kube-apiserver's paths and messages, unknown fields.
 
+pub mod cidr;
 pub mod defaults;
 pub mod fields;
 pub mod labels;

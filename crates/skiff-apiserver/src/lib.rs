@@ -5,7 +5,8 @@
 //! resource's [`skiff_apimachinery::ResourceInfo`] and the small rules of [`strategy`]. Every
 //! resource has one watch cache fed by a single store watch ([`watchcache`]), which serves all
 //! client watches. Around it: discovery (legacy and aggregated), bearer-token authentication,
-//! `Status` errors, Prometheus metrics, CRDs, and TLS material for a fresh cluster ([`pki`]).
+//! `Status` errors, Prometheus metrics, CRDs, TLS material for a fresh cluster ([`pki`]), and
+//! Service addresses and the default Services ([`services`]).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {

@@ -103,6 +103,21 @@ impl ApiServer {
                 source,
             })?;
         bootstrap_namespaces(&state).await?;
+        match crate::services::repair::repair(&state).await {
+            Ok(report) if report != Default::default() => {
+                tracing::info!(?report, "repaired the service address reservations");
+            }
+            Ok(_) => {}
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot repair the service address reservations")
+            }
+        }
+        if let Some(defaults) = state.options.default_services.clone()
+            && let Err(err) = crate::services::bootstrap::ensure(&state, &defaults).await
+        {
+            tracing::warn!(error = %err, "cannot create the default services yet");
+        }
+        crate::services::bootstrap::spawn(Arc::clone(&state));
         Ok(ApiServer { state, shutdown })
     }
 
@@ -175,6 +190,9 @@ impl ApiServer {
         }
         tracing::info!("shutting down: no new connections, ending watches");
         let _ = self.shutdown.send(true);
+        if let Some(defaults) = &self.state.options.default_services {
+            crate::services::bootstrap::remove_lease(&self.state, defaults).await;
+        }
         self.state.stop_caches();
         if tokio::time::timeout(Duration::from_secs(5), graceful.shutdown())
             .await

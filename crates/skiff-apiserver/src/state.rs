@@ -37,6 +37,11 @@ pub struct ServerOptions {
     /// The bearer token presented to node agents when proxying `pods/log` to them (empty: no
     /// node agent is reachable, and those requests answer 503).
     pub node_api_token: String,
+    /// Where Services get cluster IPs and node ports from.
+    pub service_ranges: crate::services::ServiceRanges,
+    /// The default Services (`default/kubernetes`, `kube-system/kube-dns`) this server keeps;
+    /// `None`: none (embedding, tests).
+    pub default_services: Option<crate::services::DefaultServices>,
 }
 
 impl Default for ServerOptions {
@@ -49,6 +54,8 @@ impl Default for ServerOptions {
             server_address: "127.0.0.1:6443".into(),
             skiff_version: "0.0.0".into(),
             node_api_token: String::new(),
+            service_ranges: crate::services::ServiceRanges::default(),
+            default_services: None,
         }
     }
 }
@@ -78,6 +85,8 @@ pub struct AppState {
     pub options: ServerOptions,
     /// Turns true when the server shuts down; long requests (watches) end then.
     pub shutdown: watch::Receiver<bool>,
+    /// Wakes the keeper of the default Services (one of them was deleted).
+    pub services_wakeup: tokio::sync::Notify,
 }
 
 impl AppState {
@@ -99,6 +108,7 @@ impl AppState {
             metrics: Metrics::new(),
             options,
             shutdown,
+            services_wakeup: tokio::sync::Notify::new(),
         }
     }
 

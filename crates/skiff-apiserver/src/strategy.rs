@@ -168,6 +168,7 @@ pub fn prepare_update(
     if info.group == "apiextensions.k8s.io" && info.plural == "customresourcedefinitions" {
         crate::crd::prepare(info, &mut wanted)?;
     }
+    crate::services::prepare_update(info, current, &mut wanted)?;
     validate(info, &wanted)?;
     Ok(wanted)
 }

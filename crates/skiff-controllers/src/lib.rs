@@ -14,7 +14,8 @@
 //! - [`endpoints`]: Endpoints and EndpointSlices of Services with selectors;
 //! - [`statefulset`]: ordinal pods, claims, ordered or parallel, rolling updates;
 //! - [`daemonset`]: one pod per eligible node, rolling updates;
-//! - [`cronjob`]: Jobs on cron schedules in a time zone, concurrency policies, history.
+//! - [`cronjob`]: Jobs on cron schedules in a time zone, concurrency policies, history;
+//! - [`nodeipam`]: a pod CIDR for every Node from the cluster CIDR.
 //!
 //! Shared machinery: [`informer`] (one watch per kind shared by controllers), [`expectations`]
 //! (no double creation before the cache catches up), [`backoff`] (per-key requeue delays).
@@ -30,6 +31,7 @@ pub mod garbage_collector;
 pub mod informer;
 pub mod job;
 pub mod namespace;
+pub mod nodeipam;
 pub mod replicaset;
 pub mod serviceaccount;
 pub mod statefulset;
@@ -101,6 +103,13 @@ pub struct ControllerOptions {
     pub daemonset: bool,
     /// CronJob controller.
     pub cronjob: bool,
+    /// Node IPAM controller (a pod CIDR for every Node).
+    pub node_ipam: bool,
+    /// The pod network the node IPAM controller splits (`--cluster-cidr`, default
+    /// `10.42.0.0/16`).
+    pub cluster_cidr: String,
+    /// The prefix length of each Node's pod CIDR (`--node-cidr-mask-size`, default 24).
+    pub node_cidr_mask_size: u8,
 }
 
 impl Default for ControllerOptions {
@@ -116,6 +125,9 @@ impl Default for ControllerOptions {
             statefulset: true,
             daemonset: true,
             cronjob: true,
+            node_ipam: true,
+            cluster_cidr: nodeipam::DEFAULT_CLUSTER_CIDR.to_string(),
+            node_cidr_mask_size: nodeipam::DEFAULT_NODE_CIDR_MASK_SIZE,
         }
     }
 }
@@ -177,6 +189,12 @@ pub async fn run_with(
     }
     if options.serviceaccount {
         tasks.push(serviceaccount::run(client.clone(), shutdown.clone()).boxed());
+    }
+    if options.node_ipam {
+        match nodeipam::CidrSet::new(&options.cluster_cidr, options.node_cidr_mask_size) {
+            Ok(set) => tasks.push(nodeipam::run(client.clone(), set, shutdown.clone()).boxed()),
+            Err(err) => tracing::error!(error = %err, "the node IPAM controller cannot run"),
+        }
     }
     let all = futures::future::join_all(tasks);
     // Controllers stop at the shutdown signal; the informers go when this returns.

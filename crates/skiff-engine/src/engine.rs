@@ -66,6 +66,10 @@ pub struct CreateRequest {
     pub rootfs_dir: Option<PathBuf>,
     /// Namespaces to join by path instead of creating them.
     pub join_namespaces: Vec<NamespaceJoin>,
+    /// The container's `/etc/hosts` instead of the default one (a pod's managed hosts file).
+    pub hosts: Option<String>,
+    /// The container's `/etc/resolv.conf` instead of the host's (a pod's DNS configuration).
+    pub resolv_conf: Option<String>,
 }
 
 /// What `exec` asks for.
@@ -267,6 +271,14 @@ impl Engine {
             }
             std::fs::write(dir.log(), b"").map_err(EngineError::io("write", dir.log()))?;
             record::write_json(&dir.state(), &State::created())?;
+            for (path, content) in [
+                (dir.hosts_file(), &request.hosts),
+                (dir.resolv_conf_file(), &request.resolv_conf),
+            ] {
+                if let Some(content) = content {
+                    std::fs::write(&path, content).map_err(EngineError::io("write", &path))?;
+                }
+            }
             record::write_json(&dir.config(), &config)
         })();
         if let Err(err) = made {

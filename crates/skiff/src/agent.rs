@@ -37,6 +37,20 @@ pub struct AgentArgs {
     /// A registry reached over plain HTTP (loopback registries always are).
     #[arg(long = "insecure-registry", value_name = "HOST:PORT")]
     insecure_registries: Vec<String>,
+    /// How pods are networked: `bridge` (an address per pod on the node bridge `skiff0`,
+    /// services through nftables, cluster DNS) or `none` (loopback only; nothing is added to
+    /// the node's network).
+    #[arg(long, value_enum, default_value_t = PodNetworkMode::Bridge)]
+    pod_network: PodNetworkMode,
+}
+
+/// How pods are networked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PodNetworkMode {
+    /// An address per pod on the node bridge, services and cluster DNS.
+    Bridge,
+    /// Loopback only.
+    None,
 }
 
 impl AgentArgs {
@@ -84,6 +98,7 @@ impl AgentArgs {
                 api_port: self.port,
                 api_token: token,
                 insecure_registries: self.insecure_registries.clone(),
+                pod_network: self.pod_network == PodNetworkMode::Bridge,
             };
             skiff_agent::run(agent, client, crate::server::shutdown_signal())
                 .await
@@ -125,6 +140,7 @@ pub fn embedded(
     node_ip: IpAddr,
     port: u16,
     token: String,
+    pod_network: PodNetworkMode,
 ) -> anyhow::Result<skiff_agent::AgentConfig> {
     Ok(skiff_agent::AgentConfig {
         node_name,
@@ -142,6 +158,7 @@ pub fn embedded(
                     .collect()
             })
             .unwrap_or_default(),
+        pod_network: pod_network == PodNetworkMode::Bridge,
     })
 }
 

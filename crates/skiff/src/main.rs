@@ -6,6 +6,7 @@
 
 mod agent;
 mod cli;
+mod cluster_network;
 mod engine_cli;
 mod image_cli;
 mod info;

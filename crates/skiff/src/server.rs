@@ -46,6 +46,25 @@ pub struct ServerArgs {
     /// The HTTPS port of the API (0 picks a free one; the kubeconfig names the real one).
     #[arg(long, value_name = "PORT", default_value_t = 6443)]
     https_port: u16,
+    /// The address the `kubernetes` Service's Endpoints name for this API server (default:
+    /// the bind address, or this host's primary address when binding to every interface).
+    #[arg(long, value_name = "IP")]
+    pub advertise_address: Option<IpAddr>,
+    /// The address range Services get their cluster IPs from.
+    #[arg(long, value_name = "CIDR", default_value = skiff_apiserver::services::DEFAULT_SERVICE_CIDR)]
+    pub service_cidr: String,
+    /// The port range NodePort and LoadBalancer Services get their node ports from.
+    #[arg(long, value_name = "FIRST-LAST", default_value = skiff_apiserver::services::DEFAULT_NODE_PORT_RANGE)]
+    pub service_node_port_range: String,
+    /// The pod network, split into one block per node (`spec.podCIDR`).
+    #[arg(long, value_name = "CIDR", default_value = skiff_controllers::nodeipam::DEFAULT_CLUSTER_CIDR)]
+    pub cluster_cidr: String,
+    /// The prefix length of each node's block of `--cluster-cidr`.
+    #[arg(long, value_name = "BITS", default_value_t = skiff_controllers::nodeipam::DEFAULT_NODE_CIDR_MASK_SIZE)]
+    pub node_cidr_mask_size: u8,
+    /// The cluster IP of the `kube-system/kube-dns` Service (inside `--service-cidr`).
+    #[arg(long, value_name = "IP", default_value_t = Ipv4Addr::new(10, 43, 0, 10))]
+    pub cluster_dns: Ipv4Addr,
     /// Run the control plane only, without the embedded node agent.
     #[arg(long)]
     disable_agent: bool,
@@ -62,6 +81,17 @@ pub struct ServerArgs {
     /// Do not run the controllers (another controller manager runs them).
     #[arg(long)]
     disable_controllers: bool,
+    /// How the embedded agent networks pods: `bridge` (an address per pod on the node bridge,
+    /// services, cluster DNS) or `none` (loopback only; nothing added to the host's network).
+    #[arg(long, value_enum, default_value_t = crate::agent::PodNetworkMode::Bridge)]
+    pod_network: crate::agent::PodNetworkMode,
+    /// How pod traffic crosses between nodes: `vxlan` (an overlay, works across routed
+    /// networks) or `host-gw` (plain routes; the nodes share one L2 segment).
+    #[arg(long, value_name = "BACKEND", default_value = "vxlan", value_parser = ["vxlan", "host-gw"])]
+    network_backend: String,
+    /// The cluster domain served by the cluster DNS.
+    #[arg(long, value_name = "DOMAIN", default_value = "cluster.local")]
+    cluster_domain: String,
 }
 
 impl ServerArgs {
@@ -127,6 +157,14 @@ impl ServerArgs {
         };
         let address = SocketAddr::new(client_host, port);
         let url = format!("https://{address}");
+        let service_ranges = self.service_ranges()?;
+        let advertise = self.advertise_address.unwrap_or_else(|| {
+            if self.bind_address.is_unspecified() {
+                primary_address().unwrap_or(client_host)
+            } else {
+                self.bind_address
+            }
+        });
 
         let options = ServerOptions {
             server_address: address.to_string(),
@@ -137,6 +175,11 @@ impl ServerArgs {
             // For now node agents are trusted with the admin token, and the server presents it
             // to them: one credential both ways until nodes get their own identities.
             node_api_token: pki.admin_token.clone(),
+            service_ranges,
+            default_services: Some(skiff_apiserver::services::DefaultServices {
+                advertise: SocketAddr::new(advertise, port),
+                cluster_dns: Some(self.cluster_dns),
+            }),
             ..ServerOptions::default()
         };
         let server = ApiServer::new(Arc::clone(&store), options, &pki.admin_token)
@@ -170,6 +213,16 @@ impl ServerArgs {
         let until = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|stopped| *stopped).await;
         };
+        tokio::spawn(crate::cluster_network::publish(
+            client.clone(),
+            crate::cluster_network::Settings {
+                cluster_cidr: self.cluster_cidr.clone(),
+                service_cidr: self.service_cidr.clone(),
+                cluster_dns: self.cluster_dns.to_string(),
+                cluster_domain: self.cluster_domain.clone(),
+                backend: self.network_backend.clone(),
+            },
+        ));
         let scheduler = (!self.disable_scheduler)
             .then(|| tokio::spawn(skiff_scheduler::run(client.clone(), until(stopped.clone()))));
         let agent = if self.disable_agent {
@@ -186,6 +239,7 @@ impl ServerArgs {
                 client_host,
                 self.agent_port,
                 pki.admin_token.clone(),
+                self.pod_network,
             )?;
             Some(tokio::spawn(skiff_agent::run(
                 config,
@@ -193,8 +247,18 @@ impl ServerArgs {
                 until(stopped.clone()),
             )))
         };
-        let controllers = (!self.disable_controllers)
-            .then(|| tokio::spawn(skiff_controllers::run(client, until(stopped))));
+        let controller_options = skiff_controllers::ControllerOptions {
+            cluster_cidr: self.cluster_cidr.clone(),
+            node_cidr_mask_size: self.node_cidr_mask_size,
+            ..skiff_controllers::ControllerOptions::default()
+        };
+        let controllers = (!self.disable_controllers).then(|| {
+            tokio::spawn(skiff_controllers::run_with(
+                client,
+                controller_options,
+                until(stopped),
+            ))
+        });
 
         let served = server.serve(listener, tls, shutdown_signal()).await;
         let _ = stop.send(true);
@@ -225,6 +289,30 @@ impl ServerArgs {
         served?;
         tracing::info!("stopped");
         Ok(())
+    }
+
+    /// The service CIDR and node port range of the flags, checked (also `--cluster-dns` inside
+    /// the CIDR and `--cluster-cidr` with `--node-cidr-mask-size`).
+    fn service_ranges(&self) -> anyhow::Result<skiff_apiserver::services::ServiceRanges> {
+        use skiff_apiserver::services::{Ipv4Cidr, PortRange, ServiceRanges};
+        let cidr: Ipv4Cidr = self
+            .service_cidr
+            .parse()
+            .context("invalid --service-cidr")?;
+        let node_ports: PortRange = self
+            .service_node_port_range
+            .parse()
+            .context("invalid --service-node-port-range")?;
+        if !cidr.contains(self.cluster_dns) {
+            anyhow::bail!(
+                "--cluster-dns {} is not inside --service-cidr {cidr}: set --cluster-dns to an address \
+                 inside it (conventionally the tenth)",
+                self.cluster_dns
+            );
+        }
+        skiff_controllers::nodeipam::CidrSet::new(&self.cluster_cidr, self.node_cidr_mask_size)
+            .context("invalid pod network flags")?;
+        Ok(ServiceRanges { cidr, node_ports })
     }
 
     /// The names the serving certificate covers.
@@ -259,6 +347,15 @@ pub fn hostname() -> Option<String> {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
     valid.then_some(name)
+}
+
+/// This host's primary IPv4 address: the source address of its default route (no packet is
+/// sent); `None` without one.
+pub fn primary_address() -> Option<IpAddr> {
+    let socket = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).ok()?;
+    socket.connect((Ipv4Addr::new(192, 0, 2, 1), 53)).ok()?;
+    let ip = socket.local_addr().ok()?.ip();
+    (!ip.is_unspecified()).then_some(ip)
 }
 
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`).

@@ -29,7 +29,7 @@ use crate::status::ApiError;
 
 pub use delete::delete_namespace_contents;
 pub use virtual_resources::infos as virtual_infos;
-pub use write::create_object;
+pub use write::{Change, Outcome, create_object, guaranteed_update};
 
 /// One resource request, resolved against the registry.
 pub struct Ctx {

@@ -205,6 +205,9 @@ async fn apply(ctx: &Ctx, body: &[u8], status_update: bool) -> Result<Response, 
         strategy::prepare_create(&ctx.info, &mut obj)?;
         record_manager(&mut obj, manager, "Apply", &api_version, None);
         if ctx.query.dry_run() {
+            crate::services::admit_create(&ctx.state, &ctx.info, &mut obj, true)
+                .await?
+                .commit();
             return Ok(respond_object(ctx, StatusCode::CREATED, &obj));
         }
         let created = create_object(&ctx.state, &ctx.info, obj).await?;

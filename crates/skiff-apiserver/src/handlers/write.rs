@@ -13,7 +13,7 @@ use skiff_store::{Revision, StoreError};
 use super::{Ctx, parse_body, respond_object, with_warnings};
 use crate::state::AppState;
 use crate::status::ApiError;
-use crate::{crd, object, storage, strategy};
+use crate::{crd, object, services, storage, strategy};
 
 /// Checks (or fills in) `apiVersion` and `kind` of a request body.
 pub fn check_type(info: &ResourceInfo, obj: &mut Value) -> Result<(), ApiError> {
@@ -88,10 +88,10 @@ pub async fn create(ctx: &Ctx, body: &[u8]) -> Result<Response, ApiError> {
             object::meta_mut(&mut candidate).insert("name".into(), json!(name));
         }
         strategy::prepare_create(&ctx.info, &mut candidate)?;
-        if ctx.info.group.is_empty() && ctx.info.plural == "services" {
-            crate::services::allocate(ctx.state.store.as_ref(), &mut candidate).await?;
-        }
         if ctx.query.dry_run() {
+            services::admit_create(&ctx.state, &ctx.info, &mut candidate, true)
+                .await?
+                .commit();
             let response = respond_object(ctx, StatusCode::CREATED, &candidate);
             return Ok(with_warnings(response, &warnings));
         }
@@ -112,7 +112,8 @@ pub async fn create(ctx: &Ctx, body: &[u8]) -> Result<Response, ApiError> {
     Err(ApiError::internal("could not generate a unique name"))
 }
 
-/// Stores a prepared new object; returns it with its `resourceVersion`.
+/// Stores a prepared new object (a Service with the addresses it needs reserved first);
+/// returns it with its `resourceVersion`.
 pub async fn create_object(
     state: &Arc<AppState>,
     info: &ResourceInfo,
@@ -125,11 +126,25 @@ pub async fn create_object(
         Some(namespace.as_str()).filter(|n| !n.is_empty()),
         &name,
     )?;
-    let revision = state
-        .store
-        .create(&key, storage::encode(&obj)?)
-        .await
-        .map_err(|e| ApiError::from_store(e, info, &name))?;
+    let reservation = services::admit_create(state, info, &mut obj, false).await?;
+    let written = match storage::encode(&obj) {
+        Ok(bytes) => state
+            .store
+            .create(&key, bytes)
+            .await
+            .map_err(|e| ApiError::from_store(e, info, &name)),
+        Err(err) => Err(err),
+    };
+    let revision = match written {
+        Ok(revision) => {
+            reservation.commit();
+            revision
+        }
+        Err(err) => {
+            reservation.release(state.store.as_ref()).await;
+            return Err(err);
+        }
+    };
     object::set_resource_version(&mut obj, revision);
     crd::after_write(state, info, &obj, revision).await;
     Ok(obj)
@@ -200,6 +215,7 @@ where
                         let mut object = current;
                         object::set_resource_version(&mut object, deleted.revision);
                         crd::after_delete(state, info, &object).await;
+                        services::after_delete(state, info, &object).await;
                         Ok(Outcome {
                             object,
                             deleted: true,
@@ -221,6 +237,7 @@ where
             match state.store.delete(&key, Some(revision)).await {
                 Ok(_) => {
                     crd::after_delete(state, info, &new).await;
+                    services::after_delete(state, info, &current).await;
                     return Ok(Outcome {
                         object: new,
                         deleted: true,
@@ -230,24 +247,32 @@ where
                 Err(err) => return Err(ApiError::from_store(err, info, name)),
             }
         }
+        let reservation = services::admit_update(state, info, &current, &mut new, dry_run).await?;
         if object::without_resource_version(&new) == object::without_resource_version(&current) {
+            reservation.commit();
             return Ok(Outcome {
                 object: current,
                 deleted: false,
             });
         }
         if dry_run {
+            reservation.commit();
             return Ok(Outcome {
                 object: new,
                 deleted: false,
             });
         }
-        match state
-            .store
-            .update(&key, storage::encode(&new)?, revision)
-            .await
-        {
+        let written = match storage::encode(&new) {
+            Ok(bytes) => state.store.update(&key, bytes, revision).await,
+            Err(err) => {
+                reservation.release(state.store.as_ref()).await;
+                return Err(err);
+            }
+        };
+        match written {
             Ok(new_revision) => {
+                reservation.commit();
+                services::release_unused(state, info, &current, &new).await;
                 object::set_resource_version(&mut new, new_revision);
                 crd::after_write(state, info, &new, new_revision).await;
                 return Ok(Outcome {
@@ -255,8 +280,14 @@ where
                     deleted: false,
                 });
             }
-            Err(StoreError::Conflict { .. }) => continue,
-            Err(err) => return Err(ApiError::from_store(err, info, name)),
+            Err(StoreError::Conflict { .. }) => {
+                reservation.release(state.store.as_ref()).await;
+                continue;
+            }
+            Err(err) => {
+                reservation.release(state.store.as_ref()).await;
+                return Err(ApiError::from_store(err, info, name));
+            }
         }
     }
     Err(ApiError::conflict(info, name))

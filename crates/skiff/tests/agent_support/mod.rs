@@ -77,6 +77,10 @@ impl Cluster {
                 .arg(self.path())
                 .args(["--https-port", &port.to_string()])
                 .args(["--agent-port", "0", "--node-name", "node-1"])
+                // Loopback-only pods: these tests run in the host's network namespace, which
+                // they must not change (the networking tests run nodes in namespaces of
+                // their own).
+                .args(["--pod-network", "none"])
                 .env("RUST_LOG", "info")
                 .stdout(Stdio::null())
                 .stderr(log);

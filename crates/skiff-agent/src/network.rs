@@ -1,0 +1,330 @@
+//! The node's share of cluster networking: the pod network (a bridge, a veth and an address
+//! per pod from the node's pod CIDR), routes to the other nodes' pod CIDRs, the service proxy
+//! (an nftables table of Skiff's own) and the node-local cluster DNS server.
+//!
+//! The cluster-wide settings come from the ConfigMap `kube-system/skiff-cluster-network`
+//! written by the server, so every agent agrees with it; the node's pod CIDR from its Node
+//! (`spec.podCIDR`, set by the server's node IPAM controller). One task keeps reflectors of
+//! Services, EndpointSlices, Nodes and Pods and, after each burst of changes, recomputes the
+//! proxy rules, the DNS records and the routes, applying only what changed.
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::Api;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use skiff_net::ipam::Ipv4Cidr;
+use skiff_net::podnet::{NodeNetwork, NodeNetworkConfig};
+use skiff_net::routes::{Overlay, Peer};
+use tokio::sync::Notify;
+
+use crate::{AgentError, Context};
+
+/// The namespace and name of the ConfigMap holding the cluster's network settings.
+pub const CONFIG_MAP: (&str, &str) = ("kube-system", "skiff-cluster-network");
+
+/// The name of the node bridge.
+pub const BRIDGE: &str = "skiff0";
+
+/// The VXLAN network identifier and UDP port of the overlay.
+const VXLAN_VNI: u32 = 1;
+const VXLAN_PORT: u16 = 8472;
+
+/// The cluster-wide network settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterNetwork {
+    /// Every pod address of the cluster (10.42.0.0/16).
+    pub cluster_cidr: Ipv4Cidr,
+    /// Every service address (10.43.0.0/16).
+    pub service_cidr: Ipv4Cidr,
+    /// The cluster DNS service address (10.43.0.10).
+    pub cluster_dns: Ipv4Addr,
+    /// The cluster domain (`cluster.local`).
+    pub domain: String,
+    /// `host-gw` or `vxlan`.
+    pub backend: String,
+}
+
+impl ClusterNetwork {
+    /// Reads the settings from the ConfigMap's data.
+    pub fn from_config_map(cm: &ConfigMap) -> Result<ClusterNetwork, AgentError> {
+        let empty = BTreeMap::new();
+        let data = cm.data.as_ref().unwrap_or(&empty);
+        let get = |key: &str| {
+            data.get(key).cloned().ok_or_else(|| {
+                AgentError::Invalid(format!(
+                    "the ConfigMap {}/{} has no key {key}",
+                    CONFIG_MAP.0, CONFIG_MAP.1
+                ))
+            })
+        };
+        let cidr = |key: &str| -> Result<Ipv4Cidr, AgentError> {
+            get(key)?.parse().map_err(AgentError::network(format!(
+                "{key} in the cluster network settings"
+            )))
+        };
+        Ok(ClusterNetwork {
+            cluster_cidr: cidr("clusterCIDR")?,
+            service_cidr: cidr("serviceCIDR")?,
+            cluster_dns: get("clusterDNS")?.parse().map_err(AgentError::network(
+                "clusterDNS in the cluster network settings",
+            ))?,
+            domain: get("clusterDomain").unwrap_or_else(|_| "cluster.local".into()),
+            backend: get("backend").unwrap_or_else(|_| "host-gw".into()),
+        })
+    }
+
+    /// The overlay the backend names.
+    pub fn overlay(&self) -> Overlay {
+        match self.backend.as_str() {
+            "vxlan" => Overlay::Vxlan {
+                vni: VXLAN_VNI,
+                port: VXLAN_PORT,
+            },
+            _ => Overlay::HostGw,
+        }
+    }
+
+    /// The DNS settings pods get.
+    pub fn dns(&self) -> crate::dnsconfig::ClusterDns {
+        crate::dnsconfig::ClusterDns {
+            server: self.cluster_dns,
+            domain: self.domain.clone(),
+        }
+    }
+}
+
+/// The node's pod network once it is set up.
+#[derive(Debug)]
+pub struct PodNetwork {
+    /// The bridge and the pods' addresses.
+    pub node: NodeNetwork,
+    /// The cluster's settings.
+    pub cluster: ClusterNetwork,
+    /// This node's pod CIDR.
+    pub pod_cidr: Ipv4Cidr,
+}
+
+/// Waits for the cluster network settings (the server writes them when it starts).
+async fn cluster_network(client: &kube::Client) -> ClusterNetwork {
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), CONFIG_MAP.0);
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match api.get_opt(CONFIG_MAP.1).await {
+            Ok(Some(cm)) => match ClusterNetwork::from_config_map(&cm) {
+                Ok(settings) => return settings,
+                Err(err) => tracing::warn!(error = %err, "bad cluster network settings"),
+            },
+            Ok(None) => tracing::info!(
+                "waiting for the cluster network settings {}/{}",
+                CONFIG_MAP.0,
+                CONFIG_MAP.1
+            ),
+            Err(err) => tracing::warn!(error = %err, "cannot read the cluster network settings"),
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// Waits until the node has a pod CIDR.
+async fn pod_cidr(ctx: &Context) -> Ipv4Cidr {
+    let api: Api<Node> = Api::all(ctx.client.clone());
+    let mut delay = Duration::from_millis(50);
+    loop {
+        match api.get_opt(&ctx.config.node_name).await {
+            Ok(Some(node)) => {
+                if let Some(cidr) = node_pod_cidr(&node) {
+                    return cidr;
+                }
+            }
+            Ok(None) => {}
+            Err(err) => tracing::warn!(error = %err, "cannot read this node"),
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(1));
+    }
+}
+
+fn node_pod_cidr(node: &Node) -> Option<Ipv4Cidr> {
+    node.spec
+        .as_ref()
+        .and_then(|s| s.pod_cidr.as_deref())
+        .and_then(|c| c.parse().ok())
+}
+
+fn node_ipv4(node: &Node) -> Option<Ipv4Addr> {
+    node.status
+        .as_ref()?
+        .addresses
+        .as_ref()?
+        .iter()
+        .find(|a| a.type_ == "InternalIP")
+        .and_then(|a| a.address.parse().ok())
+}
+
+/// Sets up the pod network, the proxy and the DNS server, and starts the task keeping them in
+/// step with the cluster.
+pub async fn start(ctx: &Arc<Context>) -> Result<Arc<PodNetwork>, AgentError> {
+    let cluster = cluster_network(&ctx.client).await;
+    let pod_cidr = pod_cidr(ctx).await;
+    tracing::info!(%pod_cidr, backend = %cluster.backend, "setting up the pod network");
+    let mtu = match cluster.overlay() {
+        Overlay::HostGw => 1500,
+        Overlay::Vxlan { .. } => 1450,
+    };
+    let node = NodeNetwork::setup(NodeNetworkConfig {
+        bridge: BRIDGE.to_string(),
+        pod_cidr,
+        cluster_cidr: cluster.cluster_cidr,
+        mtu,
+        state_dir: ctx.config.data_dir.join("agent/ipam"),
+        netns: None,
+    })
+    .await
+    .map_err(AgentError::network("set up the pod network"))?;
+    let net = Arc::new(PodNetwork {
+        node,
+        cluster,
+        pod_cidr,
+    });
+    let dns_addr = SocketAddr::from((pod_cidr.gateway(), 53));
+    let upstreams = skiff_net::dns::upstreams_from_resolv_conf(
+        &std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+    );
+    let dns = skiff_net::dns::DnsServer::bind(dns_addr, upstreams)
+        .await
+        .map_err(AgentError::network(format!(
+            "start the cluster DNS on {dns_addr}"
+        )))?;
+    let dns = Arc::new(dns);
+    tokio::spawn({
+        let dns = Arc::clone(&dns);
+        async move { dns.run().await }
+    });
+    tokio::spawn(keep_in_step(Arc::clone(ctx), Arc::clone(&net), dns));
+    Ok(net)
+}
+
+/// Reflects one kind into a store and pokes `changed` after every event.
+fn reflect<K>(api: Api<K>, changed: Arc<Notify>) -> Store<K>
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()))
+        .default_backoff()
+        .for_each(move |event| {
+            if let Err(err) = &event {
+                tracing::warn!(error = %err, "a network watch failed; retrying");
+            }
+            changed.notify_one();
+            futures::future::ready(())
+        });
+    tokio::spawn(stream);
+    reader
+}
+
+/// Recomputes and applies the proxy rules, the DNS records and the routes after every burst
+/// of changes.
+async fn keep_in_step(
+    ctx: Arc<Context>,
+    net: Arc<PodNetwork>,
+    dns: Arc<skiff_net::dns::DnsServer>,
+) {
+    let changed = Arc::new(Notify::new());
+    let services = reflect::<Service>(Api::all(ctx.client.clone()), Arc::clone(&changed));
+    let slices = reflect::<EndpointSlice>(Api::all(ctx.client.clone()), Arc::clone(&changed));
+    let nodes = reflect::<Node>(Api::all(ctx.client.clone()), Arc::clone(&changed));
+    let pods = reflect::<Pod>(Api::all(ctx.client.clone()), Arc::clone(&changed));
+    for store in [
+        services.wait_until_ready().await,
+        slices.wait_until_ready().await,
+    ] {
+        if let Err(err) = store {
+            tracing::warn!(error = %err, "a network store never filled");
+        }
+    }
+    let executor = skiff_net::proxy::Executor::new();
+    let mut applied = String::new();
+    let mut routes_applied: Vec<Peer> = Vec::new();
+    let node_ip = match ctx.config.node_ip {
+        std::net::IpAddr::V4(ip) => ip,
+        std::net::IpAddr::V6(_) => Ipv4Addr::LOCALHOST,
+    };
+    loop {
+        let services: Vec<Service> = services.state().iter().map(|s| (**s).clone()).collect();
+        let slices: Vec<EndpointSlice> = slices.state().iter().map(|s| (**s).clone()).collect();
+        let nodes: Vec<Node> = nodes.state().iter().map(|s| (**s).clone()).collect();
+        let pods: Vec<Pod> = pods.state().iter().map(|s| (**s).clone()).collect();
+
+        let model = skiff_net::proxy::build(&skiff_net::proxy::ProxyInput {
+            services: &services,
+            slices: &slices,
+            node_name: &ctx.config.node_name,
+            node_ips: &[node_ip],
+            pod_cidr: Some(net.pod_cidr),
+            cluster_cidr: net.cluster.cluster_cidr,
+            service_cidr: net.cluster.service_cidr,
+            dns: Some(skiff_net::proxy::DnsRedirect {
+                cluster_ip: net.cluster.cluster_dns,
+                local: SocketAddrV4::new(net.pod_cidr.gateway(), 53),
+            }),
+        });
+        let script = skiff_net::proxy::render(&model);
+        if script != applied {
+            match executor.apply(&script) {
+                Ok(()) => applied = script,
+                Err(err) => tracing::warn!(error = %err, "applying the service rules failed"),
+            }
+        }
+        dns.update(skiff_net::dns::build(
+            &services,
+            &slices,
+            &pods,
+            &net.cluster.domain,
+        ));
+        let peers: Vec<Peer> = nodes
+            .iter()
+            .filter(|n| n.metadata.name.as_deref() != Some(ctx.config.node_name.as_str()))
+            .filter_map(|n| {
+                Some(Peer {
+                    node_name: n.metadata.name.clone()?,
+                    node_ip: node_ipv4(n)?,
+                    pod_cidr: node_pod_cidr(n)?,
+                })
+            })
+            .collect();
+        if peers != routes_applied {
+            match skiff_net::routes::sync_routes(
+                None,
+                node_ip,
+                net.cluster.cluster_cidr,
+                &net.cluster.overlay(),
+                &peers,
+            )
+            .await
+            {
+                Ok(()) => routes_applied = peers,
+                Err(err) => {
+                    tracing::warn!(error = %err, "syncing the routes to other nodes failed")
+                }
+            }
+        }
+        changed.notified().await;
+        // Let a burst of events (a rollout touches many objects) settle into one update.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

@@ -1,0 +1,251 @@
+//! Cluster networking end to end: real nodes (one network namespace each), real pods with
+//! addresses on their node's bridge, routes between nodes (host-gw and VXLAN), Services
+//! through the nftables proxy, and the cluster DNS, all proved with real traffic between
+//! busybox pods (`httpd`, `wget`, `nslookup`).
+#![allow(clippy::unwrap_used)]
+
+mod net_support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use net_support::{IMAGE, NetCluster};
+
+/// A busybox pod on `node` serving its hostname over HTTP on 8080 (port name `http`).
+fn web_pod(name: &str, node: &str, labels: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+  labels: {{{labels}}}
+spec:
+  nodeName: {node}
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: web
+    image: {IMAGE}
+    imagePullPolicy: IfNotPresent
+    command: ["sh", "-c", "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 8080 -h /www"]
+    ports:
+    - name: http
+      containerPort: 8080
+    readinessProbe:
+      tcpSocket:
+        port: 8080
+      periodSeconds: 1
+"#
+    )
+}
+
+/// `wget -q -O - URL` from inside a pod's container `web`, with a short timeout.
+fn fetch(c: &NetCluster, pod: &str, url: &str) -> std::process::Output {
+    c.exec(
+        "default",
+        pod,
+        "web",
+        &["timeout", "5", "wget", "-q", "-O", "-", url],
+    )
+}
+
+fn fetch_ok(c: &NetCluster, pod: &str, url: &str) -> String {
+    c.exec_ok(
+        "default",
+        pod,
+        "web",
+        &["timeout", "5", "wget", "-q", "-O", "-", url],
+    )
+    .trim()
+    .to_string()
+}
+
+/// Whether `ip` lies in `cidr` (a.b.c.d/len).
+fn in_cidr(ip: &str, cidr: &str) -> bool {
+    let (net, len) = cidr.split_once('/').unwrap();
+    let to_u32 = |s: &str| u32::from(s.parse::<std::net::Ipv4Addr>().unwrap());
+    let mask = u32::MAX << (32 - len.parse::<u32>().unwrap());
+    to_u32(ip) & mask == to_u32(net) & mask
+}
+
+#[test]
+fn pods_services_and_dns_across_three_nodes_with_host_gw() {
+    let c = NetCluster::start(3, "host-gw");
+    for (i, name) in ["a", "b", "d"].iter().enumerate() {
+        let labels = if *name == "a" {
+            "role: client"
+        } else {
+            "app: web"
+        };
+        c.apply(&web_pod(name, &format!("node-{i}"), labels));
+    }
+    c.apply(&web_pod("a2", "node-0", "role: client"));
+    let mut ips = BTreeMap::new();
+    for name in ["a", "b", "d", "a2"] {
+        let ip = c.wait_running("default", name);
+        let node = c.field(&["get", "pod", name], "{.spec.nodeName}");
+        let cidr = c.field(&["get", "node", &node], "{.spec.podCIDR}");
+        assert!(
+            in_cidr(&ip, &cidr),
+            "pod {name} has {ip}, outside {node}'s {cidr}"
+        );
+        ips.insert(name, ip);
+    }
+    let distinct: std::collections::BTreeSet<_> = ips.values().collect();
+    assert_eq!(distinct.len(), 4, "pod addresses collide: {ips:?}");
+
+    // Pod to pod: the same node over the bridge, other nodes over the host-gw routes.
+    for target in ["a2", "b", "d"] {
+        let url = format!("http://{}:8080/", ips[target]);
+        assert_eq!(fetch_ok(&c, "a", &url), target, "a -> {target}");
+    }
+    assert_eq!(
+        fetch_ok(&c, "d", &format!("http://{}:8080/", ips["b"])),
+        "b"
+    );
+
+    // The pod's resolv.conf and hosts file.
+    let resolv = c.exec_ok("default", "a", "web", &["cat", "/etc/resolv.conf"]);
+    assert!(resolv.contains("nameserver 10.43.0.10\n"), "{resolv}");
+    assert!(
+        resolv.contains("search default.svc.cluster.local svc.cluster.local cluster.local"),
+        "{resolv}"
+    );
+    assert!(resolv.contains("options ndots:5"), "{resolv}");
+    let hosts = c.exec_ok("default", "a", "web", &["cat", "/etc/hosts"]);
+    assert!(hosts.contains(&format!("{}\ta\n", ips["a"])), "{hosts}");
+
+    // A ClusterIP service over the two web pods, by target port name.
+    c.apply(
+        r#"apiVersion: v1
+kind: Service
+metadata:
+  name: web
+spec:
+  selector: {app: web}
+  ports:
+  - name: http
+    port: 80
+    targetPort: http
+"#,
+    );
+    let cluster_ip = c.field(&["get", "svc", "web"], "{.spec.clusterIP}");
+    assert!(in_cidr(&cluster_ip, "10.43.0.0/16"), "{cluster_ip}");
+    let url = format!("http://{cluster_ip}/");
+    c.wait("the service answering", Duration::from_secs(30), |c| {
+        fetch(c, "a", &url).status.success()
+    });
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    for _ in 0..30 {
+        *seen.entry(fetch_ok(&c, "a", &url)).or_default() += 1;
+    }
+    assert_eq!(
+        seen.keys().cloned().collect::<Vec<_>>(),
+        ["b", "d"],
+        "connections through the ClusterIP reach both endpoints: {seen:?}"
+    );
+    assert!(
+        seen.values().all(|n| *n >= 5),
+        "a lopsided spread: {seen:?}"
+    );
+
+    // The cluster DNS: the service's name, its short name through the search path, and a
+    // name that does not exist.
+    let lookup = c.exec_ok(
+        "default",
+        "a",
+        "web",
+        &["nslookup", "web.default.svc.cluster.local"],
+    );
+    assert!(lookup.contains(&cluster_ip), "{lookup}");
+    let by_short_name = fetch_ok(&c, "a", "http://web/");
+    assert!(
+        ["b", "d"].contains(&by_short_name.as_str()),
+        "{by_short_name}"
+    );
+    let missing = c.exec(
+        "default",
+        "a",
+        "web",
+        &["nslookup", "nope.default.svc.cluster.local"],
+    );
+    assert!(!missing.status.success(), "{missing:?}");
+
+    // NodePort: every node's address, from outside any pod.
+    c.k(&[
+        "patch",
+        "svc",
+        "web",
+        "-p",
+        r#"{"spec":{"type":"NodePort"}}"#,
+    ]);
+    let node_port = c.field(&["get", "svc", "web"], "{.spec.ports[0].nodePort}");
+    let port: u16 = node_port.parse().unwrap();
+    assert!((30000..=32767).contains(&port), "{node_port}");
+    let busybox = skiff_testkit::image::require_static_busybox().unwrap();
+    let busybox = busybox.to_str().unwrap();
+    for node in [0, 1] {
+        let url = format!("http://{}:{port}/", c.node_ip(node));
+        c.wait(
+            &format!("NodePort {url} from node-2"),
+            Duration::from_secs(30),
+            |c| {
+                c.on_node(2, busybox, &["timeout", "5", "wget", "-q", "-O", "-", &url])
+                    .status
+                    .success()
+            },
+        );
+    }
+
+    // Deleting the service removes its rules.
+    c.k(&["delete", "svc", "web"]);
+    c.wait(
+        "the deleted service's rules gone",
+        Duration::from_secs(30),
+        |c| !fetch(c, "a", &url).status.success(),
+    );
+}
+
+#[test]
+fn pods_reach_each_other_across_nodes_over_vxlan_and_addresses_are_freed() {
+    let c = NetCluster::start(2, "vxlan");
+    c.apply(&web_pod("a", "node-0", "role: client"));
+    c.apply(&web_pod("b", "node-1", "app: web"));
+    let a = c.wait_running("default", "a");
+    let b = c.wait_running("default", "b");
+    assert_eq!(fetch_ok(&c, "a", &format!("http://{b}:8080/")), "b");
+    assert_eq!(fetch_ok(&c, "b", &format!("http://{a}:8080/")), "a");
+    let link = c.on_node(1, "ip", &["-d", "link", "show", "skiff.vxlan"]);
+    assert!(
+        String::from_utf8_lossy(&link.stdout).contains("vxlan id"),
+        "no VXLAN device on node-1: {link:?}"
+    );
+
+    // Deleting a pod frees its address and its veth.
+    let veths = |c: &NetCluster| {
+        String::from_utf8_lossy(
+            &c.on_node(1, "ip", &["-o", "link", "show", "master", "skiff0"])
+                .stdout,
+        )
+        .lines()
+        .count()
+    };
+    assert_eq!(veths(&c), 1);
+    c.k(&["delete", "pod", "b", "--wait=true"]);
+    c.wait("b's veth gone", Duration::from_secs(30), |c| veths(c) == 0);
+    let held = |c: &NetCluster| {
+        let dir = c.nodes[1].dir.path().join("agent/ipam");
+        std::fs::read_dir(&dir)
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .any(|e| e.file_name().to_string_lossy() == b)
+            })
+            .unwrap_or(false)
+    };
+    c.wait("b's address released", Duration::from_secs(30), |c| {
+        !held(c)
+    });
+    c.apply(&web_pod("b2", "node-1", "app: web"));
+    let b2 = c.wait_running("default", "b2");
+    assert_eq!(fetch_ok(&c, "a", &format!("http://{b2}:8080/")), "b2");
+}
