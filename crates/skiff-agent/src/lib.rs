@@ -27,6 +27,7 @@ pub mod quantity;
 pub mod restart;
 pub mod runtime;
 pub mod status;
+pub mod streaming;
 pub mod volumes;
 pub mod worker;
 

@@ -1,7 +1,8 @@
 //! The node API (the kubelet's port 10250): HTTPS with a self-signed certificate kept under
 //! `DATA/agent/tls/`, a bearer token (the credential the API server presents) required on
 //! every request. Today it serves `GET /containerLogs/{namespace}/{pod}/{container}` (what the
-//! API server's `pods/{name}/log` proxies to) and `/healthz`.
+//! API server's `pods/{name}/log` proxies to), the streaming endpoints `/exec/...`,
+//! `/attach/...` and `/portForward/...` ([`crate::streaming`]) and `/healthz`.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -65,13 +66,13 @@ pub fn tls_config(
 
 /// The node API's routes.
 pub fn router(ctx: Arc<Context>) -> Router {
-    Router::new()
+    let router = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route(
             "/containerLogs/{namespace}/{pod}/{container}",
             get(container_logs),
-        )
-        .with_state(ctx)
+        );
+    crate::streaming::routes(router).with_state(ctx)
 }
 
 fn authorized(ctx: &Context, headers: &HeaderMap) -> bool {
@@ -136,7 +137,10 @@ pub async fn serve(ctx: Arc<Context>, listener: TcpListener, tls: Arc<rustls::Se
                     }
                 };
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            if let Err(err) = builder.serve_connection(TokioIo::new(tls), service).await {
+            if let Err(err) = builder
+                .serve_connection_with_upgrades(TokioIo::new(tls), service)
+                .await
+            {
                 tracing::debug!(%peer, error = %err, "node API connection ended with an error");
             }
         });

@@ -273,6 +273,19 @@ fn port_of(port: &IntOrString, spec: &SpecContainer) -> Result<u16, String> {
     }
 }
 
+/// In the calling (fresh, throw-away) thread: joins the network namespace `netns` and connects
+/// to `addr` there (the socket stays in that namespace whatever thread uses it later).
+pub fn dial_in_netns(
+    netns: &str,
+    addr: SocketAddr,
+    timeout: Duration,
+) -> Result<TcpStream, String> {
+    let ns = std::fs::File::open(netns).map_err(|e| format!("open {netns}: {e}"))?;
+    nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
+        .map_err(|e| format!("join {netns}: {e}"))?;
+    TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("dial tcp {addr}: connect: {e}"))
+}
+
 /// In the calling (fresh, throw-away) thread: joins the network namespace `netns`, connects to
 /// `addr` and, for HTTP, sends `request` and checks the status code.
 fn connect_in(
@@ -281,11 +294,7 @@ fn connect_in(
     request: Option<&str>,
     timeout: Duration,
 ) -> Result<(), String> {
-    let ns = std::fs::File::open(netns).map_err(|e| format!("open {netns}: {e}"))?;
-    nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
-        .map_err(|e| format!("join {netns}: {e}"))?;
-    let mut stream = TcpStream::connect_timeout(&addr, timeout)
-        .map_err(|e| format!("dial tcp {addr}: connect: {e}"))?;
+    let mut stream = dial_in_netns(netns, addr, timeout)?;
     let Some(request) = request else {
         return Ok(());
     };

@@ -262,11 +262,28 @@ fn other_resource(path: &str) -> &'static str {
 
 async fn api(State(state): State<Arc<AppState>>, request: Request) -> Response {
     let start = Instant::now();
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
     let path = parts.uri.path().to_string();
     let query = Query::parse(parts.uri.query());
-    let (verb, resource, result) =
-        match bearer_token(&parts.headers).and_then(|t| state.authenticate(t)) {
+    let upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
+    let authenticated = bearer_token(&parts.headers).and_then(|t| state.authenticate(t));
+    let streaming = match authenticated {
+        Some(_) => {
+            handlers::stream_proxy::route(
+                &state,
+                &parts.method,
+                &path,
+                parts.uri.query(),
+                &parts.headers,
+                upgrade,
+            )
+            .await
+        }
+        None => None,
+    };
+    let (verb, resource, result) = match (streaming, authenticated) {
+        (Some(outcome), _) => outcome,
+        (None, authenticated) => match authenticated {
             None => (
                 "unknown",
                 "unauthenticated".to_string(),
@@ -284,7 +301,8 @@ async fn api(State(state): State<Arc<AppState>>, request: Request) -> Response {
                 )
                 .await
             }
-        };
+        },
+    };
     let response = match result {
         Ok(response) => response,
         Err(err) => {

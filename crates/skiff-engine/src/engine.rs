@@ -83,6 +83,11 @@ pub struct ExecRequest {
     pub user: Option<String>,
     /// `-w` (the container's working directory if none).
     pub working_dir: Option<String>,
+    /// A terminal for the process: its master is sent over this console socket (runc's
+    /// protocol) and `exec` waits for the process to end.
+    pub console_socket: Option<PathBuf>,
+    /// The terminal's initial size, `(width, height)`.
+    pub console_size: Option<(u16, u16)>,
 }
 
 /// A container as read from its files.
@@ -266,11 +271,6 @@ impl Engine {
             std::fs::create_dir_all(dir.bundle())
                 .map_err(EngineError::io("create dir", dir.bundle()))?;
             crate::rootfs::prepare_init_layer(&dir, &config)?;
-            if let Some(image) = &image {
-                images.prepare_rootfs(image, dir.path())?;
-            }
-            std::fs::write(dir.log(), b"").map_err(EngineError::io("write", dir.log()))?;
-            record::write_json(&dir.state(), &State::created())?;
             for (path, content) in [
                 (dir.hosts_file(), &request.hosts),
                 (dir.resolv_conf_file(), &request.resolv_conf),
@@ -279,6 +279,11 @@ impl Engine {
                     std::fs::write(&path, content).map_err(EngineError::io("write", &path))?;
                 }
             }
+            if let Some(image) = &image {
+                images.prepare_rootfs(image, dir.path())?;
+            }
+            std::fs::write(dir.log(), b"").map_err(EngineError::io("write", dir.log()))?;
+            record::write_json(&dir.state(), &State::created())?;
             record::write_json(&dir.config(), &config)
         })();
         if let Err(err) = made {
@@ -547,8 +552,12 @@ impl Engine {
         let mut plan = skiff_runtime::plan::ProcessPlan::from_oci(&process)
             .map_err(skiff_runtime::ContainerError::from)?;
         plan.args = request.cmd.clone();
-        plan.terminal = false;
+        plan.terminal = request.console_socket.is_some();
+        plan.console_size = request.console_size;
         plan.env = crate::spec::merge_env(&plan.env, &request.env);
+        if plan.terminal && !plan.env.iter().any(|e| e.starts_with("TERM=")) {
+            plan.env.push("TERM=xterm".to_string());
+        }
         if let Some(cwd) = &request.working_dir {
             plan.cwd = PathBuf::from(cwd);
         }
@@ -566,13 +575,17 @@ impl Engine {
         skiff_sys::set_child_subreaper(true)?;
         let options = skiff_runtime::container::ExecOptions {
             process: plan,
-            detach: false,
+            // With a terminal the process is started detached (the runtime sends the master
+            // while it starts) and waited for here: it is our child through the subreaper.
+            detach: request.console_socket.is_some(),
             pid_file: None,
-            console_socket: None,
+            console_socket: request.console_socket.clone(),
         };
         match skiff_runtime::container::exec(&self.runtime(), id, &options) {
             Ok(skiff_runtime::container::ExecOutcome::Exited(status)) => Ok(status.code()),
-            Ok(skiff_runtime::container::ExecOutcome::Started(_)) => Ok(0),
+            Ok(skiff_runtime::container::ExecOutcome::Started(pid)) => {
+                Ok(skiff_sys::process::wait_for_exit(pid)?.code())
+            }
             Err(skiff_runtime::ContainerError::Init(message)) => Err(EngineError::StartFailed {
                 exit_code: if message.contains("not found") {
                     127

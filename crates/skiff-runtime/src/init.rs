@@ -179,7 +179,7 @@ fn stage_two(plan: &Plan, ctx: &mut InitContext) -> Result<Never, InitError> {
     let program = resolve_program(&plan.process.args[0], &plan.process.env)?;
     refuse_runtime_binary(&program)?;
     if let Some(console) = ctx.console.take() {
-        attach_terminal(&console)?;
+        attach_terminal(&console, plan.process.console_size)?;
     }
     let cwd = &plan.process.cwd;
     std::env::set_current_dir(cwd).map_err(|source| InitError::Cwd {
@@ -224,8 +224,14 @@ fn stage_two(plan: &Plan, ctx: &mut InitContext) -> Result<Never, InitError> {
 
 /// Opens a pty in the container's `/dev/pts`, sends the master over the console socket and
 /// makes the slave this process's terminal and stdio.
-pub fn attach_terminal(console: &std::os::unix::net::UnixStream) -> Result<(), InitError> {
+pub fn attach_terminal(
+    console: &std::os::unix::net::UnixStream,
+    size: Option<(u16, u16)>,
+) -> Result<(), InitError> {
     let (master, slave) = skiff_sys::pty::open_pty()?;
+    if let Some((width, height)) = size {
+        skiff_sys::pty::set_window_size(&slave, width, height)?;
+    }
     skiff_sys::pty::send_fd(console, &master, "/dev/ptmx")?;
     drop(master);
     skiff_sys::pty::become_terminal(&slave)?;

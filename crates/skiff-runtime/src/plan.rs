@@ -123,6 +123,8 @@ pub struct ProcessPlan {
     pub oom_score_adj: Option<i32>,
     /// Whether a terminal was asked for.
     pub terminal: bool,
+    /// The terminal's initial size, `(width, height)` (`process.consoleSize`).
+    pub console_size: Option<(u16, u16)>,
     /// The capability sets; `None` leaves the process with what it has (all, as root).
     pub capabilities: Option<skiff_sys::capabilities::CapabilitySets>,
     /// The container's seccomp filter (`linux.seccomp`, compiled), for the init and every
@@ -186,6 +188,12 @@ impl ProcessPlan {
             rlimits,
             oom_score_adj: process.oom_score_adj(),
             terminal: process.terminal().unwrap_or(false),
+            console_size: process.console_size().map(|b| {
+                (
+                    u16::try_from(b.width()).unwrap_or(u16::MAX),
+                    u16::try_from(b.height()).unwrap_or(u16::MAX),
+                )
+            }),
             capabilities,
             seccomp: None,
         })

@@ -59,6 +59,68 @@ pub fn send_fd(socket: &UnixStream, fd: &OwnedFd, name: &str) -> SysResult<()> {
     Ok(())
 }
 
+/// Receives one descriptor sent over `socket` in an `SCM_RIGHTS` message (what
+/// [`send_fd`] sends: the other end of a console socket); returns it with the message's data
+/// (the terminal's name).
+pub fn recv_fd(socket: &UnixStream) -> SysResult<(OwnedFd, String)> {
+    let mut buf = [0u8; 256];
+    let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let msg = nix::sys::socket::recvmsg::<()>(
+        socket.as_raw_fd(),
+        &mut iov,
+        Some(&mut cmsg),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .map_err(SysError::on("receive terminal over", "console socket"))?;
+    let len = msg.bytes;
+    let mut received = None;
+    for c in msg
+        .cmsgs()
+        .map_err(SysError::on("read control messages of", "console socket"))?
+    {
+        if let nix::sys::socket::ControlMessageOwned::ScmRights(fds) = c {
+            for fd in fds {
+                // SAFETY: the kernel just installed `fd` in this process for this message;
+                // nothing else refers to it, so it is owned exactly once here (extra ones are
+                // wrapped and dropped, closing them).
+                let owned = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+                if received.is_none() {
+                    received = Some(owned);
+                }
+            }
+        }
+    }
+    let name = String::from_utf8_lossy(&buf[..len.min(buf.len())]).into_owned();
+    received.map(|fd| (fd, name)).ok_or(SysError {
+        op: "receive terminal over",
+        target: "console socket (no descriptor in the message)".into(),
+        errno: nix::errno::Errno::EBADMSG,
+    })
+}
+
+/// Sets the window size of the terminal `fd` (a pty master or slave): `cols` x `rows`.
+pub fn set_window_size<Fd: AsFd>(fd: Fd, cols: u16, rows: u16) -> SysResult<()> {
+    let size = nix::libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads a `winsize` through the pointer, which points to a live,
+    // initialised struct for the whole call; the descriptor is borrowed and open.
+    let rc = unsafe {
+        nix::libc::ioctl(
+            fd.as_fd().as_raw_fd(),
+            nix::libc::TIOCSWINSZ,
+            &size as *const nix::libc::winsize,
+        )
+    };
+    nix::errno::Errno::result(rc)
+        .map(drop)
+        .map_err(SysError::on("ioctl TIOCSWINSZ", "terminal"))
+}
+
 /// Makes `slave` the calling process's stdin, stdout, stderr and controlling terminal (the
 /// process must lead its session: call after `setsid`).
 pub fn become_terminal(slave: &OwnedFd) -> SysResult<()> {
@@ -101,5 +163,14 @@ mod tests {
         let got = msg.cmsgs().unwrap().any(|c| matches!(c, nix::sys::socket::ControlMessageOwned::ScmRights(fds) if fds.len() == 1));
         assert!(got);
         assert_eq!(&buf[..9], b"/dev/ptmx");
+    }
+    #[test]
+    fn a_received_master_takes_a_window_size() {
+        let (master, _slave) = open_pty().unwrap();
+        let (a, b) = UnixStream::pair().unwrap();
+        send_fd(&a, &master, "/dev/ptmx").unwrap();
+        let (got, name) = recv_fd(&b).unwrap();
+        assert_eq!(name, "/dev/ptmx");
+        set_window_size(&got, 120, 40).unwrap();
     }
 }

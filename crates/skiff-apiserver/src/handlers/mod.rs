@@ -6,6 +6,7 @@ mod delete;
 mod node_proxy;
 mod patch;
 mod read;
+pub mod stream_proxy;
 mod subresource;
 mod virtual_resources;
 mod watch;

@@ -69,14 +69,43 @@ pub async fn pod_log(ctx: &Ctx) -> Result<Response, ApiError> {
             )));
         }
     };
-    let node_info = ctx
-        .state
+    let authority = node_authority(&ctx.state, node_name, name).await?;
+    let mut query = Vec::new();
+    for key in PASSED {
+        if let Some(v) = ctx.query.get(key) {
+            query.push(format!("{key}={}", encode(v)));
+        }
+    }
+    let path = format!(
+        "/containerLogs/{}/{}/{}?{}",
+        encode(ctx.ns().unwrap_or("default")),
+        encode(name),
+        encode(&container),
+        query.join("&")
+    );
+    fetch(&authority, &path, &ctx.state.options.node_api_token)
+        .await
+        .map_err(|e| {
+            ApiError::unavailable(format!(
+                "cannot reach the node agent of {node_name} at {authority}: {e}"
+            ))
+        })?
+}
+
+/// `host:port` of the node agent of `node_name` (where pod `pod` runs): the node's
+/// `InternalIP` and `status.daemonEndpoints.kubeletEndpoint.Port`.
+pub(super) async fn node_authority(
+    state: &crate::state::AppState,
+    node_name: &str,
+    pod: &str,
+) -> Result<String, ApiError> {
+    let node_info = state
         .find("", "v1", "nodes")
         .ok_or_else(|| ApiError::internal("nodes are not served"))?;
-    let (node, _) = storage::get(ctx.state.store.as_ref(), &node_info, None, node_name)
+    let (node, _) = storage::get(state.store.as_ref(), &node_info, None, node_name)
         .await
         .map_err(|_| {
-            ApiError::unavailable(format!("node {node_name} of pod {name} is not registered"))
+            ApiError::unavailable(format!("node {node_name} of pod {pod} is not registered"))
         })?;
     let address = node
         .pointer("/status/addresses")
@@ -95,39 +124,40 @@ pub async fn pod_log(ctx: &Ctx) -> Result<Response, ApiError> {
         .ok_or_else(|| {
             ApiError::unavailable(format!("node {node_name} publishes no agent port"))
         })?;
-    let mut query = Vec::new();
-    for key in PASSED {
-        if let Some(v) = ctx.query.get(key) {
-            query.push(format!("{key}={}", encode(v)));
-        }
-    }
-    let path = format!(
-        "/containerLogs/{}/{}/{}?{}",
-        encode(ctx.ns().unwrap_or("default")),
-        encode(name),
-        encode(&container),
-        query.join("&")
-    );
     let host = if address.contains(':') {
         format!("[{address}]")
     } else {
-        address.clone()
+        address
     };
-    fetch(
-        &format!("{host}:{port}"),
-        &path,
-        &ctx.state.options.node_api_token,
-    )
-    .await
-    .map_err(|e| {
-        ApiError::unavailable(format!(
-            "cannot reach the node agent of {node_name} at {host}:{port}: {e}"
-        ))
-    })?
+    Ok(format!("{host}:{port}"))
+}
+
+/// Opens a TLS connection (HTTP/1.1) to the node agent at `authority`.
+pub(super) async fn connect(
+    authority: &str,
+) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, String> {
+    let tcp = tokio::net::TcpStream::connect(authority)
+        .await
+        .map_err(|e| e.to_string())?;
+    let _ = tcp.set_nodelay(true);
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let server_name =
+        rustls::pki_types::ServerName::try_from("node-agent").map_err(|e| e.to_string())?;
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(server_name, tcp)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// `%`-encodes a path segment or query value.
-fn encode(text: &str) -> String {
+pub(super) fn encode(text: &str) -> String {
     let mut out = String::new();
     for b in text.bytes() {
         if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
@@ -146,23 +176,7 @@ async fn fetch(
     path: &str,
     token: &str,
 ) -> Result<Result<Response, ApiError>, String> {
-    let tcp = tokio::net::TcpStream::connect(authority)
-        .await
-        .map_err(|e| e.to_string())?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let server_name =
-        rustls::pki_types::ServerName::try_from("node-agent").map_err(|e| e.to_string())?;
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(server_name, tcp)
-        .await
-        .map_err(|e| e.to_string())?;
+    let tls = connect(authority).await?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
         .await
         .map_err(|e| e.to_string())?;

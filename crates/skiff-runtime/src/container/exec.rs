@@ -163,7 +163,7 @@ fn run_child(
         init::refuse_runtime_binary(&program)?;
         if let Some(console) = &console {
             sysproc::new_session()?;
-            init::attach_terminal(console)?;
+            init::attach_terminal(console, process.console_size)?;
         }
         std::env::set_current_dir(&process.cwd).map_err(|source| InitError::Cwd {
             cwd: process.cwd.clone(),

@@ -107,6 +107,15 @@ pub struct ExecArgs {
     /// Keep stdin attached (it always is).
     #[arg(short, long)]
     interactive: bool,
+    /// Allocate a terminal (needs --console-socket: its master is sent there).
+    #[arg(short, long)]
+    tty: bool,
+    /// Unix socket to send the terminal's master to (runc's protocol); implies --tty.
+    #[arg(long = "console-socket")]
+    console_socket: Option<std::path::PathBuf>,
+    /// The terminal's initial size, WIDTHxHEIGHT (columns x rows).
+    #[arg(long = "console-size", value_parser = parse_console_size)]
+    console_size: Option<(u16, u16)>,
     /// The container.
     container: String,
     /// The command.
@@ -127,7 +136,13 @@ impl ExecArgs {
             env: self.env,
             user: self.user,
             working_dir: self.workdir,
+            console_socket: self.console_socket,
+            console_size: self.console_size,
         };
+        if self.tty && request.console_socket.is_none() {
+            eprintln!("Error: a terminal needs --console-socket");
+            return Ok(ExitCode::from(125));
+        }
         match engine.exec(&container, &request) {
             Ok(code) => Ok(exit_code(code)),
             Err(err @ EngineError::StartFailed { .. }) => {
@@ -137,6 +152,15 @@ impl ExecArgs {
             Err(err) => Ok(report(&err, 1)),
         }
     }
+}
+
+/// Parses `WIDTHxHEIGHT`.
+fn parse_console_size(text: &str) -> Result<(u16, u16), String> {
+    let (w, h) = text
+        .split_once('x')
+        .ok_or_else(|| format!("{text:?} is not WIDTHxHEIGHT"))?;
+    let number = |n: &str| n.parse::<u16>().map_err(|e| format!("{text:?}: {e}"));
+    Ok((number(w)?, number(h)?))
 }
 
 /// Options of `skiff logs`.
