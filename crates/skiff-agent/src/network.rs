@@ -270,7 +270,7 @@ async fn keep_in_step(
         let nodes: Vec<Node> = nodes.state().iter().map(|s| (**s).clone()).collect();
         let pods: Vec<Pod> = pods.state().iter().map(|s| (**s).clone()).collect();
 
-        let model = skiff_net::proxy::build(&skiff_net::proxy::ProxyInput {
+        let mut model = skiff_net::proxy::build(&skiff_net::proxy::ProxyInput {
             services: &services,
             slices: &slices,
             node_name: &ctx.config.node_name,
@@ -283,6 +283,7 @@ async fn keep_in_step(
                 local: SocketAddrV4::new(net.pod_cidr.gateway(), 53),
             }),
         });
+        model.host_ports = skiff_net::proxy::host_ports(&pods, &ctx.config.node_name);
         let script = skiff_net::proxy::render(&model);
         if script != applied {
             match executor.apply(&script) {

@@ -249,3 +249,149 @@ fn pods_reach_each_other_across_nodes_over_vxlan_and_addresses_are_freed() {
     let b2 = c.wait_running("default", "b2");
     assert_eq!(fetch_ok(&c, "a", &format!("http://{b2}:8080/")), "b2");
 }
+
+#[test]
+fn statefulset_dns_host_ports_host_network_and_an_agent_restart() {
+    let mut c = NetCluster::start(2, "host-gw");
+    c.apply(&format!(
+        r#"apiVersion: v1
+kind: Service
+metadata:
+  name: db
+spec:
+  clusterIP: None
+  selector: {{app: db}}
+  ports:
+  - name: http
+    port: 8080
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata:
+  name: db
+spec:
+  serviceName: db
+  replicas: 2
+  selector:
+    matchLabels: {{app: db}}
+  template:
+    metadata:
+      labels: {{app: db}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: web
+        image: {IMAGE}
+        imagePullPolicy: IfNotPresent
+        command: ["sh", "-c", "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 8080 -h /www"]
+        ports:
+        - name: http
+          containerPort: 8080
+        readinessProbe:
+          tcpSocket:
+            port: 8080
+          periodSeconds: 1
+"#
+    ));
+    let mut client = web_pod("client", "node-1", "role: client");
+    client = client.replace(
+        "    - name: http\n      containerPort: 8080\n",
+        "    - name: http\n      containerPort: 8080\n      hostPort: 18080\n",
+    );
+    c.apply(&client);
+    c.wait_running("default", "client");
+    let db0 = c.wait_running("default", "db-0");
+    let db1 = c.wait_running("default", "db-1");
+
+    // Each ready member of a headless service has its own name; the service name lists all.
+    c.wait("the members' DNS names", Duration::from_secs(30), |c| {
+        let out = c.exec(
+            "default",
+            "client",
+            "web",
+            &["nslookup", "db-0.db.default.svc.cluster.local"],
+        );
+        String::from_utf8_lossy(&out.stdout).contains(&db0)
+    });
+    assert_eq!(fetch_ok(&c, "client", "http://db-1.db:8080/"), "db-1");
+    let all = c.exec_ok(
+        "default",
+        "client",
+        "web",
+        &["nslookup", "db.default.svc.cluster.local"],
+    );
+    assert!(all.contains(&db0) && all.contains(&db1), "{all}");
+    let hosts = c.exec_ok("default", "db-0", "web", &["cat", "/etc/hosts"]);
+    assert!(
+        hosts.contains(&format!("{db0}\tdb-0.db.default.svc.cluster.local\tdb-0")),
+        "{hosts}"
+    );
+
+    // hostPort: the client's port 8080 is published on node-1's address.
+    let busybox = skiff_testkit::image::require_static_busybox().unwrap();
+    let busybox = busybox.to_str().unwrap();
+    let published = format!("http://{}:18080/", c.node_ip(1));
+    c.wait(
+        "the hostPort answering from node-0",
+        Duration::from_secs(30),
+        |c| {
+            let out = c.on_node(
+                0,
+                busybox,
+                &["timeout", "5", "wget", "-q", "-O", "-", &published],
+            );
+            String::from_utf8_lossy(&out.stdout).trim() == "client"
+        },
+    );
+
+    // hostNetwork: the pod sees the node's interfaces and reports the node's address.
+    c.apply(&format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: hostnet
+spec:
+  nodeName: node-1
+  hostNetwork: true
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: web
+    image: {IMAGE}
+    imagePullPolicy: IfNotPresent
+    command: ["sleep", "3600"]
+"#
+    ));
+    c.wait_running("default", "hostnet");
+    assert_eq!(
+        c.field(&["get", "pod", "hostnet"], "{.status.podIP}"),
+        c.node_ip(1)
+    );
+    let addrs = c.exec_ok("default", "hostnet", "web", &["ip", "-o", "addr"]);
+    assert!(addrs.contains(&c.node_ip(1)), "{addrs}");
+
+    // Restarting node-1's agent keeps its pods, their addresses and the rules.
+    let before = c.field(&["get", "pod", "client"], "{.status.podIP}");
+    c.kill(1);
+    c.start_agent(1);
+    c.wait("node-1's agent back", Duration::from_secs(60), |c| {
+        c.log(1).matches("node agent running").count() >= 2
+    });
+    assert_eq!(
+        c.field(&["get", "pod", "client"], "{.status.podIP}"),
+        before
+    );
+    assert_eq!(
+        fetch_ok(&c, "db-0", &format!("http://{before}:8080/")),
+        "client"
+    );
+    let out = c.on_node(
+        0,
+        busybox,
+        &["timeout", "5", "wget", "-q", "-O", "-", &published],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "client",
+        "{out:?}"
+    );
+}

@@ -14,10 +14,12 @@
 //! an EndpointSlice or its Node.
 
 pub mod apply;
+pub mod hostport;
 pub mod model;
 pub mod nft;
 
 pub use apply::{Executor, ProxyError};
+pub use hostport::{HostPort, host_ports};
 pub use model::{
     DnsRedirect, Endpoint, ModelWarning, Protocol, ProxyInput, ProxyModel, ServicePortRules,
     TrafficPolicy, build,

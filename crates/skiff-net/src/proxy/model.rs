@@ -259,6 +259,9 @@ pub struct ProxyModel {
     pub dns: Option<DnsRedirect>,
     /// One entry per IPv4 service port, sorted by [`ServicePortRules::key`].
     pub services: Vec<ServicePortRules>,
+    /// The `hostPort`s of this node's pods (set by the caller from
+    /// [`host_ports`](super::host_ports); `build` leaves it empty).
+    pub host_ports: Vec<super::HostPort>,
     /// What was skipped and why.
     pub warnings: Vec<ModelWarning>,
 }
@@ -276,6 +279,7 @@ pub fn build(input: &ProxyInput) -> ProxyModel {
         service_cidr: input.service_cidr,
         dns: input.dns,
         services: Vec::new(),
+        host_ports: Vec::new(),
         warnings: Vec::new(),
     };
 

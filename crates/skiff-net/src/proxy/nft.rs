@@ -282,6 +282,20 @@ fn render_base_chains(s: &mut String, model: &ProxyModel) {
             );
         }
     }
+    for hp in &model.host_ports {
+        let proto = hp.protocol.nft_name();
+        let daddr = match hp.host_ip {
+            Some(ip) => ip.to_string(),
+            None => "@nodeport-ips".to_string(),
+        };
+        out!(
+            s,
+            "\t\tip daddr {daddr} {proto} dport {} dnat to {}:{}",
+            hp.port,
+            hp.pod_ip,
+            hp.container_port
+        );
+    }
     out!(
         s,
         "\t\tip daddr . meta l4proto . th dport vmap @service-ips"

@@ -76,7 +76,36 @@ fn rich_model() -> ProxyModel {
         cluster_ip: Ipv4Addr::new(10, 43, 0, 10),
         local: SocketAddrV4::new(Ipv4Addr::new(10, 42, 0, 1), 53),
     });
+    m.host_ports = vec![
+        crate::proxy::HostPort {
+            host_ip: None,
+            port: 8080,
+            protocol: crate::proxy::Protocol::Tcp,
+            pod_ip: Ipv4Addr::new(10, 42, 0, 5),
+            container_port: 80,
+        },
+        crate::proxy::HostPort {
+            host_ip: Some(Ipv4Addr::new(192, 0, 2, 1)),
+            port: 5353,
+            protocol: crate::proxy::Protocol::Udp,
+            pod_ip: Ipv4Addr::new(10, 42, 0, 5),
+            container_port: 53,
+        },
+    ];
     m
+}
+
+#[test]
+fn host_ports_dnat_node_addresses_to_the_pod() {
+    let script = render(&rich_model());
+    assert!(
+        script.contains("ip daddr @nodeport-ips tcp dport 8080 dnat to 10.42.0.5:80"),
+        "{script}"
+    );
+    assert!(
+        script.contains("ip daddr 192.0.2.1 udp dport 5353 dnat to 10.42.0.5:53"),
+        "{script}"
+    );
 }
 
 #[test]
