@@ -15,7 +15,8 @@
 //! - [`statefulset`]: ordinal pods, claims, ordered or parallel, rolling updates;
 //! - [`daemonset`]: one pod per eligible node, rolling updates;
 //! - [`cronjob`]: Jobs on cron schedules in a time zone, concurrency policies, history;
-//! - [`nodeipam`]: a pod CIDR for every Node from the cluster CIDR.
+//! - [`nodeipam`]: a pod CIDR for every Node from the cluster CIDR;
+//! - [`servicelb`]: the node addresses as the ingress of LoadBalancer Services.
 //!
 //! Shared machinery: [`informer`] (one watch per kind shared by controllers), [`expectations`]
 //! (no double creation before the cache catches up), [`backoff`] (per-key requeue delays).
@@ -34,6 +35,7 @@ pub mod namespace;
 pub mod nodeipam;
 pub mod replicaset;
 pub mod serviceaccount;
+pub mod servicelb;
 pub mod statefulset;
 pub mod util;
 
@@ -105,6 +107,8 @@ pub struct ControllerOptions {
     pub cronjob: bool,
     /// Node IPAM controller (a pod CIDR for every Node).
     pub node_ipam: bool,
+    /// The built-in service load balancer (node addresses for LoadBalancer Services).
+    pub service_lb: bool,
     /// The pod network the node IPAM controller splits (`--cluster-cidr`, default
     /// `10.42.0.0/16`).
     pub cluster_cidr: String,
@@ -126,6 +130,7 @@ impl Default for ControllerOptions {
             daemonset: true,
             cronjob: true,
             node_ipam: true,
+            service_lb: true,
             cluster_cidr: nodeipam::DEFAULT_CLUSTER_CIDR.to_string(),
             node_cidr_mask_size: nodeipam::DEFAULT_NODE_CIDR_MASK_SIZE,
         }
@@ -189,6 +194,9 @@ pub async fn run_with(
     }
     if options.serviceaccount {
         tasks.push(serviceaccount::run(client.clone(), shutdown.clone()).boxed());
+    }
+    if options.service_lb {
+        tasks.push(servicelb::run(client.clone(), shutdown.clone()).boxed());
     }
     if options.node_ipam {
         match nodeipam::CidrSet::new(&options.cluster_cidr, options.node_cidr_mask_size) {

@@ -196,6 +196,37 @@ spec:
         );
     }
 
+    // LoadBalancer: the built-in load balancer lists the nodes' addresses as its ingress, and
+    // the service port answers on them.
+    c.k(&[
+        "patch",
+        "svc",
+        "web",
+        "-p",
+        r#"{"spec":{"type":"LoadBalancer"}}"#,
+    ]);
+    c.wait("the LoadBalancer ingress", Duration::from_secs(30), |c| {
+        let ingress = c.field(
+            &["get", "svc", "web"],
+            "{.status.loadBalancer.ingress[*].ip}",
+        );
+        (0..3).all(|i| ingress.split_whitespace().any(|ip| ip == c.node_ip(i)))
+    });
+    let lb_url = format!("http://{}:80/", c.node_ip(1));
+    c.wait(
+        &format!("LoadBalancer {lb_url} from node-2"),
+        Duration::from_secs(30),
+        |c| {
+            c.on_node(
+                2,
+                busybox,
+                &["timeout", "5", "wget", "-q", "-O", "-", &lb_url],
+            )
+            .status
+            .success()
+        },
+    );
+
     // Deleting the service removes its rules.
     c.k(&["delete", "svc", "web"]);
     c.wait(
