@@ -70,16 +70,57 @@ pub fn request(
         hostname: Some(pod_hostname(pod)),
         resources: resources(container),
         labels: runtime::labels(&pref, &container.name, kind, attempt),
-        join_namespaces: ["network", "ipc", "uts"]
-            .iter()
-            .zip(["net", "ipc", "uts"])
-            .map(|(kind, file)| NamespaceJoin {
-                kind: (*kind).to_string(),
-                path: format!("/proc/{sandbox_pid}/ns/{file}"),
-            })
-            .collect(),
+        join_namespaces: joined_namespaces(pod, sandbox_pid),
         ..CreateRequest::default()
     }
+}
+
+/// The namespaces a container of `pod` joins: the sandbox's network, IPC and UTS namespaces
+/// (the node's own for hostNetwork/hostIPC, which the sandbox then holds), and the PID
+/// namespace of the sandbox with `shareProcessNamespace` or the node's with `hostPID`.
+pub fn joined_namespaces(pod: &Pod, sandbox_pid: i32) -> Vec<NamespaceJoin> {
+    let spec = pod.spec.as_ref();
+    let of_sandbox = |kind: &str, file: &str| NamespaceJoin {
+        kind: kind.to_string(),
+        path: format!("/proc/{sandbox_pid}/ns/{file}"),
+    };
+    let mut joins = vec![
+        of_sandbox("network", "net"),
+        of_sandbox("ipc", "ipc"),
+        of_sandbox("uts", "uts"),
+    ];
+    if spec.and_then(|s| s.host_pid).unwrap_or(false) {
+        joins.push(NamespaceJoin {
+            kind: "pid".into(),
+            path: String::new(),
+        });
+    } else if spec
+        .and_then(|s| s.share_process_namespace)
+        .unwrap_or(false)
+    {
+        joins.push(of_sandbox("pid", "pid"));
+    }
+    joins
+}
+
+/// The namespaces the sandbox itself shares with the node: IPC with `hostIPC`, PID with
+/// `hostPID` (network and UTS come with `hostNetwork`, through the engine's host network
+/// mode).
+pub fn sandbox_host_namespaces(pod: &Pod) -> Vec<NamespaceJoin> {
+    let spec = pod.spec.as_ref();
+    let mut joins = Vec::new();
+    for (wanted, kind) in [
+        (spec.and_then(|s| s.host_ipc), "ipc"),
+        (spec.and_then(|s| s.host_pid), "pid"),
+    ] {
+        if wanted.unwrap_or(false) {
+            joins.push(NamespaceJoin {
+                kind: kind.into(),
+                path: String::new(),
+            });
+        }
+    }
+    joins
 }
 
 /// Whether the pod uses the node's network namespace.

@@ -406,6 +406,7 @@ async fn ensure_sandbox(
         read_only: true,
         rootfs_dir: Some(ctx.pause_rootfs.clone()),
         labels: runtime::labels(&pref, runtime::SANDBOX, Kind::Sandbox, attempt),
+        join_namespaces: container::sandbox_host_namespaces(pod),
         network: if host_network {
             skiff_engine::record::NetworkMode::Host
         } else {

@@ -260,7 +260,8 @@ pub struct ContainerConfig {
 pub struct NamespaceJoin {
     /// The OCI namespace type (`network`, `ipc`, `uts`, ...).
     pub kind: String,
-    /// The namespace file (`/proc/PID/ns/net`).
+    /// The namespace file (`/proc/PID/ns/net`); empty: the host's own namespace of that kind
+    /// (none is created; what `hostPID`/`hostIPC` pods ask for).
     pub path: String,
 }
 

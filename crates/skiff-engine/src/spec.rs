@@ -171,6 +171,10 @@ pub fn build(
     }
     for join in &config.join_namespaces {
         namespaces.retain(|n| n["type"] != json!(join.kind));
+        if join.path.is_empty() {
+            // The host's namespace: simply none of our own.
+            continue;
+        }
         namespaces.push(json!({"type": join.kind, "path": join.path}));
         if join.kind == "uts"
             && let Some(obj) = spec.as_object_mut()
@@ -322,6 +326,19 @@ mod tests {
                 .any(|n| n["type"] == "network" || n["type"] == "uts")
         );
         assert!(spec.get("hostname").is_none());
+    }
+
+    #[test]
+    fn an_empty_join_path_shares_the_host_namespace() {
+        let mut c = config();
+        c.join_namespaces = vec![crate::record::NamespaceJoin {
+            kind: "pid".into(),
+            path: String::new(),
+        }];
+        let spec = build(&c, &user(), &files()).unwrap();
+        let ns = spec["linux"]["namespaces"].as_array().unwrap();
+        assert!(ns.iter().all(|n| n["type"] != "pid"), "{ns:?}");
+        assert!(ns.iter().any(|n| n["type"] == "ipc"), "{ns:?}");
     }
 
     #[test]

@@ -104,7 +104,11 @@ pub fn exec(
         }
         pid.ok_or_else(|| ContainerError::Init("exec reported no pid".into()))
     })();
-    let _ = sysproc::wait_for_exit(child);
+    // Behind a PID namespace the first child only forked the process and exits: reap it. In
+    // the host's PID namespace (hostPID pods) the child is the process itself, waited below.
+    if !matches!(&result, Ok(pid) if *pid == child) {
+        let _ = sysproc::wait_for_exit(child);
+    }
     let pid = result?;
     if let Some(pid_file) = &options.pid_file {
         std::fs::write(pid_file, pid.to_string()).map_err(|source| ContainerError::Write {
