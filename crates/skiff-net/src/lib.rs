@@ -5,9 +5,11 @@
 //! services and policy, and the DNS server.
 
 pub mod dns;
+pub mod ingress;
 pub mod ipam;
 mod iproute;
 pub mod podnet;
+pub mod policy;
 pub mod proxy;
 pub mod routes;
 

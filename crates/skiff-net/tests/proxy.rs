@@ -12,7 +12,9 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde_json::{Value, json};
 use skiff_net::Ipv4Cidr;
-use skiff_net::proxy::{DnsRedirect, Executor, ProxyInput, ProxyModel, build, render};
+use skiff_net::proxy::{
+    ApplyKind, DnsRedirect, Executor, ProxyInput, ProxyModel, ProxyState, build, render,
+};
 use skiff_testkit::netns::{Namespace, TestNetwork, TestNode};
 use skiff_testkit::process::ChildGuard;
 use skiff_testkit::wait::wait_for;
@@ -664,4 +666,106 @@ fn pods_on_the_same_bridge_reach_a_service_on_each_other_and_on_themselves() {
             }
         }
     }
+}
+
+#[test]
+fn incremental_updates_add_and_remove_endpoints_with_traffic_flowing() {
+    let cluster = Cluster::start();
+    let service = [web_service(json!({}))];
+    let model = |nodes: &[usize]| cluster.model(&service, &[cluster.slice(nodes)]);
+    let mut state = ProxyState::new();
+    let url = format!("http://{CLUSTER_IP}:80/name");
+    let stats = state
+        .apply(&cluster.executor, &model(&[1]))
+        .expect("first apply");
+    assert_eq!(stats.kind, ApplyKind::Full);
+    let seen = tally(cluster.node(3), &url, 10);
+    assert_eq!(seen.keys().collect::<Vec<_>>(), ["node1:8080"], "{seen:?}");
+
+    // An endpoint added, then the first one removed, then none, then one again: each step is
+    // a small transaction and takes effect at once.
+    let stats = state
+        .apply(&cluster.executor, &model(&[1, 2]))
+        .expect("add an endpoint");
+    assert_eq!(stats.kind, ApplyKind::Incremental, "{stats:?}");
+    let seen = tally(cluster.node(3), &url, 30);
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    state
+        .apply(&cluster.executor, &model(&[2]))
+        .expect("remove an endpoint");
+    let seen = tally(cluster.node(0), &url, 10);
+    assert_eq!(seen.keys().collect::<Vec<_>>(), ["node2:8080"], "{seen:?}");
+    state
+        .apply(&cluster.executor, &model(&[]))
+        .expect("no endpoints");
+    let error = get(cluster.node(3), &url).expect_err("no endpoints: refused");
+    assert!(error.contains("refused"), "{error}");
+    let stats = state
+        .apply(&cluster.executor, &model(&[1]))
+        .expect("an endpoint again");
+    assert_eq!(stats.kind, ApplyKind::Incremental, "{stats:?}");
+    get(cluster.node(3), &url).expect("service works again");
+
+    // While a client keeps connecting, endpoints come and go: no request fails.
+    let stop = AtomicBool::new(false);
+    let (requests, failures) = std::thread::scope(|scope| {
+        let client = cluster.node(3).clone();
+        let (url, stop) = (&url, &stop);
+        let worker = scope.spawn(move || {
+            let (mut requests, mut failures) = (0usize, Vec::new());
+            while !stop.load(Ordering::Relaxed) {
+                requests += 1;
+                if let Err(e) = get(&client, url) {
+                    failures.push(e);
+                }
+            }
+            (requests, failures)
+        });
+        for round in 0..40 {
+            let nodes: &[usize] = if round % 2 == 0 { &[1, 2] } else { &[2] };
+            let stats = state
+                .apply(&cluster.executor, &model(nodes))
+                .expect("incremental apply");
+            assert_eq!(stats.kind, ApplyKind::Incremental);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        stop.store(true, Ordering::Relaxed);
+        worker.join().expect("request loop")
+    });
+    assert!(requests > 10, "only {requests} requests ran");
+    assert!(failures.is_empty(), "{failures:?} of {requests}");
+    // Last applied: only node 2.
+    let seen = tally(cluster.node(3), &url, 10);
+    assert_eq!(seen.keys().collect::<Vec<_>>(), ["node2:8080"], "{seen:?}");
+}
+
+#[test]
+fn incremental_updates_keep_session_affinity_of_the_endpoints_that_stay() {
+    let cluster = Cluster::start();
+    let service = [web_service(json!({
+        "sessionAffinity": "ClientIP",
+        "sessionAffinityConfig": { "clientIP": { "timeoutSeconds": 600 } },
+    }))];
+    let model = |nodes: &[usize]| cluster.model(&service, &[cluster.slice(nodes)]);
+    let mut state = ProxyState::new();
+    let url = format!("http://{CLUSTER_IP}:80/name");
+    state
+        .apply(&cluster.executor, &model(&[1]))
+        .expect("first apply");
+    let seen = tally(cluster.node(3), &url, 3);
+    assert_eq!(seen.keys().collect::<Vec<_>>(), ["node1:8080"], "{seen:?}");
+    // A second endpoint arrives: the pinned client stays on node 1.
+    let stats = state
+        .apply(&cluster.executor, &model(&[1, 2]))
+        .expect("add an endpoint");
+    assert_eq!(stats.kind, ApplyKind::Incremental);
+    let seen = tally(cluster.node(3), &url, 10);
+    assert_eq!(seen.keys().collect::<Vec<_>>(), ["node1:8080"], "{seen:?}");
+    // Its endpoint goes: it moves to node 2.
+    state
+        .apply(&cluster.executor, &model(&[2]))
+        .expect("remove an endpoint");
+    let seen = tally(cluster.node(3), &url, 5);
+    assert_eq!(seen.keys().collect::<Vec<_>>(), ["node2:8080"], "{seen:?}");
 }

@@ -136,6 +136,14 @@ impl Executor {
         out
     }
 
+    /// Applies an incremental script from [`crate::proxy::ProxyState`] (`add`/`delete`/`flush`
+    /// commands against the existing table) with one `nft -f -`: one transaction, all or
+    /// nothing. Affinity entries need no carrying over: the sets are not re-created.
+    pub(super) fn update(&self, script: &str) -> Result<(), ProxyError> {
+        self.run("update proxy rules", &["-f", "-"], Some(script))
+            .map(drop)
+    }
+
     /// Checks a script without applying it (`nft -c -f -`): syntax and kernel support.
     pub fn check(&self, script: &str) -> Result<(), ProxyError> {
         self.run("check proxy rules", &["-c", "-f", "-"], Some(script))

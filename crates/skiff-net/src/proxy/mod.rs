@@ -10,16 +10,22 @@
 //! 3. [`Executor`] ([`apply`]) feeds a script to `nft -f -`, optionally inside a network
 //!    namespace, and can delete the table again.
 //!
-//! The node agent calls `build` + `render` + `Executor::apply` on every change of a Service,
-//! an EndpointSlice or its Node.
+//! 4. [`ProxyState`] ([`incremental`]) remembers the last applied model and applies the next
+//!    one as one small transaction with only the differences (full replace the first time,
+//!    after a failure or when the node's settings change).
+//!
+//! The node agent calls `build` + `ProxyState::apply` on every change of a Service, an
+//! EndpointSlice or its Node.
 
 pub mod apply;
 pub mod hostport;
+pub mod incremental;
 pub mod model;
 pub mod nft;
 
 pub use apply::{Executor, ProxyError};
 pub use hostport::{HostPort, host_ports};
+pub use incremental::{ApplyKind, ApplyStats, ProxyState};
 pub use model::{
     DnsRedirect, Endpoint, ModelWarning, Protocol, ProxyInput, ProxyModel, ServicePortRules,
     TrafficPolicy, build,

@@ -172,6 +172,56 @@ impl Maps {
     }
 }
 
+/// The elements of every named set and map as `render` writes them, by set name: the key
+/// (`addr . proto . port`, `proto . port` or an address) and the verdict (empty for plain
+/// sets). Used by [`super::incremental`] to add and delete only what changed.
+pub(super) fn named_elements(model: &ProxyModel) -> Vec<(&'static str, BTreeMap<String, String>)> {
+    let maps = Maps::collect(model);
+    let triple = |map: &BTreeMap<(Ipv4Addr, Protocol, u16), String>| -> BTreeMap<String, String> {
+        map.iter()
+            .map(|((ip, proto, port), v)| (format!("{ip} . {proto} . {port}"), v.clone()))
+            .collect()
+    };
+    let pair = |map: &BTreeMap<(Protocol, u16), String>| -> BTreeMap<String, String> {
+        map.iter()
+            .map(|((proto, port), v)| (format!("{proto} . {port}"), v.clone()))
+            .collect()
+    };
+    let owned3 = |map: &BTreeMap<(Ipv4Addr, Protocol, u16), &'static str>| {
+        map.iter().map(|(k, v)| (*k, (*v).to_string())).collect()
+    };
+    let owned2 = |map: &BTreeMap<(Protocol, u16), &'static str>| {
+        map.iter().map(|(k, v)| (*k, (*v).to_string())).collect()
+    };
+    vec![
+        (
+            "cluster-ips",
+            maps.cluster_ips
+                .iter()
+                .map(|ip| (ip.to_string(), String::new()))
+                .collect(),
+        ),
+        ("service-ips", triple(&maps.service_ips)),
+        (
+            "no-endpoint-services",
+            triple(&owned3(&maps.no_endpoint_services)),
+        ),
+        ("service-nodeports", pair(&maps.node_ports)),
+        (
+            "no-endpoint-nodeports",
+            pair(&owned2(&maps.no_endpoint_node_ports)),
+        ),
+    ]
+}
+
+/// The chains and sets of one service port exactly as `render` writes them inside the table
+/// (`\tchain NAME {` ... `\t}` blocks).
+pub(super) fn render_service_objects(model: &ProxyModel, rules: &ServicePortRules) -> String {
+    let mut s = String::new();
+    render_service(&mut s, model, rules);
+    s
+}
+
 /// The chain cluster-IP traffic goes to.
 fn internal_chain(rules: &ServicePortRules, key: &str) -> String {
     match rules.internal_policy {
