@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret, Service};
 use kube::Api;
 use skiff_engine::CreateRequest;
 use skiff_engine::record::{NamespaceJoin, Resources};
@@ -220,8 +220,84 @@ pub fn expand(text: &str, vars: &BTreeMap<String, String>) -> String {
     out
 }
 
-/// The container's environment as `KEY=VALUE`s: `envFrom` first, then `env` in order (later
-/// entries may refer to earlier ones through `$(VAR)`).
+/// The upper-case variable prefix of a Service name (`my-svc` -> `MY_SVC`).
+fn env_name(name: &str) -> String {
+    name.replace('-', "_").to_ascii_uppercase()
+}
+
+/// The kubelet's variables for Services (`envvars.FromServices`): `<NAME>_SERVICE_HOST`,
+/// `<NAME>_SERVICE_PORT` (+ `_<PORT NAME>` per named port) and the docker-links forms
+/// (`<NAME>_PORT`, `<NAME>_PORT_<port>_<PROTO>[_PROTO|_PORT|_ADDR]`). Services without a
+/// cluster IP (headless, ExternalName) have none.
+pub fn service_env(services: &[Service]) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for svc in services {
+        let Some(spec) = &svc.spec else { continue };
+        let ip = spec.cluster_ip.as_deref().unwrap_or_default();
+        let ports = spec.ports.as_deref().unwrap_or_default();
+        if ip.is_empty() || ip == "None" || ports.is_empty() {
+            continue;
+        }
+        let prefix = env_name(svc.metadata.name.as_deref().unwrap_or_default());
+        out.push((format!("{prefix}_SERVICE_HOST"), ip.to_string()));
+        let port_var = format!("{prefix}_SERVICE_PORT");
+        out.push((port_var.clone(), ports[0].port.to_string()));
+        for p in ports {
+            if let Some(name) = p.name.as_deref().filter(|n| !n.is_empty()) {
+                out.push((format!("{port_var}_{}", env_name(name)), p.port.to_string()));
+            }
+        }
+        for (i, p) in ports.iter().enumerate() {
+            let proto = p.protocol.as_deref().unwrap_or("TCP");
+            let lower = proto.to_ascii_lowercase();
+            let url = format!("{lower}://{ip}:{}", p.port);
+            if i == 0 {
+                out.push((format!("{prefix}_PORT"), url.clone()));
+            }
+            let pp = format!("{prefix}_PORT_{}_{}", p.port, proto.to_ascii_uppercase());
+            out.push((pp.clone(), url));
+            out.push((format!("{pp}_PROTO"), lower));
+            out.push((format!("{pp}_PORT"), p.port.to_string()));
+            out.push((format!("{pp}_ADDR"), ip.to_string()));
+        }
+    }
+    out
+}
+
+/// The Services whose variables a pod gets: `default/kubernetes` always, and with
+/// `enableServiceLinks` (default true) every Service of the pod's namespace.
+async fn pod_services(client: &kube::Client, pod: &Pod) -> Result<Vec<Service>, ConfigError> {
+    let ns = pod_ref(pod).namespace;
+    let links = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.enable_service_links)
+        .unwrap_or(true);
+    let mut services: BTreeMap<String, Service> = BTreeMap::new();
+    let defaults: Api<Service> = Api::namespaced(client.clone(), "default");
+    if let Some(master) = defaults
+        .get_opt("kubernetes")
+        .await
+        .map_err(|e| ConfigError(format!("cannot list services: {e}")))?
+    {
+        services.insert("kubernetes".into(), master);
+    }
+    if links {
+        let api: Api<Service> = Api::namespaced(client.clone(), &ns);
+        let list = api
+            .list(&Default::default())
+            .await
+            .map_err(|e| ConfigError(format!("cannot list services: {e}")))?;
+        for svc in list.items {
+            // A Service of the pod's namespace wins over the master one of the same name.
+            services.insert(svc.metadata.name.clone().unwrap_or_default(), svc);
+        }
+    }
+    Ok(services.into_values().collect())
+}
+
+/// The container's environment as `KEY=VALUE`s: the Service variables first, then
+/// `envFrom`, then `env` in order (later entries may refer to earlier ones through `$(VAR)`).
 pub async fn environment(
     client: &kube::Client,
     pod: &Pod,
@@ -232,7 +308,7 @@ pub async fn environment(
     let ns = pod_ref(pod).namespace;
     let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
-    let mut vars: Vec<(String, String)> = Vec::new();
+    let mut vars: Vec<(String, String)> = service_env(&pod_services(client, pod).await?);
     let set = |vars: &mut Vec<(String, String)>, k: String, v: String| {
         vars.retain(|(key, _)| *key != k);
         vars.push((k, v));
@@ -433,12 +509,48 @@ mod tests {
         );
         assert_eq!(
             field_value(&p, "status.podIP", "1.2.3.4", "10.42.0.5").as_deref(),
-            Some("1.2.3.4")
+            Some("10.42.0.5")
         );
         assert_eq!(
             resource_value(c, "limits.memory").as_deref(),
             Some("67108864")
         );
         assert_eq!(resource_value(c, "limits.cpu").as_deref(), Some("1"));
+    }
+
+    #[test]
+    fn services_give_the_kubelets_variables() {
+        let svc: Service = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "my-db"},
+            "spec": {"clusterIP": "10.43.0.7", "ports": [
+                {"name": "sql", "port": 5432},
+                {"name": "stats", "port": 9000, "protocol": "UDP"},
+            ]},
+        }))
+        .unwrap();
+        let headless: Service = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "h"}, "spec": {"clusterIP": "None", "ports": [{"port": 1}]},
+        }))
+        .unwrap();
+        let vars: BTreeMap<String, String> = service_env(&[svc, headless]).into_iter().collect();
+        let want = [
+            ("MY_DB_SERVICE_HOST", "10.43.0.7"),
+            ("MY_DB_SERVICE_PORT", "5432"),
+            ("MY_DB_SERVICE_PORT_SQL", "5432"),
+            ("MY_DB_SERVICE_PORT_STATS", "9000"),
+            ("MY_DB_PORT", "tcp://10.43.0.7:5432"),
+            ("MY_DB_PORT_5432_TCP", "tcp://10.43.0.7:5432"),
+            ("MY_DB_PORT_5432_TCP_PROTO", "tcp"),
+            ("MY_DB_PORT_5432_TCP_PORT", "5432"),
+            ("MY_DB_PORT_5432_TCP_ADDR", "10.43.0.7"),
+            ("MY_DB_PORT_9000_UDP", "udp://10.43.0.7:9000"),
+            ("MY_DB_PORT_9000_UDP_PROTO", "udp"),
+            ("MY_DB_PORT_9000_UDP_PORT", "9000"),
+            ("MY_DB_PORT_9000_UDP_ADDR", "10.43.0.7"),
+        ];
+        assert_eq!(vars.len(), want.len(), "{vars:?}");
+        for (k, v) in want {
+            assert_eq!(vars.get(k).map(String::as_str), Some(v), "{k}");
+        }
     }
 }

@@ -74,16 +74,36 @@ pub async fn ensure(
     let store: ImageStore = ctx.engine.images().map_err(|e| e.to_string())?;
     let mut options = PullOptions::default();
     options.registry.insecure_registries = ctx.config.insecure_registries.clone();
+    // Each credential of the pull secrets in turn (the kubelet's keyring), else the node's own.
+    let credentials = crate::pullsecrets::credentials(&ctx.client, pod, &reference.registry)
+        .await
+        .map_err(|e| format!("failed to pull image \"{image}\": {e}"))?;
+    let mut attempts: Vec<Option<skiff_image::registry::Credentials>> =
+        credentials.into_iter().map(Some).collect();
+    if attempts.is_empty() {
+        attempts.push(None);
+    }
     event("Normal", "Pulling", format!("Pulling image \"{image}\"")).await;
     let started = std::time::Instant::now();
     // The pull future is not `Send`: it runs on a blocking thread, driven by this runtime.
     let handle = tokio::runtime::Handle::current();
     let pulled = tokio::task::spawn_blocking(move || {
         let events: skiff_image::PullEvents = Arc::new(|_| {});
-        handle.block_on(store.pull(&reference, &options, &events))
+        let mut outcome = None;
+        for credentials in attempts {
+            options.registry.credentials = credentials;
+            let pulled = handle.block_on(store.pull(&reference, &options, &events));
+            let done = pulled.is_ok();
+            outcome = Some(pulled);
+            if done {
+                break;
+            }
+        }
+        outcome
     })
     .await
-    .map_err(|e| format!("failed to pull image \"{image}\": {e}"))?;
+    .map_err(|e| format!("failed to pull image \"{image}\": {e}"))?
+    .ok_or_else(|| format!("failed to pull image \"{image}\": nothing was tried"))?;
     match pulled {
         Ok(_) => {
             tracing::info!(%image, elapsed = ?started.elapsed(), "pulled image");
@@ -94,7 +114,11 @@ pub async fn ensure(
             event("Normal", "Pulled", message).await;
             Ok(())
         }
-        Err(err) => Err(format!("failed to pull image \"{image}\": {err}")),
+        Err(err) => {
+            let message = format!("Failed to pull image \"{image}\": {err}");
+            event("Warning", "Failed", message).await;
+            Err(format!("failed to pull image \"{image}\": {err}"))
+        }
     }
 }
 

@@ -14,6 +14,7 @@ pub mod container;
 pub mod dnsconfig;
 pub mod error;
 pub mod events;
+pub mod hooks;
 pub mod images;
 pub mod logs;
 pub mod machine;
@@ -23,11 +24,14 @@ pub mod nodeapi;
 pub mod pause;
 pub mod pods;
 pub mod probes;
+pub mod pullsecrets;
 pub mod quantity;
 pub mod restart;
 pub mod runtime;
+pub mod security;
 pub mod status;
 pub mod streaming;
+pub mod termination;
 pub mod volumes;
 pub mod worker;
 
@@ -66,6 +70,11 @@ pub struct AgentConfig {
     /// Whether pods get addresses on a node bridge, services and cluster DNS (`true`), or
     /// only a loopback interface (`false`: nothing is added to the node's network).
     pub pod_network: bool,
+    /// The node's Ingress proxy ports (HTTP and HTTPS on every address; both 0: no Ingress
+    /// proxy). Only with the pod network.
+    pub ingress_http_port: u16,
+    /// See `ingress_http_port`.
+    pub ingress_https_port: u16,
 }
 
 /// What the agent's tasks share.

@@ -14,8 +14,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass, NetworkPolicy};
 use kube::Api;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -212,6 +213,67 @@ pub async fn start(ctx: &Arc<Context>) -> Result<Arc<PodNetwork>, AgentError> {
     Ok(net)
 }
 
+/// The NetworkPolicy rules of this node's pods. The cluster DNS is the node itself here, not a
+/// pod, so it stands in the model as a pod `kube-system/kube-dns` (label `k8s-app=kube-dns`)
+/// at the bridge address, where DNS traffic ends up: the usual egress rule allowing DNS by
+/// selecting those pods then allows it, as it does on Kubernetes.
+fn policy_script(
+    ctx: &Context,
+    net: &PodNetwork,
+    policies: &Store<NetworkPolicy>,
+    namespaces: &Store<Namespace>,
+    pods: &[Pod],
+) -> String {
+    let policies: Vec<NetworkPolicy> = policies.state().iter().map(|s| (**s).clone()).collect();
+    let namespaces: Vec<Namespace> = namespaces.state().iter().map(|s| (**s).clone()).collect();
+    let mut pods = pods.to_vec();
+    if let Ok(dns) = serde_json::from_value::<Pod>(serde_json::json!({
+        "metadata": {"name": "skiff-node-dns", "namespace": "kube-system",
+                     "labels": {"k8s-app": "kube-dns"}},
+        "spec": {"containers": [{"name": "dns", "ports": [
+            {"name": "dns", "containerPort": 53, "protocol": "UDP"},
+            {"name": "dns-tcp", "containerPort": 53, "protocol": "TCP"}]}]},
+        "status": {"phase": "Running", "podIP": net.pod_cidr.gateway().to_string()},
+    })) {
+        pods.push(dns);
+    }
+    let model = skiff_net::policy::build(&skiff_net::policy::PolicyInput {
+        policies: &policies,
+        pods: &pods,
+        namespaces: &namespaces,
+        node_name: &ctx.config.node_name,
+        bridge: BRIDGE,
+    });
+    skiff_net::policy::render(&model)
+}
+
+/// Starts the node's Ingress proxy on the configured ports (none when both are 0, or when
+/// they cannot be bound: the rest of the network goes on without it).
+async fn ingress_proxy(ctx: &Context) -> Option<skiff_net::ingress::IngressHandle> {
+    let (http, https) = (ctx.config.ingress_http_port, ctx.config.ingress_https_port);
+    if http == 0 && https == 0 {
+        return None;
+    }
+    let any = std::net::IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+    match skiff_net::ingress::IngressProxy::bind(
+        SocketAddr::new(any, http),
+        SocketAddr::new(any, https),
+    )
+    .await
+    {
+        Ok(proxy) => {
+            tracing::info!(http = %proxy.http_addr(), https = %proxy.https_addr(), "ingress proxy listening");
+            let handle = proxy.handle();
+            proxy.spawn();
+            Some(handle)
+        }
+        Err(err) => {
+            tracing::error!(error = %err, "the ingress proxy cannot listen; Ingresses are not served on this node");
+            None
+        }
+    }
+}
+
 /// Reflects one kind into a store and pokes `changed` after every event.
 fn reflect<K>(api: Api<K>, changed: Arc<Notify>) -> Store<K>
 where
@@ -223,8 +285,22 @@ where
         + Sync
         + 'static,
 {
+    reflect_with(api, watcher::Config::default(), changed)
+}
+
+/// [`reflect`] with a watch configuration (selectors).
+fn reflect_with<K>(api: Api<K>, config: watcher::Config, changed: Arc<Notify>) -> Store<K>
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
     let (reader, writer) = reflector::store();
-    let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()))
+    let stream = reflector::reflector(writer, watcher(api, config))
         .default_backoff()
         .for_each(move |event| {
             if let Err(err) = &event {
@@ -249,6 +325,24 @@ async fn keep_in_step(
     let slices = reflect::<EndpointSlice>(Api::all(ctx.client.clone()), Arc::clone(&changed));
     let nodes = reflect::<Node>(Api::all(ctx.client.clone()), Arc::clone(&changed));
     let pods = reflect::<Pod>(Api::all(ctx.client.clone()), Arc::clone(&changed));
+    let policies = reflect::<NetworkPolicy>(Api::all(ctx.client.clone()), Arc::clone(&changed));
+    let namespaces = reflect::<Namespace>(Api::all(ctx.client.clone()), Arc::clone(&changed));
+    let policy_executor = skiff_net::policy::Executor::new();
+    let mut policy_applied = String::new();
+    let ingress = match ingress_proxy(&ctx).await {
+        Some(proxy) => {
+            let ingresses = reflect::<Ingress>(Api::all(ctx.client.clone()), Arc::clone(&changed));
+            let classes =
+                reflect::<IngressClass>(Api::all(ctx.client.clone()), Arc::clone(&changed));
+            let secrets = reflect_with::<Secret>(
+                Api::all(ctx.client.clone()),
+                watcher::Config::default().fields("type=kubernetes.io/tls"),
+                Arc::clone(&changed),
+            );
+            Some((proxy, ingresses, classes, secrets))
+        }
+        None => None,
+    };
     for store in [
         services.wait_until_ready().await,
         slices.wait_until_ready().await,
@@ -258,7 +352,7 @@ async fn keep_in_step(
         }
     }
     let executor = skiff_net::proxy::Executor::new();
-    let mut applied = String::new();
+    let mut proxy = skiff_net::proxy::ProxyState::new();
     let mut routes_applied: Vec<Peer> = Vec::new();
     let node_ip = match ctx.config.node_ip {
         std::net::IpAddr::V4(ip) => ip,
@@ -284,12 +378,32 @@ async fn keep_in_step(
             }),
         });
         model.host_ports = skiff_net::proxy::host_ports(&pods, &ctx.config.node_name);
-        let script = skiff_net::proxy::render(&model);
-        if script != applied {
-            match executor.apply(&script) {
-                Ok(()) => applied = script,
-                Err(err) => tracing::warn!(error = %err, "applying the service rules failed"),
+        match proxy.apply(&executor, &model) {
+            Ok(stats) => record_proxy_applied(&ctx, &services, &slices, &stats),
+            Err(err) => tracing::warn!(error = %err, "applying the service rules failed"),
+        }
+        let script = policy_script(&ctx, &net, &policies, &namespaces, &pods);
+        if script != policy_applied {
+            match policy_executor.apply(&script) {
+                Ok(()) => policy_applied = script,
+                Err(err) => tracing::warn!(error = %err, "applying the network policies failed"),
             }
+        }
+        if let Some((proxy, ingresses, classes, secrets)) = &ingress {
+            let ingresses: Vec<Ingress> = ingresses.state().iter().map(|s| (**s).clone()).collect();
+            let classes: Vec<IngressClass> =
+                classes.state().iter().map(|s| (**s).clone()).collect();
+            let secrets: Vec<Secret> = secrets.state().iter().map(|s| (**s).clone()).collect();
+            proxy.update(skiff_net::ingress::build(
+                &skiff_net::ingress::IngressInput {
+                    ingresses: &ingresses,
+                    classes: &classes,
+                    services: &services,
+                    slices: &slices,
+                    secrets: &secrets,
+                    class_name: skiff_net::ingress::DEFAULT_CLASS_NAME,
+                },
+            ));
         }
         dns.update(skiff_net::dns::build(
             &services,
@@ -327,5 +441,39 @@ async fn keep_in_step(
         changed.notified().await;
         // Let a burst of events (a rollout touches many objects) settle into one update.
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Notes which Service/EndpointSlice changes the proxy rules now include: the highest
+/// `resourceVersion` of the model just applied, when, and how, in `DATA/agent/proxy-applied`
+/// (`RV APPLIED_AT_UNIX_MICROS KIND NFT_MICROS`, replaced atomically), for benchmarks and
+/// diagnostics. Best effort.
+fn record_proxy_applied(
+    ctx: &Context,
+    services: &[Service],
+    slices: &[EndpointSlice],
+    stats: &skiff_net::proxy::ApplyStats,
+) {
+    let versions = services
+        .iter()
+        .map(|s| &s.metadata)
+        .chain(slices.iter().map(|s| &s.metadata));
+    let newest = versions
+        .filter_map(|m| m.resource_version.as_deref()?.parse::<u64>().ok())
+        .max()
+        .unwrap_or(0);
+    let at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros())
+        .unwrap_or(0);
+    if stats.kind != skiff_net::proxy::ApplyKind::Unchanged {
+        tracing::debug!(kind = ?stats.kind, bytes = stats.script_bytes, nft = ?stats.nft,
+            took = ?stats.elapsed, resource_version = newest, "applied the service rules");
+    }
+    let path = ctx.config.data_dir.join("agent/proxy-applied");
+    let temp = path.with_extension("tmp");
+    let line = format!("{newest} {at} {:?} {}\n", stats.kind, stats.nft.as_micros());
+    if let Err(err) = std::fs::write(&temp, line).and_then(|()| std::fs::rename(&temp, &path)) {
+        tracing::debug!(error = %err, path = %path.display(), "cannot record the applied proxy rules");
     }
 }

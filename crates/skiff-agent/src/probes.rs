@@ -187,7 +187,9 @@ async fn run_due(
     Some(result)
 }
 
-async fn run(
+/// Runs one probe handler (`exec`, `tcpSocket` or `httpGet`) against `running` within
+/// `timeout`; lifecycle hooks run their handlers through it too.
+pub(crate) async fn run(
     probe: &Probe,
     spec: &SpecContainer,
     running: &Container,

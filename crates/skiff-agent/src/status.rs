@@ -91,6 +91,8 @@ fn terminated(c: &Container) -> Value {
     };
     if !c.state.error.is_empty() {
         t["message"] = json!(c.state.error);
+    } else if let Some(message) = crate::termination::message(c) {
+        t["message"] = json!(message);
     }
     json!({"terminated": t})
 }

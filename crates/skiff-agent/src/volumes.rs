@@ -1,21 +1,28 @@
 //! Pod volumes, prepared on the host before the sandbox starts and bind-mounted into each
 //! container per its `volumeMounts` (through the engine's `-v` binds): `emptyDir` (a directory
 //! under `DATA/agent/pods/<uid>/volumes/<name>`, a tmpfs with `medium: Memory`), `hostPath`
-//! (with the `type` checks), `configMap`, `secret` and `downwardAPI` (files written with
-//! `items`, modes and `optional`). Everything of a pod is unmounted and removed with the pod.
+//! (with the `type` checks), `configMap`, `secret`, `downwardAPI` and `projected` (those
+//! three plus service account tokens from the TokenRequest API; files written with `items`,
+//! modes and `optional`). Everything of a pod is unmounted and removed with the pod.
 //!
-//! Files are written once when the pod's volumes are first set up; later ConfigMap or Secret
-//! changes are not propagated into running pods.
+//! API-data volumes are written as the kubelet's atomic writer does ([`atomic`]: a
+//! timestamped directory, the `..data` symlink swapped to it, user-visible names linking
+//! through `..data`) and rewritten by [`refresh`] when their sources change.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
-use k8s_openapi::api::core::v1::{ConfigMap, Container, KeyToPath, Pod, Secret, Volume};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Container, DownwardAPIVolumeFile, KeyToPath, Pod, Secret, Volume,
+};
 use kube::Api;
 use skiff_engine::record::BindMount;
 
 use crate::container::{self, pod_ref};
+
+pub mod atomic;
+pub mod tokens;
 
 /// Why a pod's volumes could not be set up (the `FailedMount` event's message).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,7 +48,7 @@ enum Plan {
     Dir(PathBuf),
     Tmpfs(PathBuf, Option<u64>),
     Host(PathBuf, String),
-    Files(PathBuf, Vec<(String, Vec<u8>, u32)>),
+    Files(PathBuf, Files),
 }
 
 /// Sets up every volume of `pod` under `data_dir`; returns them by name.
@@ -91,7 +98,6 @@ async fn plan(
     v: &Volume,
     dir: PathBuf,
 ) -> Result<(Plan, bool), String> {
-    let ns = pod_ref(pod).namespace;
     if let Some(e) = &v.empty_dir {
         if e.medium.as_deref() == Some("Memory") {
             let size = e
@@ -106,87 +112,205 @@ async fn plan(
         let kind = h.type_.clone().unwrap_or_default();
         return Ok((Plan::Host(PathBuf::from(&h.path), kind), false));
     }
+    match files_of(client, pod, v).await? {
+        Some(files) => Ok((Plan::Files(dir, files), true)),
+        None => Err("unsupported volume type".into()),
+    }
+}
+
+/// The files of a volume made of API data (configMap, secret, downwardAPI, projected);
+/// `None` for other kinds of volume.
+async fn files_of(client: &kube::Client, pod: &Pod, v: &Volume) -> Result<Option<Files>, String> {
     if let Some(c) = &v.config_map {
-        let api: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
         let mode = mode_of(c.default_mode);
-        let files = match api.get_opt(&c.name).await.map_err(|e| e.to_string())? {
-            Some(cm) => {
-                let mut data: BTreeMap<String, Vec<u8>> = cm
-                    .data
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|(k, v)| (k, v.into_bytes()))
-                    .collect();
-                data.extend(
-                    cm.binary_data
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(|(k, v)| (k, v.0)),
-                );
-                project(&data, c.items.as_deref(), mode, c.optional, "configmap")?
-            }
-            None if c.optional.unwrap_or(false) => Vec::new(),
-            None => return Err(format!("configmap \"{}\" not found", c.name)),
-        };
-        return Ok((Plan::Files(dir, files), true));
+        return config_map_files(client, pod, &c.name, c.items.as_deref(), mode, c.optional)
+            .await
+            .map(Some);
     }
     if let Some(s) = &v.secret {
         let name = s.secret_name.clone().unwrap_or_default();
-        let api: Api<Secret> = Api::namespaced(client.clone(), &ns);
         let mode = mode_of(s.default_mode);
-        let files = match api.get_opt(&name).await.map_err(|e| e.to_string())? {
-            Some(secret) => {
-                let mut data: BTreeMap<String, Vec<u8>> = secret
-                    .data
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|(k, v)| (k, v.0))
-                    .collect();
-                data.extend(
-                    secret
-                        .string_data
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(|(k, v)| (k, v.into_bytes())),
-                );
-                project(&data, s.items.as_deref(), mode, s.optional, "secret")?
-            }
-            None if s.optional.unwrap_or(false) => Vec::new(),
-            None => return Err(format!("secret \"{name}\" not found")),
-        };
-        return Ok((Plan::Files(dir, files), true));
+        return secret_files(client, pod, &name, s.items.as_deref(), mode, s.optional)
+            .await
+            .map(Some);
     }
     if let Some(d) = &v.downward_api {
         let mode = mode_of(d.default_mode);
-        let mut files = Vec::new();
-        for item in d.items.iter().flatten() {
-            let value = if let Some(f) = &item.field_ref {
-                downward_field(pod, &f.field_path)
-                    .ok_or_else(|| format!("unsupported fieldRef {}", f.field_path))?
-            } else if let Some(r) = &item.resource_field_ref {
-                let spec = pod.spec.clone().unwrap_or_default();
-                let wanted = r.container_name.clone().unwrap_or_default();
-                let c = spec
-                    .containers
-                    .iter()
-                    .find(|c| c.name == wanted)
-                    .or(spec.containers.first())
-                    .ok_or("the pod has no containers")?;
-                container::resource_value(c, &r.resource)
-                    .ok_or_else(|| format!("unsupported resourceFieldRef {}", r.resource))?
-            } else {
-                String::new()
-            };
-            check_relative(&item.path)?;
-            files.push((
-                item.path.clone(),
-                value.into_bytes(),
-                item.mode.map_or(mode, |m| mode_of(Some(m))),
-            ));
-        }
-        return Ok((Plan::Files(dir, files), true));
+        return downward_files(pod, d.items.as_deref().unwrap_or_default(), mode).map(Some);
     }
-    Err("unsupported volume type".into())
+    if let Some(p) = &v.projected {
+        let mode = mode_of(p.default_mode);
+        let mut files = Vec::new();
+        for source in p.sources.iter().flatten() {
+            if let Some(c) = &source.config_map {
+                files.extend(
+                    config_map_files(client, pod, &c.name, c.items.as_deref(), mode, c.optional)
+                        .await?,
+                );
+            }
+            if let Some(s) = &source.secret {
+                files.extend(
+                    secret_files(client, pod, &s.name, s.items.as_deref(), mode, s.optional)
+                        .await?,
+                );
+            }
+            if let Some(d) = &source.downward_api {
+                files.extend(downward_files(
+                    pod,
+                    d.items.as_deref().unwrap_or_default(),
+                    mode,
+                )?);
+            }
+            if let Some(t) = &source.service_account_token {
+                check_relative(&t.path)?;
+                let token = tokens::token(
+                    client,
+                    pod,
+                    &v.name,
+                    t.audience.as_deref().unwrap_or_default(),
+                    t.expiration_seconds.unwrap_or(tokens::DEFAULT_EXPIRATION),
+                )
+                .await?;
+                files.push((t.path.clone(), token.into_bytes(), mode));
+            }
+            if source.cluster_trust_bundle.is_some() {
+                return Err("clusterTrustBundle projections are not supported".into());
+            }
+        }
+        return Ok(Some(files));
+    }
+    Ok(None)
+}
+
+/// A volume's files: relative path, content, mode.
+type Files = Vec<(String, Vec<u8>, u32)>;
+
+async fn config_map_files(
+    client: &kube::Client,
+    pod: &Pod,
+    name: &str,
+    items: Option<&[KeyToPath]>,
+    mode: u32,
+    optional: Option<bool>,
+) -> Result<Files, String> {
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), &pod_ref(pod).namespace);
+    match api.get_opt(name).await.map_err(|e| e.to_string())? {
+        Some(cm) => {
+            let mut data: BTreeMap<String, Vec<u8>> = cm
+                .data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, v.into_bytes()))
+                .collect();
+            data.extend(
+                cm.binary_data
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, v)| (k, v.0)),
+            );
+            project(&data, items, mode, optional, "configmap")
+        }
+        None if optional.unwrap_or(false) => Ok(Vec::new()),
+        None => Err(format!("configmap \"{name}\" not found")),
+    }
+}
+
+async fn secret_files(
+    client: &kube::Client,
+    pod: &Pod,
+    name: &str,
+    items: Option<&[KeyToPath]>,
+    mode: u32,
+    optional: Option<bool>,
+) -> Result<Files, String> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), &pod_ref(pod).namespace);
+    match api.get_opt(name).await.map_err(|e| e.to_string())? {
+        Some(secret) => {
+            let mut data: BTreeMap<String, Vec<u8>> = secret
+                .data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, v.0))
+                .collect();
+            data.extend(
+                secret
+                    .string_data
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, v)| (k, v.into_bytes())),
+            );
+            project(&data, items, mode, optional, "secret")
+        }
+        None if optional.unwrap_or(false) => Ok(Vec::new()),
+        None => Err(format!("secret \"{name}\" not found")),
+    }
+}
+
+fn downward_files(pod: &Pod, items: &[DownwardAPIVolumeFile], mode: u32) -> Result<Files, String> {
+    let mut files = Vec::new();
+    for item in items {
+        let value = if let Some(f) = &item.field_ref {
+            downward_field(pod, &f.field_path)
+                .ok_or_else(|| format!("unsupported fieldRef {}", f.field_path))?
+        } else if let Some(r) = &item.resource_field_ref {
+            let spec = pod.spec.clone().unwrap_or_default();
+            let wanted = r.container_name.clone().unwrap_or_default();
+            let c = spec
+                .containers
+                .iter()
+                .find(|c| c.name == wanted)
+                .or(spec.containers.first())
+                .ok_or("the pod has no containers")?;
+            container::resource_value(c, &r.resource)
+                .ok_or_else(|| format!("unsupported resourceFieldRef {}", r.resource))?
+        } else {
+            String::new()
+        };
+        check_relative(&item.path)?;
+        files.push((
+            item.path.clone(),
+            value.into_bytes(),
+            item.mode.map_or(mode, |m| mode_of(Some(m))),
+        ));
+    }
+    Ok(files)
+}
+
+/// How often [`refresh`] runs for a running pod (the kubelet's sync period is a minute; a
+/// shorter one makes ConfigMap edits show up sooner).
+pub const REFRESH_PERIOD: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Rewrites the files of `pod`'s configMap, secret, downwardAPI and projected volumes when
+/// their sources changed (and service account tokens near the end of their life), through
+/// the same atomic `..data` swap, as the kubelet does on its periodic sync. A volume whose
+/// source cannot be read now keeps its files. Containers see the change at once, except
+/// through `subPath` mounts (bound to the file of the time).
+pub async fn refresh(client: &kube::Client, data_dir: &Path, pod: &Pod) {
+    let pref = pod_ref(pod);
+    let base = pod_dir(data_dir, &pref.uid).join("volumes");
+    for v in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
+        let files = match files_of(client, pod, v).await {
+            Ok(Some(files)) => files,
+            Ok(None) => continue,
+            Err(why) => {
+                tracing::debug!(pod = %pref.name, volume = %v.name, %why, "volume not refreshed");
+                continue;
+            }
+        };
+        let dir = base.join(&v.name);
+        let name = v.name.clone();
+        let written = tokio::task::spawn_blocking(move || atomic::write(&dir, &files)).await;
+        match written {
+            Ok(Ok(true)) => {
+                tracing::info!(pod = %pref.name, volume = %name, "volume files updated")
+            }
+            Ok(Ok(false)) => {}
+            Ok(Err(why)) => {
+                tracing::warn!(pod = %pref.name, volume = %name, %why, "volume update failed")
+            }
+            Err(err) => tracing::warn!(error = %err, "volume update task failed"),
+        }
+    }
 }
 
 fn mode_of(mode: Option<i32>) -> u32 {
@@ -290,21 +414,7 @@ fn apply(plan: Plan) -> Result<(), String> {
             .map_err(|e| format!("mount tmpfs on {}: {e}", dir.display()))
         }
         Plan::Host(path, kind) => host_path(&path, &kind),
-        Plan::Files(dir, files) => {
-            std::fs::create_dir_all(&dir).map_err(io("create", &dir))?;
-            for (rel, content, mode) in &files {
-                let target = dir.join(rel);
-                if let Some(parent) = target.parent() {
-                    std::fs::create_dir_all(parent).map_err(io("create", parent))?;
-                }
-                let tmp = target.with_extension("skiff-tmp");
-                std::fs::write(&tmp, content).map_err(io("write", &tmp))?;
-                std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(*mode))
-                    .map_err(io("chmod", &tmp))?;
-                std::fs::rename(&tmp, &target).map_err(io("rename", &target))?;
-            }
-            Ok(())
-        }
+        Plan::Files(dir, files) => atomic::write(&dir, &files).map(|_| ()),
     }
 }
 
@@ -405,6 +515,7 @@ pub fn binds(
 
 /// Unmounts and removes everything of pod `uid` (blocking).
 pub fn cleanup(data_dir: &Path, uid: &str) {
+    tokens::forget(uid);
     let dir = pod_dir(data_dir, uid);
     if let Ok(entries) = std::fs::read_dir(dir.join("volumes")) {
         for e in entries.flatten() {

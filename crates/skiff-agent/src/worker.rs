@@ -56,6 +56,8 @@ pub struct WorkerState {
     volumes: Option<BTreeMap<String, volumes::Prepared>>,
     /// The last `FailedMount` message and when it was recorded.
     mount_event: Option<(String, Instant)>,
+    /// When the API-data volumes were last brought up to date.
+    volumes_refreshed: Option<Instant>,
     /// Warning events decided in blocking code, recorded at the end of the sync:
     /// (container, reason, message).
     pending: Vec<(String, String, String)>,
@@ -139,6 +141,8 @@ pub async fn sync(
                 event(ctx, pod, Some(name), "Normal", "Killing", &message).await;
             }
         }
+        let containers = list(ctx, &pref.uid).await?;
+        let grace = crate::hooks::pre_stop_all(ctx, pod, &containers, grace).await;
         teardown(ctx, &pref.uid, grace).await?;
         let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &pref.namespace);
         let params = DeleteParams {
@@ -196,6 +200,13 @@ pub async fn sync(
                 return Ok(Next::After(Duration::from_secs(2)));
             }
         }
+        state.volumes_refreshed = Some(Instant::now());
+    } else if state
+        .volumes_refreshed
+        .is_none_or(|at| at.elapsed() >= volumes::REFRESH_PERIOD)
+    {
+        volumes::refresh(&ctx.client, &ctx.config.data_dir, pod).await;
+        state.volumes_refreshed = Some(Instant::now());
     }
     let sandbox_pid = ensure_sandbox(ctx, pod, &containers, state).await?;
     let containers = list(ctx, &pref.uid).await?;
@@ -296,7 +307,10 @@ async fn run_probes(
         if let Some(message) = verdict.kill {
             tracing::info!(pod = %pod_ref(pod).name, container = %spec.name, %message, "probe failed");
             event(ctx, pod, name, "Normal", "Killing", &message).await;
-            let (engine, c, grace) = (ctx.engine.clone(), running.clone(), grace_period(pod));
+            let grace =
+                crate::hooks::pre_stop(ctx, pod, spec, running, sandbox_pid, grace_period(pod))
+                    .await;
+            let (engine, c) = (ctx.engine.clone(), running.clone());
             if let Err(err) =
                 blocking("stop container", move || runtime::stop(&engine, &c, grace)).await
             {
@@ -627,7 +641,39 @@ async fn start(
             &host_hosts,
         ));
     }
+    let engine = ctx.engine.clone();
+    let image_user = blocking("read the image", move || {
+        Ok(crate::security::image_user(&engine, &image))
+    })
+    .await
+    .unwrap_or_default();
+    let seccomp_root = crate::security::seccomp_root(&ctx.config.data_dir);
+    if let Err(err) = crate::security::apply(pod, spec, &image_user, &seccomp_root, &mut request) {
+        let message = err.to_string();
+        if state
+            .waiting
+            .get(&spec.name)
+            .is_none_or(|w| w.message != message)
+        {
+            // The kubelet's `Failed` event, once per distinct refusal.
+            let event = (
+                spec.name.clone(),
+                "Failed".into(),
+                format!("Error: {message}"),
+            );
+            state.pending.push(event);
+        }
+        state.waiting.insert(
+            spec.name.clone(),
+            Waiting {
+                reason: err.reason().into(),
+                message: err.to_string(),
+            },
+        );
+        return;
+    }
     let prepared = state.volumes.clone().unwrap_or_default();
+    crate::security::own_volumes(pod, &prepared);
     match volumes::binds(spec, &prepared) {
         Ok(binds) => request.binds = binds,
         Err(message) => {
@@ -641,6 +687,16 @@ async fn start(
             return;
         }
     }
+    match crate::termination::prepare(&ctx.config.data_dir, &pref, spec, attempt) {
+        Ok(Some(setup)) => {
+            request.binds.push(setup.bind);
+            request.labels.extend(setup.labels);
+        }
+        Ok(None) => {}
+        Err(err) => {
+            tracing::warn!(container = %spec.name, error = %err, "no termination message file")
+        }
+    }
     let engine = ctx.engine.clone();
     let program = ctx.config.program.clone();
     tracing::info!(namespace = %pref.namespace, pod = %pref.name, container = %spec.name, attempt, "starting container");
@@ -649,13 +705,17 @@ async fn start(
     })
     .await
     {
-        Ok(_) => {
+        Ok(started_container) => {
             state.waiting.remove(&spec.name);
             let name = Some(spec.name.as_str());
             let created = format!("Created container: {}", spec.name);
             event(ctx, pod, name, "Normal", "Created", &created).await;
             let started = format!("Started container {}", spec.name);
             event(ctx, pod, name, "Normal", "Started", &started).await;
+            let grace = grace_period(pod);
+            let _ =
+                crate::hooks::post_start(ctx, pod, spec, &started_container, sandbox_pid, grace)
+                    .await;
         }
         Err(err) => {
             tracing::warn!(namespace = %pref.namespace, pod = %pref.name, container = %spec.name, error = %err, "container did not start");

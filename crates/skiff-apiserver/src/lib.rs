@@ -32,6 +32,7 @@ pub mod protobuf;
 pub mod response;
 pub mod route;
 pub mod server;
+pub mod serviceaccount;
 pub mod services;
 pub mod state;
 pub mod status;

@@ -266,7 +266,10 @@ async fn api(State(state): State<Arc<AppState>>, request: Request) -> Response {
     let path = parts.uri.path().to_string();
     let query = Query::parse(parts.uri.query());
     let upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
-    let authenticated = bearer_token(&parts.headers).and_then(|t| state.authenticate(t));
+    let authenticated = match bearer_token(&parts.headers) {
+        Some(token) => crate::serviceaccount::authenticate(&state, token).await,
+        None => None,
+    };
     let streaming = match authenticated {
         Some(_) => {
             handlers::stream_proxy::route(
@@ -341,6 +344,9 @@ async fn route_request(
                 "text/plain; version=0.0.4; charset=utf-8",
             )),
         );
+    }
+    if let Some(result) = crate::serviceaccount::discovery_document(state, path) {
+        return ("get", resource, result);
     }
     if let Some(rest) = path.strip_prefix("/openapi") {
         let accept = headers

@@ -42,6 +42,12 @@ pub struct ServerOptions {
     /// The default Services (`default/kubernetes`, `kube-system/kube-dns`) this server keeps;
     /// `None`: none (embedding, tests).
     pub default_services: Option<crate::services::DefaultServices>,
+    /// Signs and checks service account tokens (`None`: TokenRequests answer 503 and only
+    /// static tokens authenticate).
+    pub token_signer: Option<std::sync::Arc<crate::serviceaccount::TokenSigner>>,
+    /// Whether new pods go through the ServiceAccount admission (a default ServiceAccount,
+    /// the token volume). Off where no controller creates the `default` ServiceAccounts.
+    pub service_account_admission: bool,
 }
 
 impl Default for ServerOptions {
@@ -56,6 +62,8 @@ impl Default for ServerOptions {
             node_api_token: String::new(),
             service_ranges: crate::services::ServiceRanges::default(),
             default_services: None,
+            token_signer: None,
+            service_account_admission: false,
         }
     }
 }

@@ -10,6 +10,7 @@
 //! - [`garbage_collector`]: owner references (background, foreground, orphan);
 //! - [`namespace`]: empties a deleted namespace and removes its `kubernetes` finalizer;
 //! - [`serviceaccount`]: a `default` ServiceAccount in every namespace;
+//! - [`rootca`]: the `kube-root-ca.crt` ConfigMap (the cluster CA) in every namespace;
 //! - [`job`]: completions, parallelism, back-off limit, Complete/Failed;
 //! - [`endpoints`]: Endpoints and EndpointSlices of Services with selectors;
 //! - [`statefulset`]: ordinal pods, claims, ordered or parallel, rolling updates;
@@ -34,6 +35,7 @@ pub mod job;
 pub mod namespace;
 pub mod nodeipam;
 pub mod replicaset;
+pub mod rootca;
 pub mod serviceaccount;
 pub mod servicelb;
 pub mod statefulset;
@@ -114,6 +116,9 @@ pub struct ControllerOptions {
     pub cluster_cidr: String,
     /// The prefix length of each Node's pod CIDR (`--node-cidr-mask-size`, default 24).
     pub node_cidr_mask_size: u8,
+    /// The CA bundle (PEM) the API server serves with, published as `kube-root-ca.crt` in
+    /// every namespace; empty: the root CA publisher does not run.
+    pub root_ca_pem: String,
 }
 
 impl Default for ControllerOptions {
@@ -133,6 +138,7 @@ impl Default for ControllerOptions {
             service_lb: true,
             cluster_cidr: nodeipam::DEFAULT_CLUSTER_CIDR.to_string(),
             node_cidr_mask_size: nodeipam::DEFAULT_NODE_CIDR_MASK_SIZE,
+            root_ca_pem: String::new(),
         }
     }
 }
@@ -195,8 +201,19 @@ pub async fn run_with(
     if options.serviceaccount {
         tasks.push(serviceaccount::run(client.clone(), shutdown.clone()).boxed());
     }
+    if !options.root_ca_pem.is_empty() {
+        tasks.push(
+            rootca::run(
+                client.clone(),
+                options.root_ca_pem.clone(),
+                shutdown.clone(),
+            )
+            .boxed(),
+        );
+    }
     if options.service_lb {
         tasks.push(servicelb::run(client.clone(), shutdown.clone()).boxed());
+        tasks.push(servicelb::run_ingress(client.clone(), shutdown.clone()).boxed());
     }
     if options.node_ipam {
         match nodeipam::CidrSet::new(&options.cluster_cidr, options.node_cidr_mask_size) {

@@ -4,11 +4,16 @@
 //! (ExternalIPs first, when a node has them) of the Ready, schedulable nodes. Services of
 //! another `spec.loadBalancerClass` belong to another implementation and are left alone; a
 //! Service that stops being a LoadBalancer has the status cleared.
+//!
+//! Ingresses served by the nodes' built-in proxy (class `skiff`, the default class the server
+//! creates, so also Ingresses naming no class) get the same addresses in
+//! `status.loadBalancer.ingress`.
 
 use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::networking::v1::Ingress;
 use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -178,10 +183,130 @@ pub async fn run(client: Client, shutdown: Shutdown) {
         .await;
 }
 
+/// The IngressClass the nodes' proxies serve.
+pub const INGRESS_CLASS: &str = "skiff";
+
+/// Whether the nodes' proxy serves `ingress`: class `skiff` by name, by the legacy annotation,
+/// or no class at all (`skiff` is the cluster's default class).
+pub fn serves_ingress(ingress: &Ingress) -> bool {
+    let by_name = ingress
+        .spec
+        .as_ref()
+        .and_then(|s| s.ingress_class_name.as_deref());
+    let by_annotation = ingress
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get("kubernetes.io/ingress.class"))
+        .map(String::as_str);
+    match (by_name, by_annotation) {
+        (Some(name), _) => name == INGRESS_CLASS,
+        (None, Some(annotation)) => annotation == INGRESS_CLASS,
+        (None, None) => true,
+    }
+}
+
+async fn reconcile_ingress(
+    ing: Arc<Ingress>,
+    ctx: Arc<Context>,
+) -> Result<Action, ControllerError> {
+    if !serves_ingress(&ing) {
+        return Ok(Action::await_change());
+    }
+    let addresses = node_addresses(&ctx.nodes.state());
+    let wanted: Vec<Value> = addresses.iter().map(|ip| json!({ "ip": ip })).collect();
+    let current = ing
+        .status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref())
+        .and_then(|i| serde_json::to_value(i).ok())
+        .unwrap_or_else(|| json!([]));
+    if current != json!(wanted) {
+        let ns = ing.namespace().unwrap_or_default();
+        let key = format!("{ns}/{}", ing.name_any());
+        let api: Api<Ingress> = Api::namespaced(ctx.client.clone(), &ns);
+        patch_status(
+            &api,
+            &ing.name_any(),
+            &key,
+            &json!({ "loadBalancer": { "ingress": wanted } }),
+        )
+        .await?;
+    }
+    Ok(Action::await_change())
+}
+
+fn ingress_error_policy(ing: Arc<Ingress>, error: &ControllerError, ctx: Arc<Context>) -> Action {
+    let key = format!(
+        "ingress {}/{}",
+        ing.namespace().unwrap_or_default(),
+        ing.name_any()
+    );
+    tracing::warn!(%error, %key, "ingress status reconcile failed");
+    let delay = ctx
+        .backoff
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .next_delay(&key);
+    Action::requeue(delay)
+}
+
+/// Runs the Ingress status half until `shutdown`.
+pub async fn run_ingress(client: Client, shutdown: Shutdown) {
+    let nodes =
+        crate::Informer::spawn(Api::<Node>::all(client.clone()), watcher::Config::default());
+    if nodes.store().wait_until_ready().await.is_err() {
+        return;
+    }
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        nodes: nodes.store(),
+        backoff: Mutex::new(ItemBackoff::default()),
+    });
+    let controller = Controller::new(Api::<Ingress>::all(client), watcher::Config::default());
+    let store = controller.store();
+    controller
+        .watches_stream(nodes.subscribe(), move |_node| {
+            store
+                .state()
+                .iter()
+                .map(|i| ObjectRef::from_obj(i.as_ref()))
+                .collect::<Vec<_>>()
+        })
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile_ingress, ingress_error_policy, ctx)
+        .for_each(|_| futures::future::ready(()))
+        .await;
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn ingresses_of_the_skiff_class_or_none_are_served() {
+        let ing = |spec: Value, annotations: Value| -> Ingress {
+            serde_json::from_value(
+                json!({"metadata": {"name": "i", "annotations": annotations}, "spec": spec}),
+            )
+            .unwrap()
+        };
+        assert!(serves_ingress(&ing(json!({}), json!({}))));
+        assert!(serves_ingress(&ing(
+            json!({"ingressClassName": "skiff"}),
+            json!({})
+        )));
+        assert!(!serves_ingress(&ing(
+            json!({"ingressClassName": "nginx"}),
+            json!({})
+        )));
+        assert!(!serves_ingress(&ing(
+            json!({}),
+            json!({"kubernetes.io/ingress.class": "nginx"})
+        )));
+    }
 
     fn node(name: &str, ready: bool, unschedulable: bool, addresses: Value) -> Arc<Node> {
         Arc::new(

@@ -51,8 +51,14 @@ pub struct CreateRequest {
     pub cap_add: Vec<String>,
     /// `--cap-drop`.
     pub cap_drop: Vec<String>,
-    /// `--security-opt`.
+    /// `--security-opt` (`seccomp=unconfined`, `seccomp=PATH` of a JSON profile,
+    /// `no-new-privileges`).
     pub security_opt: Vec<String>,
+    /// `--privileged`: every capability, every host device, no seccomp, no masked or
+    /// read-only paths, `/sys` and the cgroup tree writable.
+    pub privileged: bool,
+    /// `--group-add`: supplementary group ids added to the user's.
+    pub group_add: Vec<u32>,
     /// `--network`.
     pub network: NetworkMode,
     /// `--restart`.
@@ -249,6 +255,8 @@ impl Engine {
             cap_add: request.cap_add.clone(),
             cap_drop: request.cap_drop.clone(),
             security_opt: request.security_opt.clone(),
+            privileged: request.privileged,
+            group_add: request.group_add.clone(),
             network: request.network,
             restart: request.restart,
             auto_remove: request.auto_remove,

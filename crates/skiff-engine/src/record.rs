@@ -230,6 +230,12 @@ pub struct ContainerConfig {
     /// `--security-opt` values as given.
     #[serde(default)]
     pub security_opt: Vec<String>,
+    /// `--privileged`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub privileged: bool,
+    /// Supplementary group ids added to the user's (`--group-add`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub group_add: Vec<u32>,
     /// Network mode.
     #[serde(default)]
     pub network: NetworkMode,
@@ -277,6 +283,16 @@ impl ContainerConfig {
             .security_opt
             .iter()
             .any(|o| o == "seccomp=unconfined" || o == "seccomp:unconfined")
+    }
+
+    /// The seccomp profile file of `seccomp=PATH` (a JSON profile), if one was given.
+    pub fn seccomp_profile_path(&self) -> Option<&str> {
+        self.security_opt.iter().find_map(|o| {
+            let value = o
+                .strip_prefix("seccomp=")
+                .or_else(|| o.strip_prefix("seccomp:"))?;
+            (value != "unconfined" && !value.is_empty()).then_some(value)
+        })
     }
 
     /// Whether `no-new-privileges` was asked for.

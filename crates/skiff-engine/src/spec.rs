@@ -100,7 +100,17 @@ pub fn build(
     }
     let args: Vec<&str> = argv.iter().map(String::as_str).collect();
     let mut spec = skiff_runtime::spec::default_spec(&args, false);
-    let caps = capabilities(&config.cap_add, &config.cap_drop);
+    let caps = if config.privileged {
+        skiff_sys::capabilities::bounding_names()
+    } else {
+        capabilities(&config.cap_add, &config.cap_drop)
+    };
+    let mut gids = user.additional_gids.clone();
+    for gid in &config.group_add {
+        if !gids.contains(gid) {
+            gids.push(*gid);
+        }
+    }
     let cwd = if config.working_dir.is_empty() {
         "/".to_string()
     } else {
@@ -108,7 +118,7 @@ pub fn build(
     };
     spec["process"] = json!({
         "terminal": false,
-        "user": {"uid": user.uid, "gid": user.gid, "additionalGids": user.additional_gids},
+        "user": {"uid": user.uid, "gid": user.gid, "additionalGids": gids},
         "args": argv,
         "env": process_env(config, &user.home),
         "cwd": cwd,
@@ -207,10 +217,135 @@ pub fn build(
         resources["pids"] = json!({"limit": r.pids_limit});
     }
     linux["resources"] = resources;
-    if config.seccomp_confined() {
-        linux["seccomp"] = skiff_runtime::seccomp::default_profile();
+    if config.privileged {
+        privileged(&mut spec);
+    } else if let Some(path) = config.seccomp_profile_path() {
+        spec["linux"]["seccomp"] = seccomp_profile(Path::new(path))?;
+    } else if config.seccomp_confined() {
+        spec["linux"]["seccomp"] = skiff_runtime::seccomp::default_profile();
     }
     Ok(spec)
+}
+
+/// What `--privileged` changes: no masked or read-only paths, `/sys` and the cgroup tree
+/// writable, every host device (created in the container and allowed by the cgroup), no
+/// seccomp (the capabilities are already all of them).
+fn privileged(spec: &mut Value) {
+    if let Some(linux) = spec["linux"].as_object_mut() {
+        linux.remove("maskedPaths");
+        linux.remove("readonlyPaths");
+        linux.remove("seccomp");
+        linux.insert("devices".into(), Value::Array(host_devices()));
+    }
+    spec["linux"]["resources"]["devices"] = json!([{"allow": true, "access": "rwm"}]);
+    if let Some(mounts) = spec["mounts"].as_array_mut() {
+        for m in mounts.iter_mut() {
+            if matches!(m["type"].as_str(), Some("sysfs" | "cgroup"))
+                && let Some(options) = m["options"].as_array_mut()
+            {
+                options.retain(|o| o != "ro");
+                options.push(json!("rw"));
+            }
+        }
+    }
+}
+
+/// The character and block devices under the host's `/dev` (not `/dev/pts`, `/dev/shm`,
+/// `/dev/mqueue` and the console, which the container has its own of), as `linux.devices`.
+fn host_devices() -> Vec<Value> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let mut out = Vec::new();
+    let mut dirs = vec![std::path::PathBuf::from("/dev")];
+    while let Some(dir) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Ok(meta) = std::fs::symlink_metadata(&path) else {
+                continue;
+            };
+            let ft = meta.file_type();
+            if ft.is_dir() {
+                if !matches!(path.to_str(), Some("/dev/pts" | "/dev/shm" | "/dev/mqueue")) {
+                    dirs.push(path);
+                }
+                continue;
+            }
+            let kind = if ft.is_char_device() {
+                "c"
+            } else if ft.is_block_device() {
+                "b"
+            } else {
+                continue;
+            };
+            if matches!(
+                path.to_str(),
+                Some("/dev/console" | "/dev/ptmx" | "/dev/tty")
+            ) {
+                continue;
+            }
+            let rdev = meta.rdev();
+            let major = ((rdev >> 8) & 0xfff) | ((rdev >> 32) & !0xfff);
+            let minor = (rdev & 0xff) | ((rdev >> 12) & !0xff);
+            out.push(json!({
+                "path": path, "type": kind, "major": major, "minor": minor,
+                "fileMode": meta.mode() & 0o7777, "uid": meta.uid(), "gid": meta.gid(),
+            }));
+        }
+    }
+    out
+}
+
+/// A seccomp profile from a JSON file (the OCI `linux.seccomp` form, or Docker's, whose
+/// extra fields are left out).
+pub fn seccomp_profile(path: &Path) -> Result<Value, EngineError> {
+    let text = std::fs::read_to_string(path).map_err(EngineError::io("read", path))?;
+    let profile: Value = serde_json::from_str(&text).map_err(|e| {
+        EngineError::InvalidArgument(format!(
+            "cannot load seccomp profile {}: {e}",
+            path.display()
+        ))
+    })?;
+    let mut out = json!({
+        "defaultAction": profile
+            .get("defaultAction")
+            .cloned()
+            .unwrap_or_else(|| json!("SCMP_ACT_ALLOW")),
+    });
+    for key in ["defaultErrnoRet", "architectures", "flags"] {
+        if let Some(v) = profile.get(key) {
+            out[key] = v.clone();
+        }
+    }
+    let mut syscalls = Vec::new();
+    for rule in profile
+        .get("syscalls")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let mut names: Vec<Value> = rule
+            .get("names")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        if let Some(name) = rule.get("name") {
+            names.push(name.clone());
+        }
+        let mut r =
+            json!({"names": names, "action": rule.get("action").cloned().unwrap_or(Value::Null)});
+        for key in ["errnoRet", "args"] {
+            if let Some(v) = rule.get(key).filter(|v| !v.is_null()) {
+                r[key] = v.clone();
+            }
+        }
+        syscalls.push(r);
+    }
+    if !syscalls.is_empty() {
+        out["syscalls"] = Value::Array(syscalls);
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -247,6 +382,8 @@ mod tests {
             cap_add: vec![],
             cap_drop: vec![],
             security_opt: vec![],
+            privileged: false,
+            group_add: vec![],
             network: NetworkMode::None,
             restart: RestartPolicy::No,
             auto_remove: false,
@@ -326,6 +463,49 @@ mod tests {
                 .any(|n| n["type"] == "network" || n["type"] == "uts")
         );
         assert!(spec.get("hostname").is_none());
+    }
+
+    #[test]
+    fn privileged_opens_everything_and_group_add_extends_the_groups() {
+        let mut c = config();
+        c.privileged = true;
+        c.group_add = vec![10, 2000];
+        let spec = build(&c, &user(), &files()).unwrap();
+        assert!(spec["linux"].get("seccomp").is_none());
+        assert!(spec["linux"].get("maskedPaths").is_none());
+        assert!(spec["linux"].get("readonlyPaths").is_none());
+        assert_eq!(
+            spec["linux"]["resources"]["devices"][0]["allow"],
+            json!(true)
+        );
+        let caps = spec["process"]["capabilities"]["bounding"]
+            .as_array()
+            .unwrap();
+        assert!(caps.contains(&json!("CAP_SYS_ADMIN")));
+        assert_eq!(spec["process"]["user"]["additionalGids"], json!([10, 2000]));
+        let _: oci_spec::runtime::Spec = serde_json::from_value(spec).unwrap();
+    }
+
+    #[test]
+    fn a_profile_file_becomes_the_seccomp_section() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.json");
+        std::fs::write(
+            &path,
+            r#"{"defaultAction":"SCMP_ACT_ALLOW","archMap":[],"syscalls":[{"names":["mkdir"],"action":"SCMP_ACT_ERRNO","comment":"x"}]}"#,
+        )
+        .unwrap();
+        let mut c = config();
+        c.security_opt = vec![format!("seccomp={}", path.display())];
+        let spec = build(&c, &user(), &files()).unwrap();
+        assert_eq!(
+            spec["linux"]["seccomp"]["syscalls"][0]["names"],
+            json!(["mkdir"])
+        );
+        assert!(spec["linux"]["seccomp"].get("archMap").is_none());
+        let _: oci_spec::runtime::Spec = serde_json::from_value(spec).unwrap();
+        c.security_opt = vec![format!("seccomp={}/missing.json", dir.path().display())];
+        assert!(build(&c, &user(), &files()).is_err());
     }
 
     #[test]

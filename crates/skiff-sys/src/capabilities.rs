@@ -49,6 +49,19 @@ pub fn supported_names() -> Vec<String> {
     names
 }
 
+/// The capabilities in this process's bounding set, sorted (what a privileged container can
+/// be given: a process cannot grant more; every supported one if the set cannot be read).
+pub fn bounding_names() -> Vec<String> {
+    match caps::read(None, CapSet::Bounding) {
+        Ok(set) => {
+            let mut names: Vec<String> = set.iter().map(|c| c.to_string()).collect();
+            names.sort();
+            names
+        }
+        Err(_) => supported_names(),
+    }
+}
+
 /// Checks every name is a capability; call it early so a typo fails `create`, not the exec.
 pub fn validate(sets: &CapabilitySets) -> SysResult<()> {
     for names in [

@@ -42,7 +42,18 @@ pub struct AgentArgs {
     /// the node's network).
     #[arg(long, value_enum, default_value_t = PodNetworkMode::Bridge)]
     pod_network: PodNetworkMode,
+    /// The port of the node's built-in Ingress proxy for HTTP (0 with the HTTPS one 0 too:
+    /// no Ingress proxy on this node).
+    #[arg(long, value_name = "PORT", default_value_t = 80)]
+    ingress_http_port: u16,
+    /// The port of the node's built-in Ingress proxy for HTTPS.
+    #[arg(long, value_name = "PORT", default_value_t = 443)]
+    ingress_https_port: u16,
 }
+
+/// The node's Ingress proxy ports (HTTP, HTTPS).
+#[derive(Debug, Clone, Copy)]
+pub struct IngressPorts(pub u16, pub u16);
 
 /// How pods are networked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -99,6 +110,8 @@ impl AgentArgs {
                 api_token: token,
                 insecure_registries: self.insecure_registries.clone(),
                 pod_network: self.pod_network == PodNetworkMode::Bridge,
+                ingress_http_port: self.ingress_http_port,
+                ingress_https_port: self.ingress_https_port,
             };
             skiff_agent::run(agent, client, crate::server::shutdown_signal())
                 .await
@@ -141,6 +154,7 @@ pub fn embedded(
     port: u16,
     token: String,
     pod_network: PodNetworkMode,
+    ingress: IngressPorts,
 ) -> anyhow::Result<skiff_agent::AgentConfig> {
     Ok(skiff_agent::AgentConfig {
         node_name,
@@ -159,6 +173,8 @@ pub fn embedded(
             })
             .unwrap_or_default(),
         pod_network: pod_network == PodNetworkMode::Bridge,
+        ingress_http_port: ingress.0,
+        ingress_https_port: ingress.1,
     })
 }
 

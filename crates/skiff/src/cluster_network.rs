@@ -1,16 +1,23 @@
 //! The cluster's network settings, published by the server as the ConfigMap
 //! `kube-system/skiff-cluster-network` so every agent (embedded or joined) networks its pods
-//! the same way: pod and service ranges, the cluster DNS address and domain, the backend.
+//! the same way: pod and service ranges, the cluster DNS address and domain, the backend; and
+//! the default IngressClass `skiff` the nodes' Ingress proxies serve.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::networking::v1::IngressClass;
 use kube::Api;
-use kube::api::{Patch, PatchParams};
+use kube::api::{Patch, PatchParams, PostParams};
 
 /// The ConfigMap's namespace and name (what `skiff_agent::network` reads).
 pub use skiff_agent::network::CONFIG_MAP;
+
+/// The IngressClass the nodes' Ingress proxies serve.
+pub const INGRESS_CLASS: &str = "skiff";
+/// Its `spec.controller`.
+pub const INGRESS_CONTROLLER: &str = "skiff.io/ingress";
 
 /// The settings.
 #[derive(Debug, Clone)]
@@ -43,7 +50,7 @@ impl Settings {
 /// Writes the ConfigMap (server-side apply, so a restart with other flags updates it),
 /// retrying until the API answers.
 pub async fn publish(client: kube::Client, settings: Settings) {
-    let api: Api<ConfigMap> = Api::namespaced(client, CONFIG_MAP.0);
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), CONFIG_MAP.0);
     let body = serde_json::json!({
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -54,10 +61,42 @@ pub async fn publish(client: kube::Client, settings: Settings) {
     let mut delay = Duration::from_millis(50);
     loop {
         match api.patch(CONFIG_MAP.1, &params, &Patch::Apply(&body)).await {
-            Ok(_) => return,
+            Ok(_) => break,
             Err(err) => {
                 tracing::debug!(error = %err, "publishing the cluster network settings; retrying")
             }
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(2));
+    }
+    ensure_ingress_class(&client).await;
+}
+
+/// The IngressClass of the nodes' built-in Ingress proxy, the cluster's default class, created
+/// when missing (an administrator may change its default-class annotation afterwards).
+async fn ensure_ingress_class(client: &kube::Client) {
+    let api: Api<IngressClass> = Api::all(client.clone());
+    let class: IngressClass = match serde_json::from_value(serde_json::json!({
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "IngressClass",
+        "metadata": {
+            "name": INGRESS_CLASS,
+            "annotations": {"ingressclass.kubernetes.io/is-default-class": "true"},
+        },
+        "spec": {"controller": INGRESS_CONTROLLER},
+    })) {
+        Ok(class) => class,
+        Err(err) => {
+            tracing::error!(error = %err, "cannot build the IngressClass");
+            return;
+        }
+    };
+    let mut delay = Duration::from_millis(50);
+    loop {
+        match api.create(&PostParams::default(), &class).await {
+            Ok(_) => return,
+            Err(kube::Error::Api(s)) if s.code == 409 => return,
+            Err(err) => tracing::debug!(error = %err, "creating the IngressClass; retrying"),
         }
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(2));

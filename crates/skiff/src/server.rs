@@ -92,6 +92,19 @@ pub struct ServerArgs {
     /// The cluster domain served by the cluster DNS.
     #[arg(long, value_name = "DOMAIN", default_value = "cluster.local")]
     cluster_domain: String,
+    /// The issuer of service account tokens (default
+    /// `https://kubernetes.default.svc.<cluster domain>`).
+    #[arg(long, value_name = "URL")]
+    service_account_issuer: Option<String>,
+    /// The audiences the API server accepts in service account tokens (default: the issuer).
+    #[arg(long, value_name = "AUDIENCE", value_delimiter = ',')]
+    api_audiences: Vec<String>,
+    /// The port of the embedded agent's Ingress proxy for HTTP (both 0: none).
+    #[arg(long, value_name = "PORT", default_value_t = 80)]
+    ingress_http_port: u16,
+    /// The port of the embedded agent's Ingress proxy for HTTPS.
+    #[arg(long, value_name = "PORT", default_value_t = 443)]
+    ingress_https_port: u16,
 }
 
 impl ServerArgs {
@@ -140,8 +153,29 @@ impl ServerArgs {
         let store = self.open_store(&server_dir).await?;
         let _compactor = Compactor::spawn(Arc::clone(&store), CompactionPolicy::default());
 
-        let pki = ServerPki::load_or_create(&server_dir, &self.serving_names())
+        let service_ranges = self.service_ranges()?;
+        let mut serving_names = self.serving_names();
+        // Pods reach the server at the `kubernetes` Service's cluster IP.
+        if let Some(ip) = service_ranges.kubernetes_ip() {
+            serving_names.push(ip.to_string());
+        }
+        let pki = ServerPki::load_or_create(&server_dir, &serving_names)
             .context("cannot prepare the server's TLS material")?;
+        let issuer = self
+            .service_account_issuer
+            .clone()
+            .unwrap_or_else(|| format!("https://kubernetes.default.svc.{}", self.cluster_domain));
+        let audiences = if self.api_audiences.is_empty() {
+            vec![issuer.clone()]
+        } else {
+            self.api_audiences.clone()
+        };
+        let token_signer = skiff_apiserver::serviceaccount::TokenSigner::load_or_create(
+            &server_dir,
+            &issuer,
+            audiences,
+        )
+        .context("cannot prepare the service account signing key")?;
         let tls = pki.rustls_config()?;
         let listener =
             tokio::net::TcpListener::bind(SocketAddr::new(self.bind_address, self.https_port))
@@ -157,7 +191,6 @@ impl ServerArgs {
         };
         let address = SocketAddr::new(client_host, port);
         let url = format!("https://{address}");
-        let service_ranges = self.service_ranges()?;
         let advertise = self.advertise_address.unwrap_or_else(|| {
             if self.bind_address.is_unspecified() {
                 primary_address().unwrap_or(client_host)
@@ -180,6 +213,10 @@ impl ServerArgs {
                 advertise: SocketAddr::new(advertise, port),
                 cluster_dns: Some(self.cluster_dns),
             }),
+            token_signer: Some(Arc::new(token_signer)),
+            // Without the ServiceAccount controller no `default` ServiceAccount would exist
+            // and every pod would be refused.
+            service_account_admission: !self.disable_controllers,
             ..ServerOptions::default()
         };
         let server = ApiServer::new(Arc::clone(&store), options, &pki.admin_token)
@@ -240,6 +277,7 @@ impl ServerArgs {
                 self.agent_port,
                 pki.admin_token.clone(),
                 self.pod_network,
+                crate::agent::IngressPorts(self.ingress_http_port, self.ingress_https_port),
             )?;
             Some(tokio::spawn(skiff_agent::run(
                 config,
@@ -250,6 +288,7 @@ impl ServerArgs {
         let controller_options = skiff_controllers::ControllerOptions {
             cluster_cidr: self.cluster_cidr.clone(),
             node_cidr_mask_size: self.node_cidr_mask_size,
+            root_ca_pem: pki.ca_pem.clone(),
             ..skiff_controllers::ControllerOptions::default()
         };
         let controllers = (!self.disable_controllers).then(|| {

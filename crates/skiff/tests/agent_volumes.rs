@@ -75,13 +75,13 @@ echo "memsize=$(df -k /mem | tail -1 | awk '{print $2}')"
 echo "host=$(cat /host/greeting)"
 touch /host/new 2>/dev/null || echo host=ro
 touch /created/made && echo created=ok
-echo "cfg=$(cat /etc/cfg/conf/a.txt) mode=$(stat -c %a /etc/cfg/conf/a.txt) files=$(ls /etc/cfg | tr '\n' ,)"
-echo "sec=$(cat /etc/sec/pw) mode=$(stat -c %a /etc/sec/pw)"
+echo "cfg=$(cat /etc/cfg/conf/a.txt) mode=$(stat -L -c %a /etc/cfg/conf/a.txt) files=$(ls /etc/cfg | tr '\n' ,)"
+echo "sec=$(cat /etc/sec/pw) mode=$(stat -L -c %a /etc/sec/pw)"
 touch /etc/cfg/new 2>/dev/null || echo cfg=ro
 echo "name=$(cat /etc/info/name) ns=$(cat /etc/info/ns) mem=$(cat /etc/info/mem)"
 echo "labels=$(cat /etc/info/labels | tr '\n' ,)"
 echo "annotations=$(cat /etc/info/annotations)"
-echo "opt=$(ls -A /opt | wc -l)"
+echo "opt=$(ls /opt | wc -l)"
 echo sub > /sub/f && echo sub=ok
 echo DONE
 sleep 3600"#;

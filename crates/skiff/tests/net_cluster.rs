@@ -426,3 +426,229 @@ spec:
         "{out:?}"
     );
 }
+
+#[test]
+fn ingress_routes_by_host_and_path_with_tls_on_every_node() {
+    let c = NetCluster::start(2, "host-gw");
+    assert_eq!(
+        c.field(
+            &["get", "ingressclass", "skiff"],
+            "{.metadata.annotations.ingressclass\\.kubernetes\\.io/is-default-class}"
+        ),
+        "true"
+    );
+    c.apply(&web_pod("b", "node-1", "app: web"));
+    c.apply(&web_pod("d", "node-0", "app: api"));
+    c.wait_running("default", "b");
+    c.wait_running("default", "d");
+    // Ingress paths are passed through unchanged: d serves /api/ too.
+    c.exec_ok(
+        "default",
+        "d",
+        "web",
+        &[
+            "sh",
+            "-c",
+            "mkdir -p /www/api && hostname > /www/api/index.html",
+        ],
+    );
+
+    // A certificate for web.example, as a kubernetes.io/tls Secret.
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=web.example",
+        ])
+        .args(["-addext", "subjectAltName=DNS:web.example", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "openssl: {made:?}");
+    c.k(&[
+        "create",
+        "secret",
+        "tls",
+        "web-tls",
+        &format!("--cert={}", cert.display()),
+        &format!("--key={}", key.display()),
+    ]);
+    c.apply(
+        r#"apiVersion: v1
+kind: Service
+metadata:
+  name: web
+spec:
+  selector: {app: web}
+  ports:
+  - port: 80
+    targetPort: http
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: api
+spec:
+  selector: {app: api}
+  ports:
+  - name: web
+    port: 8000
+    targetPort: 8080
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: site
+spec:
+  tls:
+  - hosts: [web.example]
+    secretName: web-tls
+  rules:
+  - host: web.example
+    http:
+      paths:
+      - path: /
+        pathType: Prefix
+        backend:
+          service: {name: web, port: {number: 80}}
+      - path: /api
+        pathType: Prefix
+        backend:
+          service: {name: api, port: {name: web}}
+"#,
+    );
+    c.wait("the Ingress status", Duration::from_secs(30), |c| {
+        let ips = c.field(
+            &["get", "ingress", "site"],
+            "{.status.loadBalancer.ingress[*].ip}",
+        );
+        (0..2).all(|i| ips.split_whitespace().any(|ip| ip == c.node_ip(i)))
+    });
+    let curl = |c: &NetCluster, from: usize, args: &[&str]| -> String {
+        let out = c.on_node(from, "curl", &[&["-s", "--max-time", "5"], args].concat());
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    // Every node serves every Ingress: node-0's proxy reaches b on node-1 and the other way.
+    for node in [0, 1] {
+        let base = format!("http://{}/", c.node_ip(node));
+        c.wait(
+            &format!("the Ingress on node-{node}"),
+            Duration::from_secs(30),
+            |c| curl(c, 1 - node, &["-H", "Host: web.example", &base]) == "b",
+        );
+        let api = format!("http://{}/api/", c.node_ip(node));
+        assert_eq!(curl(&c, 1 - node, &["-H", "Host: web.example", &api]), "d");
+    }
+    let code = curl(
+        &c,
+        0,
+        &[
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-H",
+            "Host: nope.example",
+            &format!("http://{}/", c.node_ip(1)),
+        ],
+    );
+    assert_eq!(code, "404");
+    let resolve = format!("web.example:443:{}", c.node_ip(1));
+    let tls = curl(
+        &c,
+        0,
+        &[
+            "--resolve",
+            &resolve,
+            "--cacert",
+            cert.to_str().unwrap(),
+            "https://web.example/",
+        ],
+    );
+    assert_eq!(tls, "b", "HTTPS with the Secret's certificate");
+}
+
+#[test]
+fn network_policies_allow_and_deny_real_traffic_and_keep_dns_reachable() {
+    let c = NetCluster::start(2, "host-gw");
+    c.apply(&web_pod("web", "node-1", "app: web"));
+    c.apply(&web_pod("client", "node-0", "role: client"));
+    c.apply(&web_pod("other", "node-0", "role: other"));
+    let web = c.wait_running("default", "web");
+    c.wait_running("default", "client");
+    let other = c.wait_running("default", "other");
+    let to_web = format!("http://{web}:8080/");
+    for pod in ["client", "other"] {
+        assert_eq!(fetch_ok(&c, pod, &to_web), "web");
+    }
+
+    // Ingress: only role=client may reach web, on its http port.
+    c.apply(
+        r#"apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata:
+  name: web-from-clients
+spec:
+  podSelector: {matchLabels: {app: web}}
+  ingress:
+  - from:
+    - podSelector: {matchLabels: {role: client}}
+    ports:
+    - port: http
+"#,
+    );
+    c.wait("other shut out of web", Duration::from_secs(30), |c| {
+        !fetch(c, "other", &to_web).status.success()
+    });
+    assert_eq!(fetch_ok(&c, "client", &to_web), "web");
+
+    // Egress: client may only talk to web and to the cluster DNS (selected the usual way).
+    c.apply(
+        r#"apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata:
+  name: client-egress
+spec:
+  podSelector: {matchLabels: {role: client}}
+  policyTypes: [Egress]
+  egress:
+  - to:
+    - podSelector: {matchLabels: {app: web}}
+  - to:
+    - namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: kube-system}}
+      podSelector: {matchLabels: {k8s-app: kube-dns}}
+    ports:
+    - {port: 53, protocol: UDP}
+    - {port: 53, protocol: TCP}
+"#,
+    );
+    let to_other = format!("http://{other}:8080/");
+    c.wait("client kept from other", Duration::from_secs(30), |c| {
+        !fetch(c, "client", &to_other).status.success()
+    });
+    assert_eq!(fetch_ok(&c, "client", &to_web), "web");
+    let lookup = c.exec_ok(
+        "default",
+        "client",
+        "web",
+        &["nslookup", "kubernetes.default.svc.cluster.local"],
+    );
+    assert!(lookup.contains("10.43.0.1"), "{lookup}");
+
+    // Removing the policies opens the way again.
+    c.k(&["delete", "networkpolicy", "--all"]);
+    c.wait("other let in again", Duration::from_secs(30), |c| {
+        fetch(c, "other", &to_web).status.success()
+    });
+    assert_eq!(fetch_ok(&c, "client", &to_other), "other");
+}

@@ -195,7 +195,12 @@ fn tour(version: &str) {
     let yaml = k.ok(&[&n[..], &["get", "cm", "c1", "-o", "yaml"]].concat());
     assert!(yaml.contains("a: \"1\""), "{yaml}");
     let name = k.ok(&[&n[..], &["get", "cm", "-o", "name"]].concat());
-    assert_eq!(name.trim(), "configmap/c1");
+    // Every namespace also gets the cluster CA (`kube-root-ca.crt`), as in Kubernetes.
+    let names: Vec<&str> = name
+        .lines()
+        .filter(|l| *l != "configmap/kube-root-ca.crt")
+        .collect();
+    assert_eq!(names, ["configmap/c1"]);
     let wide = k.ok(&[&n[..], &["get", "cm", "-o", "wide"]].concat());
     assert!(
         wide.starts_with("NAME") && wide.contains("DATA") && wide.contains("c1"),

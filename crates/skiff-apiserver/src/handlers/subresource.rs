@@ -52,9 +52,7 @@ pub async fn handle(
                 ctx.info.plural, ctx.info.singular
             )))
         }
-        ("token", _) => Err(ApiError::unavailable(
-            "serviceaccounts/token is not served yet by this server",
-        )),
+        ("token", Method::POST) => crate::serviceaccount::token_request(ctx, body).await,
         _ => Err(ApiError::method_not_allowed()),
     }
 }

@@ -67,6 +67,12 @@ pub async fn create(ctx: &Ctx, body: &[u8]) -> Result<Response, ApiError> {
     let warnings = strategy::check_fields(ctx, &obj, Some(body))?;
     if let Some(ns) = ctx.ns() {
         storage::check_namespace(ctx.state.store.as_ref(), ns, true).await?;
+        if ctx.state.options.service_account_admission
+            && ctx.info.group.is_empty()
+            && ctx.info.plural == "pods"
+        {
+            crate::serviceaccount::admission::admit_pod(&ctx.state, ns, &mut obj).await?;
+        }
     }
     let generate = object::name(&obj).is_empty();
     let prefix = object::meta_str(&obj, "generateName").to_string();

@@ -68,9 +68,15 @@ pub struct RunArgs {
     /// Drop a capability (or ALL).
     #[arg(long)]
     cap_drop: Vec<String>,
-    /// Security options: no-new-privileges, seccomp=unconfined.
+    /// Security options: no-new-privileges, seccomp=unconfined, seccomp=PROFILE.json.
     #[arg(long)]
     security_opt: Vec<String>,
+    /// Every capability and host device, no seccomp, no masked paths.
+    #[arg(long)]
+    privileged: bool,
+    /// Add a supplementary group (numeric id).
+    #[arg(long)]
+    group_add: Vec<u32>,
     /// Network: none (the default until pod networking exists) or host.
     #[arg(long, alias = "net", default_value = "none")]
     network: String,
@@ -165,6 +171,8 @@ impl RunArgs {
             cap_add: self.cap_add.clone(),
             cap_drop: self.cap_drop.clone(),
             security_opt: self.security_opt.clone(),
+            privileged: self.privileged,
+            group_add: self.group_add.clone(),
             network,
             restart,
             auto_remove: self.rm,

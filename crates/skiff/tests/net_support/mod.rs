@@ -21,8 +21,13 @@ pub const KUBECTL_DIR: &str = "/usr/lib/google-cloud-sdk/bin";
 /// The busybox image as pods name it (loaded into every node; pull policy IfNotPresent).
 pub const IMAGE: &str = "skiff.test/busybox:latest";
 
+/// The binary under test: `$SKIFF_BIN` if set (the benchmark, an example, has no
+/// `CARGO_BIN_EXE_skiff`), else the one Cargo built for the integration test.
 fn skiff() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_skiff"))
+    std::env::var_os("SKIFF_BIN")
+        .map(PathBuf::from)
+        .or_else(|| option_env!("CARGO_BIN_EXE_skiff").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("skiff"))
 }
 
 /// One node: its namespace, data root and process.
