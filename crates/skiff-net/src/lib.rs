@@ -8,9 +8,11 @@ pub mod dns;
 pub mod ingress;
 pub mod ipam;
 mod iproute;
+mod nftcmd;
 pub mod podnet;
 pub mod policy;
 pub mod proxy;
 pub mod routes;
+pub mod slices;
 
 pub use ipam::{Ipam, IpamError, Ipv4Cidr};

@@ -16,9 +16,6 @@ use crate::ipam::Ipv4Cidr;
 /// TTL of every record and of negative answers (SOA minimum), in seconds.
 pub const TTL: u32 = 5;
 
-/// The label EndpointSlices carry naming their Service.
-const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
-
 /// How many CNAMEs an answer follows inside the cluster domain.
 const MAX_CNAME_CHAIN: usize = 8;
 
@@ -292,19 +289,7 @@ impl DnsSnapshot {
         };
 
         // Slices by (namespace, service name).
-        let mut slices_of: HashMap<(&str, &str), Vec<&EndpointSlice>> = HashMap::new();
-        for slice in slices {
-            let ns = slice.metadata.namespace.as_deref().unwrap_or("default");
-            let Some(svc) = slice
-                .metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(SERVICE_NAME_LABEL))
-            else {
-                continue;
-            };
-            slices_of.entry((ns, svc.as_str())).or_default().push(slice);
-        }
+        let slices_of = crate::slices::by_service(slices, &[]);
 
         let mut headless: HashMap<(String, String), bool> = HashMap::new();
         for svc in services {

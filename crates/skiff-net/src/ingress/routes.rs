@@ -23,7 +23,6 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use rustls::sign::CertifiedKey;
 
 use crate::ingress::tls;
-use crate::proxy::model::SERVICE_NAME_LABEL;
 
 /// The IngressClass name Skiff's built-in controller answers to by default.
 pub const DEFAULT_CLASS_NAME: &str = "skiff";
@@ -410,7 +409,7 @@ fn selected<'a>(input: &IngressInput<'a>) -> Vec<(&'a Ingress, String)> {
 /// round-robin position) between the rules naming the same service port.
 struct Resolver<'a> {
     services: HashMap<(&'a str, &'a str), &'a Service>,
-    slices: HashMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>,
+    slices: std::collections::BTreeMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>,
     cache: HashMap<(String, String, String), Arc<Backend>>,
 }
 
@@ -422,25 +421,7 @@ impl<'a> Resolver<'a> {
             let name = service.metadata.name.as_deref().unwrap_or("");
             services.insert((namespace, name), service);
         }
-        let mut slices: HashMap<(&str, &str), Vec<&EndpointSlice>> = HashMap::new();
-        for slice in input.slices {
-            if !matches!(slice.address_type.as_str(), "IPv4" | "IPv6") {
-                continue;
-            }
-            let Some(service) = slice
-                .metadata
-                .labels
-                .as_ref()
-                .and_then(|labels| labels.get(SERVICE_NAME_LABEL))
-            else {
-                continue;
-            };
-            let namespace = slice.metadata.namespace.as_deref().unwrap_or("default");
-            slices
-                .entry((namespace, service.as_str()))
-                .or_default()
-                .push(slice);
-        }
+        let slices = crate::slices::by_service(input.slices, &["IPv4", "IPv6"]);
         Resolver {
             services,
             slices,

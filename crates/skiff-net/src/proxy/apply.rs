@@ -1,9 +1,7 @@
 //! The thin executor: feeds a rendered script to `nft -f -`, in the host's or a given network
 //! namespace.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use std::collections::HashSet;
 
@@ -162,71 +160,26 @@ impl Executor {
         self.run("list proxy rules", &["list", "table", "ip", TABLE], None)
     }
 
-    /// Runs `nft ARGS` (under nsenter when needed) with `stdin` fed on a separate thread, so
-    /// that a large script and a large error output cannot block each other.
+    /// Runs `nft ARGS` (under nsenter when needed) with `stdin`; its stdout.
     fn run(
         &self,
         action: &'static str,
         args: &[&str],
         stdin: Option<&str>,
     ) -> Result<String, ProxyError> {
-        let mut command = match &self.netns {
-            Some(path) => {
-                let mut net = std::ffi::OsString::from("--net=");
-                net.push(path);
-                let mut c = Command::new("nsenter");
-                c.arg(net).arg("--").arg("nft");
-                c
-            }
-            None => Command::new("nft"),
-        };
-        command
-            .args(args)
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let program = format!("{:?}", command.get_program());
-        let spawn_error = |source| ProxyError::Spawn {
-            action,
-            program: program.clone(),
-            source,
-        };
-        let mut child = command.spawn().map_err(spawn_error)?;
-        let output = std::thread::scope(|scope| {
-            let writer = child.stdin.take().map(|mut pipe| {
-                let text = stdin.unwrap_or_default();
-                scope.spawn(move || pipe.write_all(text.as_bytes()))
-            });
-            let output = child.wait_with_output();
-            let written = match writer {
-                Some(handle) => handle
-                    .join()
-                    .unwrap_or_else(|_| Err(std::io::Error::other("stdin writer panicked"))),
-                None => Ok(()),
-            };
-            (output, written)
-        });
-        let (output, written) = output;
-        let output = output.map_err(spawn_error)?;
-        if !output.status.success() {
-            return Err(ProxyError::Nft {
+        let netns = self.netns.as_deref();
+        crate::nftcmd::run(netns, args, stdin).map_err(|failure| match failure {
+            crate::nftcmd::NftFailure::Spawn { program, source } => ProxyError::Spawn {
                 action,
-                netns: self
-                    .netns
-                    .as_ref()
-                    .map(|p| format!(" in network namespace {}", p.display()))
-                    .unwrap_or_default(),
-                status: output.status.to_string(),
-                stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
-            });
-        }
-        // nft succeeded, so it read the whole script; a write error would be a broken pipe
-        // after that, which cannot matter.
-        let _ = written;
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+                program,
+                source,
+            },
+            crate::nftcmd::NftFailure::Refused { status, stderr } => ProxyError::Nft {
+                action,
+                netns: crate::nftcmd::netns_suffix(netns),
+                status,
+                stderr,
+            },
+        })
     }
 }

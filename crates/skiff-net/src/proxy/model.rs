@@ -13,7 +13,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use crate::Ipv4Cidr;
 
 /// The label that ties an EndpointSlice to its Service (same namespace).
-pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+pub use crate::slices::SERVICE_NAME_LABEL;
 /// The session affinity timeout when `sessionAffinityConfig.clientIP.timeoutSeconds` is unset.
 pub const DEFAULT_AFFINITY_TIMEOUT: u32 = 10_800;
 /// The pod bridge's name unless the caller sets [`ProxyModel::bridge`].
@@ -283,25 +283,7 @@ pub fn build(input: &ProxyInput) -> ProxyModel {
         warnings: Vec::new(),
     };
 
-    let mut slices: BTreeMap<(&str, &str), Vec<&EndpointSlice>> = BTreeMap::new();
-    for slice in input.slices {
-        if slice.address_type != "IPv4" {
-            continue;
-        }
-        let Some(service) = slice
-            .metadata
-            .labels
-            .as_ref()
-            .and_then(|labels| labels.get(SERVICE_NAME_LABEL))
-        else {
-            continue;
-        };
-        let namespace = slice.metadata.namespace.as_deref().unwrap_or("default");
-        slices
-            .entry((namespace, service.as_str()))
-            .or_default()
-            .push(slice);
-    }
+    let slices = crate::slices::by_service(input.slices, &["IPv4"]);
 
     let mut services: Vec<&Service> = input.services.iter().collect();
     services.sort_by_key(|s| {
