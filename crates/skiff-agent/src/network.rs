@@ -30,6 +30,10 @@ use crate::{AgentError, Context};
 /// The namespace and name of the ConfigMap holding the cluster's network settings.
 pub const CONFIG_MAP: (&str, &str) = ("kube-system", "skiff-cluster-network");
 
+/// How often the node's network is recomputed when nothing changes (retries what failed;
+/// unchanged rules are not re-applied).
+const RESYNC: Duration = Duration::from_secs(10);
+
 /// The name of the node bridge.
 pub const BRIDGE: &str = "skiff0";
 
@@ -438,7 +442,9 @@ async fn keep_in_step(
                 }
             }
         }
-        changed.notified().await;
+        // Wake on the next change, and at least every RESYNC: an apply or route sync that
+        // failed (nft busy, a peer not ready) is retried even when nothing else changes.
+        let _ = tokio::time::timeout(RESYNC, changed.notified()).await;
         // Let a burst of events (a rollout touches many objects) settle into one update.
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
