@@ -126,22 +126,7 @@ fn cluster() -> Cluster {
 
 /// Creates a pod from YAML and waits until it runs.
 fn run_pod(c: &Cluster, yaml: &str, name: &str) {
-    let mut child = c
-        .kubectl()
-        .args(["apply", "-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(yaml.as_bytes())
-        .unwrap();
-    let out = wait_output(child);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    c.apply(yaml);
     c.wait(&format!("{name} to run"), LONG, || {
         c.field(&["get", "pod", name], "{.status.phase}") == "Running"
     });

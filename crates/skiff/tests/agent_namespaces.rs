@@ -4,36 +4,11 @@
 
 mod agent_support;
 
-use std::io::Write;
-use std::process::Stdio;
 use std::time::Duration;
 
 use agent_support::{Cluster, ok};
 
 const LONG: Duration = Duration::from_secs(90);
-
-fn apply(c: &Cluster, yaml: &str) {
-    let mut child = c
-        .kubectl()
-        .args(["apply", "-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(yaml.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 fn pod(name: &str, image: &str, extra: &str, containers: &[&str]) -> String {
     let mut yaml = format!(
@@ -69,18 +44,15 @@ fn host_ns(kind: &str) -> String {
 #[test]
 fn pods_share_process_namespaces_and_the_nodes_when_asked() {
     let c = Cluster::start();
-    apply(
-        &c,
-        &pod(
-            "shared",
-            &c.image,
-            "  shareProcessNamespace: true\n",
-            &["a", "b"],
-        ),
-    );
-    apply(&c, &pod("apart", &c.image, "", &["a", "b"]));
-    apply(&c, &pod("hostpid", &c.image, "  hostPID: true\n", &["a"]));
-    apply(&c, &pod("hostipc", &c.image, "  hostIPC: true\n", &["a"]));
+    c.apply(&pod(
+        "shared",
+        &c.image,
+        "  shareProcessNamespace: true\n",
+        &["a", "b"],
+    ));
+    c.apply(&pod("apart", &c.image, "", &["a", "b"]));
+    c.apply(&pod("hostpid", &c.image, "  hostPID: true\n", &["a"]));
+    c.apply(&pod("hostipc", &c.image, "  hostIPC: true\n", &["a"]));
     for name in ["shared", "apart", "hostpid", "hostipc"] {
         running(&c, name);
     }
