@@ -39,7 +39,7 @@ assert [i.metadata.name for i in listed.items] == ["settings"], listed.items
 
 events = []
 w = watch.Watch()
-for event in w.stream(core.list_namespaced_config_map, "py", resource_version=start_rv, timeout_seconds=10):
+for event in w.stream(core.list_namespaced_config_map, "py", field_selector="metadata.name=settings", resource_version=start_rv, timeout_seconds=10):
     events.append((event["type"], event["object"].metadata.name))
     if len(events) == 1:
         core.delete_namespaced_config_map("settings", "py")
