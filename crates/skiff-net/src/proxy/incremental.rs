@@ -1,9 +1,10 @@
 //! Incremental updates of the proxy table: [`ProxyState`] remembers what it applied last and
 //! turns the next model into one small `nft -f` transaction that touches only what changed.
 //!
-//! Re-creating the whole table costs the kernel one anonymous set per service (the endpoint
-//! maps of `numgen`) on every change: 230-390 ms at 1,000 services × 10 endpoints. One
-//! endpoint change touches one or two service chains and perhaps an element of a verdict map.
+//! Re-creating the whole table re-creates every service's chains on every change (230-390 ms
+//! at 1,000 services × 10 endpoints when spreading still used one anonymous map per service).
+//! One endpoint change touches one or two service chains and perhaps an element of a verdict
+//! map.
 //!
 //! The table is seen as
 //! - the base (everything that depends only on the node: bridge, addresses, CIDRs, DNS

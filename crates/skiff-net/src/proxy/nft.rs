@@ -9,9 +9,16 @@
 //!   policy Local), `ext-<hash>` applies the external traffic policy: masquerade and
 //!   `svc-` for Cluster; for Local, pod and node traffic short-circuits to `svc-` and the rest
 //!   goes to `loc-` unmasqueraded.
-//! - Spreading is `dnat ... to numgen random mod N map { i : addr . port }`: one rule per
-//!   service, no per-endpoint chain. With session affinity each endpoint gets a chain
-//!   `ep-<hash>` that records the client in the dynamic set `aff-<hash>`, checked first.
+//! - Spreading is a cascade of rules, one per endpoint: endpoint `i` of `N` is taken with
+//!   `numgen random mod (N - i) 0` (probability `1/(N - i)` among the ones left, so `1/N`
+//!   each), the last one unconditionally; no per-endpoint chain. With session affinity each
+//!   endpoint gets a chain `ep-<hash>` that records the client in the dynamic set
+//!   `aff-<hash>`, checked first, and the cascade jumps to those chains.
+//!   The cascade has no anonymous set on purpose: a packet that is still walking the old
+//!   rules while a transaction that replaces them commits looks up set elements in the new
+//!   generation, where an old rule's anonymous map is already empty; its DNAT then silently
+//!   does nothing and the connection is refused (seen with `numgen ... map { ... }` under
+//!   endpoint churn, about one connection in 10,000). Plain rules carry no such state.
 //! - `nat-postrouting` masquerades (a) packets marked 0x4000 (external traffic with policy
 //!   Cluster, off-cluster clients of a cluster IP, hairpin), (b) DNATed traffic from this
 //!   node's pods leaving through the pod bridge again (the pod bridge would carry the reply
@@ -487,43 +494,29 @@ fn render_spread(s: &mut String, rules: &ServicePortRules, endpoints: &[Endpoint
             let set = affinity_set(rules, endpoint);
             out!(s, "\t\tip saddr @{set} goto {chain}");
         }
-        if let [only] = chains.as_slice() {
-            out!(s, "\t\tgoto {only}");
-        } else {
-            let arms: Vec<String> = chains
-                .iter()
-                .enumerate()
-                .map(|(i, c)| format!("{i} : goto {c}"))
-                .collect();
-            out!(
-                s,
-                "\t\tnumgen random mod {} vmap {{ {} }}",
-                chains.len(),
-                arms.join(", ")
-            );
-        }
+        let verdicts: Vec<String> = chains.iter().map(|c| format!("goto {c}")).collect();
+        render_cascade(s, &verdicts);
         return;
     }
-    if let [only] = endpoints {
-        out!(
-            s,
-            "\t\tmeta l4proto {proto} dnat to {}:{}",
-            only.ip,
-            only.port
-        );
-        return;
-    }
-    let arms: Vec<String> = endpoints
+    let verdicts: Vec<String> = endpoints
         .iter()
-        .enumerate()
-        .map(|(i, e)| format!("{i} : {} . {}", e.ip, e.port))
+        .map(|e| format!("meta l4proto {proto} dnat to {}:{}", e.ip, e.port))
         .collect();
-    out!(
-        s,
-        "\t\tmeta l4proto {proto} dnat ip addr . port to numgen random mod {} map {{ {} }}",
-        endpoints.len(),
-        arms.join(", ")
-    );
+    render_cascade(s, &verdicts);
+}
+
+/// One rule per verdict, the `i`-th of `n` taken with probability `1/(n - i)` when reached
+/// (`numgen random mod (n - i) 0`), the last one always: each is chosen with probability
+/// `1/n`.
+fn render_cascade(s: &mut String, verdicts: &[String]) {
+    let n = verdicts.len();
+    for (i, verdict) in verdicts.iter().enumerate() {
+        if i + 1 == n {
+            out!(s, "\t\t{verdict}");
+        } else {
+            out!(s, "\t\tnumgen random mod {} 0 {verdict}", n - i);
+        }
+    }
 }
 
 /// With session affinity: per endpoint (of either list) a chain that records the client and

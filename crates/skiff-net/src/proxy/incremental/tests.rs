@@ -79,9 +79,14 @@ fn one_more_endpoint_replaces_the_rules_of_one_chain_only() {
                  10.42.0.0/16 jump mark-for-masquerade"
             ),
             format!(
-                "add rule ip skiff-proxy {svc} meta l4proto tcp dnat ip addr . port to numgen \
-                 random mod 3 map {{ 0 : 10.42.0.5 . 8080, 1 : 10.42.0.6 . 8080, 2 : 10.42.0.7 . 8080 }}"
+                "add rule ip skiff-proxy {svc} numgen random mod 3 0 meta l4proto tcp dnat to \
+                 10.42.0.5:8080"
             ),
+            format!(
+                "add rule ip skiff-proxy {svc} numgen random mod 2 0 meta l4proto tcp dnat to \
+                 10.42.0.6:8080"
+            ),
+            format!("add rule ip skiff-proxy {svc} meta l4proto tcp dnat to 10.42.0.7:8080"),
         ]
     );
 }

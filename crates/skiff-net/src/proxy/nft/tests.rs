@@ -128,10 +128,14 @@ fn services_are_looked_up_in_verdict_maps() {
         "{script}"
     );
     assert!(script.contains(&format!("chain {web} {{")));
-    // Two endpoints: one numgen map, no per-endpoint chain.
-    assert!(script.contains(
-        "meta l4proto tcp dnat ip addr . port to numgen random mod 2 map { 0 : 10.42.0.5 . 8080, 1 : 10.42.1.5 . 8080 }"
-    ));
+    // Two endpoints: a cascade of two rules, no set, no per-endpoint chain.
+    assert!(
+        script.contains(
+            "\t\tnumgen random mod 2 0 meta l4proto tcp dnat to 10.42.0.5:8080\n\t\tmeta l4proto tcp dnat to 10.42.1.5:8080\n"
+        ),
+        "{script}"
+    );
+    assert!(!script.contains(" map {"), "no anonymous map: {script}");
     let web_dns = chain_name("svc", "default/web/udp/dns");
     assert!(script.contains(&format!("10.43.0.10 . udp . 53 : goto {web_dns}")));
     // Node port of a Cluster-policy service: masquerade then the cluster chain.
