@@ -71,6 +71,9 @@ pub fn request(
         resources: resources(container),
         labels: runtime::labels(&pref, &container.name, kind, attempt),
         join_namespaces: joined_namespaces(pod, sandbox_pid),
+        stdin: container.stdin.unwrap_or(false),
+        stdin_once: container.stdin_once.unwrap_or(false),
+        tty: container.tty.unwrap_or(false),
         ..CreateRequest::default()
     }
 }

@@ -76,6 +76,12 @@ pub struct CreateRequest {
     pub hosts: Option<String>,
     /// The container's `/etc/resolv.conf` instead of the host's (a pod's DNS configuration).
     pub resolv_conf: Option<String>,
+    /// `-i`: keep stdin open (fed through the attach socket).
+    pub stdin: bool,
+    /// Close stdin when the first attached client detaches (`docker run -i`, `stdinOnce`).
+    pub stdin_once: bool,
+    /// `-t`: a terminal.
+    pub tty: bool,
 }
 
 /// What `exec` asks for.
@@ -272,6 +278,9 @@ impl Engine {
                 .map(|p| p.display().to_string())
                 .unwrap_or_default(),
             join_namespaces: request.join_namespaces.clone(),
+            stdin: request.stdin,
+            stdin_once: request.stdin_once,
+            tty: request.tty,
         };
         self.reserve_name(&name, id.as_str())?;
         let dir = self.dir(id.as_str());
@@ -408,6 +417,19 @@ impl Engine {
     /// Starts the container's monitor (`program shim --data-root DATA ID`, where `program` is
     /// the `skiff` binary) and waits until the container runs or failed to start.
     pub fn start(&self, id: &str, program: &Path) -> Result<ShimHandle> {
+        let mut handle = self.spawn_monitor(id, program, false)?;
+        handle.wait_started()?;
+        Ok(handle)
+    }
+
+    /// Starts the container's monitor without waiting for the container; with `wait_attach`
+    /// the monitor first waits for one client on its attach socket ([`crate::attach`]).
+    pub(crate) fn spawn_monitor(
+        &self,
+        id: &str,
+        program: &Path,
+        wait_attach: bool,
+    ) -> Result<ShimHandle> {
         let container = self.load(id)?;
         if container.is_active() {
             return Err(EngineError::InvalidArgument(format!(
@@ -421,10 +443,12 @@ impl Engine {
             .append(true)
             .open(dir.shim_log())
             .map_err(EngineError::io("open", dir.shim_log()))?;
-        let mut child = Command::new(program)
-            .arg("shim")
-            .arg("--data-root")
-            .arg(&self.data_root)
+        let mut command = Command::new(program);
+        command.arg("shim").arg("--data-root").arg(&self.data_root);
+        if wait_attach {
+            command.arg("--wait-attach");
+        }
+        let mut child = command
             .arg(id)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -435,14 +459,12 @@ impl Engine {
             .stdout
             .take()
             .ok_or_else(|| EngineError::Shim("no report pipe".into()))?;
-        let mut handle = ShimHandle {
+        Ok(ShimHandle {
             id: id.to_string(),
             data_root: self.data_root.clone(),
             child,
             report: BufReader::new(stdout),
-        };
-        handle.wait_started()?;
-        Ok(handle)
+        })
     }
 
     /// Stops a container: the stop signal, then SIGKILL after `timeout`. The restart policy
@@ -684,7 +706,7 @@ pub struct ShimHandle {
 }
 
 impl ShimHandle {
-    fn next_line(&mut self) -> Option<String> {
+    pub(crate) fn next_line(&mut self) -> Option<String> {
         let mut line = String::new();
         match self.report.read_line(&mut line) {
             Ok(n) if n > 0 => Some(line.trim_end().to_string()),
@@ -692,9 +714,17 @@ impl ShimHandle {
         }
     }
 
-    fn wait_started(&mut self) -> Result<()> {
-        match self.next_line() {
+    pub(crate) fn wait_started(&mut self) -> Result<()> {
+        let line = self.next_line();
+        self.started_from(line)
+    }
+
+    /// What the monitor's first report line (after any `listening`) means.
+    pub(crate) fn started_from(&mut self, line: Option<String>) -> Result<()> {
+        match line {
             Some(line) if line.starts_with("started") => Ok(()),
+            // A monitor waiting for its first attach client says so first.
+            Some(line) if line == "listening" => self.wait_started(),
             Some(line) if line.starts_with("error ") => {
                 let rest = &line["error ".len()..];
                 let (code, message) = rest.split_once(' ').unwrap_or(("125", rest));

@@ -5,6 +5,8 @@
 //!                      state.json       what happened (written by the monitor)
 //!                      container.log    stdout/stderr in the CRI log format
 //!                      shim.log         the monitor's own diagnostics
+//!                      attach.sock      the monitor's attach socket (stdin, live output, resize)
+//!                      console.sock     where the runtime sends a terminal's master (briefly)
 //!                      stop-requested   present once a user stopped it (no restart)
 //!                      hostname hosts resolv.conf   bind-mounted into the container
 //!                      init/            the init layer (placeholders), an overlay lower dir
@@ -53,6 +55,16 @@ impl ContainerDir {
     /// The monitor's diagnostics.
     pub fn shim_log(&self) -> PathBuf {
         self.dir.join("shim.log")
+    }
+
+    /// The monitor's attach socket ([`crate::attach`]).
+    pub fn attach_socket(&self) -> PathBuf {
+        self.dir.join("attach.sock")
+    }
+
+    /// The console socket the runtime sends a terminal's master to.
+    pub fn console_socket(&self) -> PathBuf {
+        self.dir.join("console.sock")
     }
 
     /// Present once a user stopped the container: the restart policy does not apply.

@@ -13,6 +13,7 @@
 //! Ids and names are Docker's (64 hex digits, addressable by any unique prefix; names
 //! `[a-zA-Z0-9][a-zA-Z0-9_.-]*`, unique).
 
+pub mod attach;
 pub mod commit;
 pub mod engine;
 pub mod inspect;
@@ -29,6 +30,7 @@ pub mod users;
 
 use std::path::PathBuf;
 
+pub use attach::{AttachConn, AttachError, Frame};
 pub use commit::{CommitOptions, CommitOutcome};
 pub use engine::{Container, CreateRequest, Engine, ExecRequest, ShimHandle};
 pub use naming::{ContainerId, NamingError, resolve_prefix, validate_name};
@@ -108,6 +110,9 @@ pub enum EngineError {
     /// A `prctl` failed.
     #[error(transparent)]
     Process(#[from] skiff_sys::ProcessError),
+    /// An attach connection failed.
+    #[error(transparent)]
+    Attach(#[from] attach::AttachError),
     /// The monitor process failed.
     #[error("container monitor: {0}")]
     Shim(String),

@@ -259,6 +259,16 @@ pub struct ContainerConfig {
     /// and UTS namespaces of its sandbox).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub join_namespaces: Vec<NamespaceJoin>,
+    /// `-i` / a pod's `stdin`: the container's stdin is a pipe the monitor keeps open, fed
+    /// through the attach socket (otherwise `/dev/null`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stdin: bool,
+    /// `stdinOnce`: the stdin closes when the first client attached to it detaches.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stdin_once: bool,
+    /// `-t` / a pod's `tty`: the process runs on a terminal whose master the monitor holds.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tty: bool,
 }
 
 /// A namespace a container joins instead of creating its own.

@@ -12,8 +12,16 @@
 //! until `rm` (or is removed at once with `--rm`).
 //!
 //! The process that started it reads one line per event from the monitor's stdout:
-//! `started PID`, `error CODE MESSAGE` or `exited CODE`. Nothing here may start a thread: the
-//! runtime forks.
+//! `listening` (with `--wait-attach`), `started PID`, `error CODE MESSAGE` or `exited CODE`.
+//! Nothing here may start a thread: the runtime forks.
+//!
+//! The monitor also serves the container's attach socket ([`crate::attach`]) from the same
+//! loop: output goes to attached clients as well as to the log, and clients' input goes to
+//! the container's stdin, a pipe it keeps open when the container was created with `stdin`.
+//! A `tty` container runs on a terminal whose master the runtime sends over a console socket
+//! in the container's directory; its output is one stream, logged as stdout, and clients'
+//! resizes apply to it. With `--wait-attach` the container starts only once a first client
+//! said hello (a foreground `run -i/-t` sees every byte), or after 30 s without one.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -27,6 +35,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use skiff_runtime::StateStore;
 
+use crate::attach::{Frame, Hub, Input, SocketPath, StdinSink};
 use crate::layout::{self, ContainerDir};
 use crate::logs::{LogWriter, Stream};
 use crate::record::{self, ContainerConfig, State, Status};
@@ -85,11 +94,20 @@ impl Report {
     }
 }
 
+/// One source of the container's output.
+struct Source {
+    file: File,
+    stream: Stream,
+    open: bool,
+}
+
 /// A container whose init runs.
 struct Running {
     pid: i32,
-    stdout: File,
-    stderr: File,
+    outputs: Vec<Source>,
+    stdin: StdinSink,
+    /// The terminal's master, with `tty`.
+    master: Option<OwnedFd>,
 }
 
 /// What a run ended with.
@@ -100,7 +118,8 @@ struct Ended {
 
 /// Runs the monitor of container `id` until the container ended for good. Call it in a fresh,
 /// single-threaded process whose stdout is the report pipe and stderr its diagnostics file.
-pub fn run(data_root: &Path, id: &str) -> Result<()> {
+/// With `wait_attach` the container starts once a first client attached.
+pub fn run(data_root: &Path, id: &str, wait_attach: bool) -> Result<()> {
     let _ = nix::unistd::setsid();
     skiff_sys::set_child_subreaper(true)?;
     let stdout_copy = std::io::stdout()
@@ -148,16 +167,27 @@ pub fn run(data_root: &Path, id: &str) -> Result<()> {
         diagnostics: &diagnostics,
         mask: &mask,
     };
+    let mut hub = match Hub::bind(&dir.attach_socket(), config.stdin_once) {
+        Ok(hub) => hub,
+        Err(err) => return fail(&dir, &mut state, &mut report, &err),
+    };
+    if wait_attach {
+        report.send("listening");
+        hub.wait_first(REPORT_GRACE);
+    }
     if let Err(err) = prepare(data_root, &dir, &config) {
+        hub.finish_run(err.run_exit_code());
         return fail(&dir, &mut state, &mut report, &err);
     }
     let mut logs = LogWriter::open(&dir.log())?;
     let mut backoff = BACKOFF_START;
     let mut first = true;
     loop {
-        let running = match launch(&store, id, &dir, &io) {
+        hub.new_run();
+        let running = match launch(&store, id, &dir, &io, &config, &hub) {
             Ok(running) => running,
             Err(err) => {
+                hub.finish_run(err.run_exit_code());
                 let _ = crate::rootfs::unmount(&dir.rootfs());
                 if first {
                     return fail(&dir, &mut state, &mut report, &err);
@@ -177,7 +207,8 @@ pub fn run(data_root: &Path, id: &str) -> Result<()> {
             report.send(&format!("started {}", running.pid));
             first = false;
         }
-        let ended = monitor(running, &signals, &mut logs)?;
+        let ended = monitor(running, &signals, &mut logs, &mut hub)?;
+        hub.finish_run(ended.code);
         state.oom_killed = ended.code == 137 && oom_killed(&store, id);
         let _ = skiff_runtime::container::delete(&store, id, true);
         state.pid = 0;
@@ -202,6 +233,8 @@ pub fn run(data_root: &Path, id: &str) -> Result<()> {
         backoff = (backoff * 2).min(BACKOFF_MAX);
         state.restart_count += 1;
     }
+    drop(hub);
+    let _ = std::fs::remove_file(dir.attach_socket());
     crate::rootfs::unmount(&dir.rootfs())?;
     state.status = Status::Exited;
     state.pid = 0;
@@ -294,37 +327,125 @@ struct StdioSwap<'a> {
     mask: &'a SigSet,
 }
 
-/// Creates and starts the container with fresh output pipes.
-fn launch(store: &StateStore, id: &str, dir: &ContainerDir, io: &StdioSwap<'_>) -> Result<Running> {
+/// Creates and starts the container with fresh output pipes, its stdin (a pipe with
+/// `stdin`, else `/dev/null`) and, with `tty`, its terminal.
+fn launch(
+    store: &StateStore,
+    id: &str,
+    dir: &ContainerDir,
+    io: &StdioSwap<'_>,
+    config: &ContainerConfig,
+    hub: &Hub,
+) -> Result<Running> {
     if store.exists(id) {
         let _ = skiff_runtime::container::delete(store, id, true);
     }
     let pipe = || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("pipe"));
     let (out_read, out_write) = pipe()?;
     let (err_read, err_write) = pipe()?;
+    let stdin_pipe = if config.stdin && !config.tty {
+        Some(pipe()?)
+    } else {
+        None
+    };
+    let console_path = dir.console_socket();
+    let console = if config.tty {
+        Some(crate::attach::listen(&console_path)?)
+    } else {
+        None
+    };
+    let console_short = if config.tty {
+        Some(SocketPath::new(&console_path)?)
+    } else {
+        None
+    };
+    let options = skiff_runtime::CreateOptions {
+        console_socket: console_short.as_ref().map(|p| p.path().to_path_buf()),
+        ..skiff_runtime::CreateOptions::default()
+    };
+    if let Some((read, _)) = &stdin_pipe {
+        nix::unistd::dup2_stdin(read).map_err(sys("dup2 stdin"))?;
+    }
     nix::unistd::dup2_stdout(&out_write).map_err(sys("dup2 stdout"))?;
     nix::unistd::dup2_stderr(&err_write).map_err(sys("dup2 stderr"))?;
     let _ = io.mask.thread_unblock();
-    let created = skiff_runtime::container::create(
-        store,
-        id,
-        &dir.bundle(),
-        &skiff_runtime::CreateOptions::default(),
-    );
+    let created = skiff_runtime::container::create(store, id, &dir.bundle(), &options);
     let _ = io.mask.thread_block();
+    nix::unistd::dup2_stdin(io.devnull).map_err(sys("dup2 stdin"))?;
     nix::unistd::dup2_stdout(io.devnull).map_err(sys("dup2 stdout"))?;
     nix::unistd::dup2_stderr(io.diagnostics).map_err(sys("dup2 stderr"))?;
     drop(out_write);
     drop(err_write);
+    drop(console_short);
+    let stdin_write = stdin_pipe.map(|(read, write)| {
+        drop(read);
+        write
+    });
     let record = created.map_err(start_error)?;
+    let master = match &console {
+        Some(listener) => {
+            let received = listener
+                .accept()
+                .map_err(EngineError::io("accept", &console_path))
+                .and_then(|(socket, _)| Ok(skiff_sys::pty::recv_fd(&socket)?.0));
+            let _ = std::fs::remove_file(&console_path);
+            match received {
+                Ok(master) => {
+                    if let Some((cols, rows)) = hub.size() {
+                        let _ = skiff_sys::pty::set_window_size(&master, cols, rows);
+                    }
+                    Some(master)
+                }
+                Err(err) => {
+                    let _ = skiff_runtime::container::delete(store, id, true);
+                    return Err(err);
+                }
+            }
+        }
+        None => None,
+    };
     if let Err(err) = skiff_runtime::container::start(store, id) {
         let _ = skiff_runtime::container::delete(store, id, true);
         return Err(start_error(err));
     }
+    let mut outputs = Vec::new();
+    let dup = |fd: &OwnedFd| {
+        fd.try_clone()
+            .map_err(EngineError::io("duplicate", "the terminal"))
+    };
+    let stdin = match &master {
+        Some(master) => {
+            outputs.push(Source {
+                file: File::from(dup(master)?),
+                stream: Stream::Stdout,
+                open: true,
+            });
+            StdinSink::new(
+                if config.stdin {
+                    Some(File::from(dup(master)?))
+                } else {
+                    None
+                },
+                true,
+            )
+        }
+        None => StdinSink::new(stdin_write.map(File::from), false),
+    };
+    outputs.push(Source {
+        file: File::from(out_read),
+        stream: Stream::Stdout,
+        open: true,
+    });
+    outputs.push(Source {
+        file: File::from(err_read),
+        stream: Stream::Stderr,
+        open: true,
+    });
     Ok(Running {
         pid: record.state.pid,
-        stdout: File::from(out_read),
-        stderr: File::from(err_read),
+        outputs,
+        stdin,
+        master,
     })
 }
 
@@ -344,20 +465,26 @@ fn start_error(err: skiff_runtime::ContainerError) -> EngineError {
     }
 }
 
-/// Copies output to the log and reaps children until the init ended and its output is read.
-fn monitor(mut running: Running, signals: &SignalFd, logs: &mut LogWriter) -> Result<Ended> {
-    let mut open = [true, true];
+/// Copies output to the log and the attached clients, clients' input to the container, and
+/// reaps children until the init ended and its output is read.
+fn monitor(
+    mut running: Running,
+    signals: &SignalFd,
+    logs: &mut LogWriter,
+    hub: &mut Hub,
+) -> Result<Ended> {
     let mut code: Option<i32> = None;
     let mut stop_requested = false;
     let mut drain_until: Option<Instant> = None;
     let mut buffer = vec![0u8; 64 * 1024];
+    let mut inputs = Vec::new();
     // A SIGCHLD may have come and gone while signals were unblocked around create.
     reap(running.pid, &mut code);
     loop {
         if code.is_some() && drain_until.is_none() {
             drain_until = Some(Instant::now() + DRAIN);
         }
-        if code.is_some() && !open[0] && !open[1] {
+        if code.is_some() && running.outputs.iter().all(|o| !o.open) {
             break;
         }
         let timeout = match drain_until {
@@ -370,49 +497,94 @@ fn monitor(mut running: Running, signals: &SignalFd, logs: &mut LogWriter) -> Re
             }
             None => PollTimeout::NONE,
         };
-        let mut fds = vec![PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
-        let streams: Vec<(usize, Stream)> = [(0, Stream::Stdout), (1, Stream::Stderr)]
-            .into_iter()
-            .filter(|(i, _)| open[*i])
+        let mut fds = vec![
+            PollFd::new(signals.as_fd(), PollFlags::POLLIN),
+            PollFd::new(hub.listener(), PollFlags::POLLIN),
+        ];
+        let open: Vec<usize> = (0..running.outputs.len())
+            .filter(|i| running.outputs[*i].open)
             .collect();
-        for (i, _) in &streams {
-            let file = if *i == 0 {
-                &running.stdout
-            } else {
-                &running.stderr
-            };
-            fds.push(PollFd::new(file.as_fd(), PollFlags::POLLIN));
+        for i in &open {
+            fds.push(PollFd::new(
+                running.outputs[*i].file.as_fd(),
+                PollFlags::POLLIN,
+            ));
         }
+        let clients_at = fds.len();
+        for (fd, flags) in hub.client_fds() {
+            fds.push(PollFd::new(fd, flags));
+        }
+        let clients = fds.len() - clients_at;
+        let stdin_at = running.stdin.waiting().map(|fd| {
+            fds.push(PollFd::new(fd, PollFlags::POLLOUT));
+            fds.len() - 1
+        });
         match poll(&mut fds, timeout) {
             Ok(_) => {}
             Err(nix::errno::Errno::EINTR) => continue,
             Err(errno) => return Err(sys("poll")(errno)),
         }
-        let ready: Vec<bool> = fds
+        let ready: Vec<PollFlags> = fds
             .iter()
-            .map(|fd| fd.revents().is_some_and(|r| !r.is_empty()))
+            .map(|fd| fd.revents().unwrap_or(PollFlags::empty()))
             .collect();
         drop(fds);
-        for (slot, (i, stream)) in streams.iter().enumerate() {
-            if !ready[slot + 1] {
+        for (slot, i) in open.iter().enumerate() {
+            if ready[slot + 2].is_empty() {
                 continue;
             }
-            let file = if *i == 0 {
-                &mut running.stdout
-            } else {
-                &mut running.stderr
-            };
-            match file.read(&mut buffer) {
-                Ok(0) | Err(_) => {
-                    open[*i] = false;
-                    let _ = logs.finish(*stream);
+            let source = &mut running.outputs[*i];
+            let stream = source.stream;
+            match source.file.read(&mut buffer) {
+                Ok(n) if n > 0 => {
+                    let _ = logs.feed(stream, &buffer[..n]);
+                    let data = buffer[..n].to_vec();
+                    hub.broadcast(&match stream {
+                        Stream::Stdout => Frame::Stdout(data),
+                        Stream::Stderr => Frame::Stderr(data),
+                    });
                 }
-                Ok(n) => {
-                    let _ = logs.feed(*stream, &buffer[..n]);
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+                    ) => {}
+                // End of output (a terminal's master reads EIO once the last process using
+                // the terminal is gone).
+                _ => {
+                    source.open = false;
+                    let others = running.outputs.iter().any(|o| o.open && o.stream == stream);
+                    if !others {
+                        let _ = logs.finish(stream);
+                    }
                 }
             }
         }
-        if ready[0] {
+        for client in 0..clients {
+            let revents = ready[clients_at + client];
+            if !revents.is_empty() {
+                hub.handle(client, revents, &mut inputs);
+            }
+        }
+        hub.reap(&mut inputs);
+        if !ready[1].is_empty() {
+            hub.accept();
+        }
+        if stdin_at.is_some_and(|at| !ready[at].is_empty()) {
+            running.stdin.flush();
+        }
+        for input in inputs.drain(..) {
+            match input {
+                Input::Data(data) => running.stdin.push(&data),
+                Input::Close => running.stdin.close(),
+                Input::Resize(cols, rows) => {
+                    if let Some(master) = &running.master {
+                        let _ = skiff_sys::pty::set_window_size(master, cols, rows);
+                    }
+                }
+            }
+        }
+        if !ready[0].is_empty() {
             while let Ok(Some(info)) = signals.read_signal() {
                 if info.ssi_signo != Signal::SIGCHLD as u32 {
                     stop_requested = true;
@@ -421,8 +593,8 @@ fn monitor(mut running: Running, signals: &SignalFd, logs: &mut LogWriter) -> Re
             reap(running.pid, &mut code);
         }
     }
-    for (i, stream) in [Stream::Stdout, Stream::Stderr].into_iter().enumerate() {
-        if open[i] {
+    for stream in [Stream::Stdout, Stream::Stderr] {
+        if running.outputs.iter().any(|o| o.open && o.stream == stream) {
             let _ = logs.finish(stream);
         }
     }

@@ -39,6 +39,9 @@ pub fn process_env(config: &ContainerConfig, home: &str) -> Vec<String> {
     if !env.iter().any(|e| e.starts_with("HOME=")) {
         env.push(format!("HOME={home}"));
     }
+    if config.tty && !env.iter().any(|e| e.starts_with("TERM=")) {
+        env.push("TERM=xterm".to_string());
+    }
     env
 }
 
@@ -117,7 +120,7 @@ pub fn build(
         config.working_dir.clone()
     };
     spec["process"] = json!({
-        "terminal": false,
+        "terminal": config.tty,
         "user": {"uid": user.uid, "gid": user.gid, "additionalGids": gids},
         "args": argv,
         "env": process_env(config, &user.home),
@@ -391,6 +394,9 @@ mod tests {
             stop_signal: String::new(),
             rootfs_dir: String::new(),
             join_namespaces: vec![],
+            stdin: false,
+            stdin_once: false,
+            tty: false,
         }
     }
 

@@ -121,6 +121,28 @@ pub fn set_window_size<Fd: AsFd>(fd: Fd, cols: u16, rows: u16) -> SysResult<()> 
         .map_err(SysError::on("ioctl TIOCSWINSZ", "terminal"))
 }
 
+/// The window size of the terminal `fd`: `(cols, rows)`.
+pub fn window_size<Fd: AsFd>(fd: Fd) -> SysResult<(u16, u16)> {
+    let mut size = nix::libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ writes a `winsize` through the pointer, which points to a live,
+    // writable struct for the whole call; the descriptor is borrowed and open.
+    let rc = unsafe {
+        nix::libc::ioctl(
+            fd.as_fd().as_raw_fd(),
+            nix::libc::TIOCGWINSZ,
+            &mut size as *mut nix::libc::winsize,
+        )
+    };
+    nix::errno::Errno::result(rc)
+        .map(|_| (size.ws_col, size.ws_row))
+        .map_err(SysError::on("ioctl TIOCGWINSZ", "terminal"))
+}
+
 /// Makes `slave` the calling process's stdin, stdout, stderr and controlling terminal (the
 /// process must lead its session: call after `setsid`).
 pub fn become_terminal(slave: &OwnedFd) -> SysResult<()> {
@@ -172,5 +194,6 @@ mod tests {
         let (got, name) = recv_fd(&b).unwrap();
         assert_eq!(name, "/dev/ptmx");
         set_window_size(&got, 120, 40).unwrap();
+        assert_eq!(window_size(&got).unwrap(), (120, 40));
     }
 }

@@ -29,6 +29,8 @@ enum Command {
     Ps(crate::engine_cli::PsArgs),
     /// Run a command in a running container.
     Exec(crate::engine_cli::ExecArgs),
+    /// Attach to a running container's input, output and terminal.
+    Attach(crate::engine_cli::AttachArgs),
     /// Print a container's output.
     Logs(crate::engine_cli::LogsArgs),
     /// Stop containers (SIGTERM, then SIGKILL).
@@ -78,6 +80,7 @@ impl Cli {
             Command::Run(args) => args.run(),
             Command::Ps(args) => args.run(),
             Command::Exec(args) => args.run(),
+            Command::Attach(args) => args.run(),
             Command::Logs(args) => args.run(),
             Command::Stop(args) => args.run(),
             Command::Kill(args) => args.run(),

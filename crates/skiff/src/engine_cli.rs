@@ -1,4 +1,4 @@
-//! The docker-like container commands: `run`, `ps`, `exec`, `logs`, `stop`, `kill`, `start`,
+//! The docker-like container commands: `run`, `attach`, `ps`, `exec`, `logs`, `stop`, `kill`, `start`,
 //! `restart`, `rm`, `inspect`, `commit`, and the hidden `shim` (the per-container monitor),
 //! over the engine of `--data-root`. Exit codes are Docker's: `run` exits with the container's
 //! code, 125 when the engine failed, 126/127 when the command could not be run.
@@ -7,6 +7,7 @@
 //! which refuses to fork a multi-threaded process); `run` may pull a missing image first,
 //! on a runtime it drops before it starts the monitor.
 
+mod attach;
 mod commit;
 mod ops;
 mod run;
@@ -18,6 +19,7 @@ use std::process::ExitCode;
 use clap::Args;
 use skiff_engine::{Engine, EngineError};
 
+pub use attach::AttachArgs;
 pub use commit::CommitArgs;
 pub use ops::{
     ExecArgs, InspectArgs, KillArgs, LogsArgs, PsArgs, RestartArgs, RmArgs, StartArgs, StopArgs,
@@ -57,6 +59,9 @@ fn exit_code(code: i32) -> ExitCode {
 pub struct ShimArgs {
     #[command(flatten)]
     root: EngineRoot,
+    /// Start the container only once a first client attached (foreground `run -i/-t`).
+    #[arg(long)]
+    wait_attach: bool,
     /// The container's full id.
     id: String,
 }
@@ -64,7 +69,7 @@ pub struct ShimArgs {
 impl ShimArgs {
     /// Runs the monitor of one container until it ended for good.
     pub fn run(self) -> anyhow::Result<ExitCode> {
-        skiff_engine::shim::run(&self.root.data_root, &self.id)?;
+        skiff_engine::shim::run(&self.root.data_root, &self.id, self.wait_attach)?;
         Ok(ExitCode::SUCCESS)
     }
 }

@@ -3,6 +3,10 @@
 //! terminal: the child is given a console socket, the runtime sends the pty master opened in
 //! the container's `/dev/pts` over it, and the agent relays the master and applies resizes.
 //!
+//! An attach session ([`attach`]) connects to the container monitor's attach socket instead
+//! (see `skiff_engine::attach`): the client's stdin and resizes go there, the container's
+//! live output comes back, and the session ends when the container exits.
+//!
 //! The session is independent of the wire protocol: it reads stdin and resize events from
 //! channels and writes output chunks tagged with their stream to another.
 
@@ -39,6 +43,9 @@ pub enum ExecError {
     /// Waiting for the child failed.
     #[error("exec session: {0}")]
     Io(#[from] std::io::Error),
+    /// The container's attach socket failed.
+    #[error("attach: {0}")]
+    Attach(String),
 }
 
 /// Which stream an output chunk belongs to.
@@ -325,6 +332,85 @@ async fn run_tty(spec: ExecSpec, io: SessionIo) -> Result<i32, ExecError> {
     }
     resizer.abort();
     Ok(exit_code(status))
+}
+
+/// Attaches to the container whose monitor listens on `socket`: `stdin` when the client
+/// sends it. Returns the container's exit code (0 when the connection ended without one).
+pub async fn attach(socket: PathBuf, stdin: bool, io: SessionIo) -> Result<i32, ExecError> {
+    use skiff_engine::attach::{AttachConn, Decoder, Frame};
+    let hello = Frame::Hello { stdin, size: None };
+    let conn = tokio::task::spawn_blocking(move || AttachConn::connect(&socket, &hello))
+        .await
+        .map_err(|e| ExecError::Attach(e.to_string()))?
+        .map_err(|e| ExecError::Attach(e.to_string()))?;
+    let socket = conn.into_socket();
+    socket.set_nonblocking(true)?;
+    let (mut reader, mut writer) = tokio::net::UnixStream::from_std(socket)?.into_split();
+    let (frames_tx, mut frames_rx) = mpsc::channel::<Frame>(16);
+    let sender = tokio::spawn(async move {
+        while let Some(frame) = frames_rx.recv().await {
+            if writer.write_all(&frame.encode()).await.is_err() {
+                break;
+            }
+        }
+        // Dropping the write half would shut it down: keep it until the session ends.
+        std::future::pending::<()>().await;
+        drop(writer);
+    });
+    let stdin_task = io.stdin.map(|mut rx| {
+        let tx = frames_tx.clone();
+        tokio::spawn(async move {
+            while let Some(chunk) = rx.recv().await {
+                if tx.send(Frame::Stdin(chunk.to_vec())).await.is_err() {
+                    return;
+                }
+            }
+            let _ = tx.send(Frame::CloseStdin).await;
+        })
+    });
+    let resize_task = io.resize.map(|mut rx| {
+        let tx = frames_tx.clone();
+        tokio::spawn(async move {
+            while let Some(size) = rx.recv().await {
+                let frame = Frame::Resize {
+                    cols: size.width,
+                    rows: size.height,
+                };
+                if tx.send(frame).await.is_err() {
+                    return;
+                }
+            }
+        })
+    });
+    drop(frames_tx);
+    let mut decoder = Decoder::default();
+    let mut buf = vec![0u8; 32 * 1024];
+    let code = 'read: loop {
+        let n = reader.read(&mut buf).await?;
+        if n == 0 {
+            break 0;
+        }
+        decoder.push(&buf[..n]);
+        while let Some(frame) = decoder
+            .next_frame()
+            .map_err(|e| ExecError::Attach(e.to_string()))?
+        {
+            let (which, data) = match frame {
+                Frame::Stdout(data) => (Output::Stdout, data),
+                Frame::Stderr(data) => (Output::Stderr, data),
+                Frame::Exit(code) => break 'read code,
+                _ => continue,
+            };
+            if io.output.send((which, Bytes::from(data))).await.is_err() {
+                break 'read 0;
+            }
+        }
+    };
+    for task in [stdin_task, resize_task].into_iter().flatten() {
+        task.abort();
+    }
+    sender.abort();
+    Ok(code)
 }
 
 /// The `metav1.Status` an exec ends with on the error stream (protocol v4 and later):

@@ -8,9 +8,11 @@
 //! `v4.channel.k8s.io` for exec and attach; `SPDY/3.1+portforward.k8s.io`, SPDY tunnelled in
 //! WebSocket messages, for port-forward) or SPDY/3.1 (`Upgrade: SPDY/3.1` with
 //! `X-Stream-Protocol-Version: v4.channel.k8s.io` or `portforward.k8s.io`). An exec runs
-//! `skiff exec` as a child ([`exec`]); attach follows the container's output from now on
-//! (its stdin, when sent, is discarded: containers run without one); port-forward connects
-//! to `127.0.0.1:PORT` inside the pod's network namespace ([`portforward`]).
+//! `skiff exec` as a child ([`exec`]); attach connects to the container monitor's attach
+//! socket ([`exec::attach`]: stdin for containers with `stdin`, resizes for `tty` ones, the
+//! live output, the end when the container exits), or follows the log of a container started
+//! before monitors had one; port-forward connects to `127.0.0.1:PORT` inside the pod's
+//! network namespace ([`portforward`]).
 
 pub mod exec;
 pub mod portforward;
@@ -277,6 +279,11 @@ enum Action {
         pod: String,
         container: String,
     },
+    /// Attach through the container monitor's socket.
+    AttachSocket {
+        socket: std::path::PathBuf,
+        stdin: bool,
+    },
 }
 
 impl Action {
@@ -290,6 +297,12 @@ impl Action {
                     Err(err) => exec::error_status(&err.to_string()),
                 }
             }
+            Action::AttachSocket { socket, stdin } => match exec::attach(socket, stdin, io).await {
+                // The kubelet's attach ends with success whatever the exit code: kubectl
+                // reads that from the pod's status.
+                Ok(_) => exec::exit_status(&[], 0),
+                Err(err) => exec::error_status(&err.to_string()),
+            },
             Action::Attach {
                 ctx,
                 namespace,
@@ -368,12 +381,13 @@ async fn channel_session(
         Ok(found) => found,
         Err(err) => return err.into_response(),
     };
-    if !is_exec && query.tty {
+    if !is_exec && query.tty && !found.config.tty {
         return StreamError::BadRequest(format!(
             "container {container} has no terminal to attach to: it runs without tty"
         ))
         .into_response();
     }
+    let attach_socket = ctx.engine.dir(found.id()).attach_socket();
     let namespace_pod = format!("{namespace}/{pod}");
     let kind = if is_exec { "exec" } else { "attach" };
     let action = if is_exec {
@@ -385,6 +399,11 @@ async fn channel_session(
             stdin: query.stdin,
             tty: query.tty,
         })
+    } else if attach_socket.exists() {
+        Action::AttachSocket {
+            socket: attach_socket,
+            stdin: query.stdin && found.config.stdin,
+        }
     } else {
         Action::Attach {
             ctx: Arc::clone(&ctx),

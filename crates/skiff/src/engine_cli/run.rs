@@ -1,15 +1,18 @@
 //! `skiff run`: create a container from an image, start its monitor, and either print its id
-//! (`-d`) or stream its output and exit with its exit code.
+//! (`-d`) or stream its output and exit with its exit code. With `-i` and/or `-t` in the
+//! foreground the output and input go through the container's attach socket (attached before
+//! the container starts), on this terminal in raw mode with `-it`.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
 use skiff_engine::logs::{LogPrinter, LogReader};
 use skiff_engine::record::{BindMount, NetworkMode, Resources, RestartPolicy, TmpfsMount};
-use skiff_engine::{CreateRequest, Engine, EngineError};
+use skiff_engine::{CreateRequest, Engine, EngineError, Frame};
 
+use super::attach::{Relayed, relay, terminal_size};
 use super::{EngineRoot, exit_code};
 
 /// Options of `skiff run`.
@@ -83,10 +86,10 @@ pub struct RunArgs {
     /// Restart policy: no, on-failure[:N], always, unless-stopped.
     #[arg(long, default_value = "no")]
     restart: String,
-    /// Keep stdin open (not supported yet).
+    /// Keep stdin open (attached here unless -d; `skiff attach` later).
     #[arg(short, long)]
     interactive: bool,
-    /// Allocate a terminal (not supported yet).
+    /// Allocate a terminal (raw mode here with -it; ctrl-p ctrl-q detaches).
     #[arg(short, long)]
     tty: bool,
     /// The image.
@@ -116,11 +119,6 @@ pub fn parse_bytes(text: &str) -> Result<i64, EngineError> {
 
 impl RunArgs {
     fn request(&self) -> Result<CreateRequest, EngineError> {
-        if self.interactive || self.tty {
-            return Err(EngineError::InvalidArgument(
-                "-i and -t are not supported yet: run without them".into(),
-            ));
-        }
         let network = match self.network.as_str() {
             "none" => NetworkMode::None,
             "host" => NetworkMode::Host,
@@ -176,6 +174,10 @@ impl RunArgs {
             network,
             restart,
             auto_remove: self.rm,
+            stdin: self.interactive,
+            // Docker closes an attached stdin when its client lets go of it.
+            stdin_once: self.interactive && !self.detach,
+            tty: self.tty,
             ..CreateRequest::default()
         })
     }
@@ -194,11 +196,28 @@ impl RunArgs {
 
     fn run_inner(&self) -> Result<ExitCode, EngineError> {
         let request = self.request()?;
+        let attached = (self.interactive || self.tty) && !self.detach;
+        if attached && self.interactive && self.tty && !std::io::stdin().is_terminal() {
+            return Err(EngineError::InvalidArgument(
+                "the input device is not a TTY".into(),
+            ));
+        }
         let engine = self.root.open()?;
         ensure_image(&engine, &self.image)?;
         let config = engine.create(&request)?;
         let program = std::env::current_exe().map_err(EngineError::io("locate", "skiff"))?;
-        let mut handle = match engine.start(&config.id, &program) {
+        let started = if attached {
+            let hello = Frame::Hello {
+                stdin: self.interactive,
+                size: terminal_size(self.tty),
+            };
+            engine
+                .start_attached(&config.id, &program, &hello)
+                .map(|(handle, conn)| (handle, Some(conn)))
+        } else {
+            engine.start(&config.id, &program).map(|h| (h, None))
+        };
+        let (mut handle, conn) = match started {
             Ok(handle) => handle,
             Err(err) => {
                 if self.rm {
@@ -213,6 +232,18 @@ impl RunArgs {
             println!("{}", config.id);
             handle.detach();
             return Ok(ExitCode::SUCCESS);
+        }
+        if let Some(mut conn) = conn {
+            let relayed = relay(&mut conn, self.interactive, self.tty);
+            drop(conn);
+            if let Ok(Relayed::Detached) = relayed {
+                handle.detach();
+                return Ok(ExitCode::SUCCESS);
+            }
+            let code = handle.wait_exited()?;
+            handle.finish();
+            relayed?;
+            return Ok(exit_code(code));
         }
         let mut reader = LogReader::open(&engine.dir(&config.id).log())?;
         let mut printer = LogPrinter::new(false);
