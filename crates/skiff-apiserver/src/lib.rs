@@ -22,6 +22,7 @@
 //! # }
 //! ```
 
+pub mod authz;
 pub mod crd;
 pub mod discovery;
 pub mod handlers;

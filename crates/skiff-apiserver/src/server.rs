@@ -103,6 +103,18 @@ impl ApiServer {
                 source,
             })?;
         bootstrap_namespaces(&state).await?;
+        match crate::authz::bootstrap::ensure(&state).await {
+            Ok(0) => {}
+            Ok(created) => tracing::info!(created, "created the default RBAC roles and bindings"),
+            Err(source) => {
+                return Err(ServerError::Bootstrap {
+                    what: "the default RBAC roles".into(),
+                    source,
+                });
+            }
+        }
+        crate::authz::cache::follow(&state);
+        crate::authz::aggregation::spawn(&state);
         match crate::services::repair::repair(&state).await {
             Ok(report) if report != Default::default() => {
                 tracing::info!(?report, "repaired the service address reservations");
@@ -270,6 +282,34 @@ async fn api(State(state): State<Arc<AppState>>, request: Request) -> Response {
         Some(token) => crate::serviceaccount::authenticate(&state, token).await,
         None => None,
     };
+    let authenticated = match authenticated {
+        Some(requester) => {
+            let authorized = authorize_request(
+                &state,
+                requester,
+                &parts.method,
+                &path,
+                &query,
+                &parts.headers,
+            )
+            .await;
+            match authorized {
+                Ok(identity) => Some(identity),
+                Err((verb, resource, err)) => {
+                    tracing::debug!(method = %parts.method, %path, error = %err, "request refused");
+                    let response = err.into_response();
+                    state.metrics.observe(
+                        verb,
+                        &resource,
+                        response.status().as_u16(),
+                        start.elapsed(),
+                    );
+                    return response;
+                }
+            }
+        }
+        None => None,
+    };
     let streaming = match authenticated {
         Some(_) => {
             handlers::stream_proxy::route(
@@ -306,6 +346,10 @@ async fn api(State(state): State<Arc<AppState>>, request: Request) -> Response {
             }
         },
     };
+    if parts.method != Method::GET && path.starts_with("/apis/rbac.authorization.k8s.io/") {
+        // The RoleBinding just written is in force for the client's next request.
+        state.rbac.invalidate();
+    }
     let response = match result {
         Ok(response) => response,
         Err(err) => {
@@ -321,6 +365,44 @@ async fn api(State(state): State<Arc<AppState>>, request: Request) -> Response {
         .metrics
         .observe(verb, &resource, response.status().as_u16(), start.elapsed());
     response
+}
+
+/// Acts as the impersonated user when the request asks to (and may), then authorizes the
+/// request as that user. A refusal comes with the metrics verb and resource.
+async fn authorize_request(
+    state: &Arc<AppState>,
+    requester: Identity,
+    method: &Method,
+    path: &str,
+    query: &Query,
+    headers: &HeaderMap,
+) -> Result<Identity, (&'static str, String, ApiError)> {
+    let refused = |attrs: &crate::authz::Attributes, err| {
+        let resource = match attrs.resource_attributes() {
+            Some(r) if r.group.is_empty() => r.resource.clone(),
+            Some(r) => format!("{}.{}", r.resource, r.group),
+            None => other_resource(path).to_string(),
+        };
+        (
+            crate::authz::attributes::metrics_verb(&attrs.verb),
+            resource,
+            err,
+        )
+    };
+    let identity =
+        match crate::authz::impersonation::acting_as(state, requester.clone(), headers).await {
+            Ok(identity) => identity,
+            Err(err) => {
+                let attrs =
+                    crate::authz::Attributes::of_request(&requester, method, path, query, headers);
+                return Err(refused(&attrs, err));
+            }
+        };
+    let attrs = crate::authz::Attributes::of_request(&identity, method, path, query, headers);
+    match crate::authz::authorize(state, &attrs).await {
+        Ok(()) => Ok(identity),
+        Err(err) => Err(refused(&attrs, err)),
+    }
 }
 
 async fn route_request(
@@ -412,6 +494,12 @@ async fn route_request(
         Ok(body) => body,
         Err(err) => return (verb, resource, Err(err)),
     };
+    if let Err(err) =
+        crate::authz::escalation::check_write(state, &identity, method, &target, &headers, &body)
+            .await
+    {
+        return (verb, resource, Err(err));
+    }
     let result = handlers::handle(
         Arc::clone(state),
         method.clone(),

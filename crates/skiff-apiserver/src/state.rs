@@ -94,7 +94,8 @@ pub struct AppState {
     /// Turns true when the server shuts down; long requests (watches) end then.
     pub shutdown: watch::Receiver<bool>,
     /// Wakes the keeper of the default Services (one of them was deleted).
-    pub services_wakeup: tokio::sync::Notify,
+    pub services_wakeup: tokio::sync::Notify,    /// The index of the RBAC objects authorization reads.
+    pub rbac: crate::authz::RbacCache,
 }
 
 impl AppState {
@@ -117,6 +118,7 @@ impl AppState {
             options,
             shutdown,
             services_wakeup: tokio::sync::Notify::new(),
+            rbac: crate::authz::RbacCache::new(),
         }
     }
 

@@ -3,7 +3,9 @@
 //! `KUBERNETES_SERVICE_HOST`/`_PORT` (the `kubernetes` Service's cluster IP, through the
 //! node's service proxy) and the projected token volume
 //! (`/var/run/secrets/kubernetes.io/serviceaccount/{token,ca.crt,namespace}`). Also the
-//! service-link variables, and a ConfigMap volume updated in the running pod.
+//! service-link variables, and a ConfigMap volume updated in the running pod. As in real
+//! Kubernetes the pod's `default` ServiceAccount may only do what RBAC grants it: the test
+//! binds it to the `view` ClusterRole (which cannot read Secrets).
 #![allow(clippy::unwrap_used)]
 
 mod net_support;
@@ -33,6 +35,12 @@ apiVersion: v1
 kind: ConfigMap
 metadata: {{name: settings}}
 data: {{greeting: hello}}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {{name: default-view}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: view}}
+subjects: [{{kind: ServiceAccount, name: default, namespace: default}}]
 ---
 apiVersion: v1
 kind: Pod
@@ -127,6 +135,20 @@ spec:
         ],
     );
     assert_eq!(svc, "10.43.0.1");
+    let secrets = c.exec(
+        "default",
+        "incluster",
+        "main",
+        &["timeout", "60", "/kubectl", "get", "secrets"],
+    );
+    assert!(!secrets.status.success());
+    let err = String::from_utf8_lossy(&secrets.stderr);
+    assert!(
+        err.contains(
+            "Error from server (Forbidden): secrets is forbidden: User \"system:serviceaccount:default:default\" cannot list resource \"secrets\" in API group \"\" in the namespace \"default\""
+        ),
+        "{err}"
+    );
 
     // The kubelet's variables: the master Service always, the namespace's with links.
     let env = c.exec_ok("default", "incluster", "main", &["env"]);
@@ -194,4 +216,5 @@ spec:
     ]);
     c.k(&["delete", "svc", "web-svc"]);
     c.k(&["delete", "cm", "settings"]);
+    c.k(&["delete", "rolebinding", "default-view"]);
 }

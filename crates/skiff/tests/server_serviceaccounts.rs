@@ -66,6 +66,20 @@ fn wait_default_sa(s: &Server, ns: &str) {
     });
 }
 
+/// Lets `default/default` read (RBAC refuses a ServiceAccount everything not granted).
+fn grant_view(s: &Server) {
+    k(
+        s,
+        &[
+            "create",
+            "clusterrolebinding",
+            "default-sa-view",
+            "--clusterrole=view",
+            "--serviceaccount=default:default",
+        ],
+    );
+}
+
 fn claims_for(s: &Server, exp: i64) -> Claims {
     let sa = json(s, &["get", "sa", "default"]);
     let now = skiff_apiserver::serviceaccount::token::unix_now();
@@ -95,6 +109,7 @@ fn tokens_from_create_token_authenticate_until_invalid() {
     wait_default_sa(&s, "default");
     let token = k(&s, &["create", "token", "default"]).trim().to_string();
     assert_eq!(token.split('.').count(), 3, "{token}");
+    grant_view(&s);
     let pods = with_token(&s, &token, &["get", "pods", "-n", "kube-system"]);
     assert!(pods.status.success(), "{pods:?}");
     let who = with_token(
@@ -388,6 +403,7 @@ fn the_issuer_and_audiences_can_be_configured() {
         ],
     );
     wait_default_sa(&s, "default");
+    grant_view(&s);
     let token = k(&s, &["create", "token", "default"]);
     assert!(
         with_token(&s, token.trim(), &["get", "pods"])

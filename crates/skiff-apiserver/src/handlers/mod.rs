@@ -120,7 +120,7 @@ pub async fn handle(
         identity,
     };
     if virtual_resources::is_virtual(&ctx.info) {
-        return virtual_resources::handle(&ctx, &method, &body);
+        return virtual_resources::handle(&ctx, &method, &body).await;
     }
     if ctx.subresource.is_some() {
         return subresource::handle(&ctx, &method, &target.rest, &body).await;

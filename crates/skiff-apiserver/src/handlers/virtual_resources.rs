@@ -1,8 +1,7 @@
 //! Create-only review resources that are answered, never stored: `SelfSubjectReview`
 //! (`kubectl auth whoami`) and the authorization reviews (`kubectl auth can-i`).
 //!
-//! Skiff has no authorization yet: every authenticated user may do everything, and the
-//! access reviews say so.
+//! The access reviews are answered from RBAC by [`crate::authz::review`].
 
 use axum::http::{Method, StatusCode};
 use axum::response::Response;
@@ -79,7 +78,7 @@ pub fn is_virtual(info: &ResourceInfo) -> bool {
 }
 
 /// Answers a review.
-pub fn handle(ctx: &Ctx, method: &Method, body: &[u8]) -> Result<Response, ApiError> {
+pub async fn handle(ctx: &Ctx, method: &Method, body: &[u8]) -> Result<Response, ApiError> {
     if *method != Method::POST || ctx.name.is_some() {
         return Err(ApiError::method_not_allowed());
     }
@@ -102,15 +101,10 @@ pub fn handle(ctx: &Ctx, method: &Method, body: &[u8]) -> Result<Response, ApiEr
     });
     review["status"] = match ctx.info.plural.as_str() {
         "selfsubjectreviews" => json!({"userInfo": user}),
-        "selfsubjectrulesreviews" => json!({
-            "resourceRules": [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}],
-            "nonResourceRules": [{"verbs": ["*"], "nonResourceURLs": ["*"]}],
-            "incomplete": false,
-        }),
-        _ => json!({
-            "allowed": true,
-            "reason": "skiff has no authorization yet: every authenticated user may do everything",
-        }),
+        _ => {
+            crate::authz::review::status(&ctx.state, &ctx.info, ctx.ns(), &ctx.identity, &review)
+                .await?
+        }
     };
     Ok(response::json(StatusCode::CREATED, &review))
 }
