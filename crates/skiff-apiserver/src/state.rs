@@ -48,6 +48,8 @@ pub struct ServerOptions {
     /// Whether new pods go through the ServiceAccount admission (a default ServiceAccount,
     /// the token volume). Off where no controller creates the `default` ServiceAccounts.
     pub service_account_admission: bool,
+    /// The DefaultTolerationSeconds admission of new pods (`None`: off).
+    pub default_toleration_seconds: Option<crate::default_tolerations::DefaultTolerationSeconds>,
 }
 
 impl Default for ServerOptions {
@@ -64,6 +66,7 @@ impl Default for ServerOptions {
             default_services: None,
             token_signer: None,
             service_account_admission: false,
+            default_toleration_seconds: None,
         }
     }
 }
@@ -94,7 +97,8 @@ pub struct AppState {
     /// Turns true when the server shuts down; long requests (watches) end then.
     pub shutdown: watch::Receiver<bool>,
     /// Wakes the keeper of the default Services (one of them was deleted).
-    pub services_wakeup: tokio::sync::Notify,    /// The index of the RBAC objects authorization reads.
+    pub services_wakeup: tokio::sync::Notify,
+    /// The index of the RBAC objects authorization reads.
     pub rbac: crate::authz::RbacCache,
 }
 

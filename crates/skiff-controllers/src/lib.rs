@@ -17,7 +17,10 @@
 //! - [`daemonset`]: one pod per eligible node, rolling updates;
 //! - [`cronjob`]: Jobs on cron schedules in a time zone, concurrency policies, history;
 //! - [`nodeipam`]: a pod CIDR for every Node from the cluster CIDR;
-//! - [`servicelb`]: the node addresses as the ingress of LoadBalancer Services.
+//! - [`servicelb`]: the node addresses as the ingress of LoadBalancer Services;
+//! - [`nodelifecycle`]: nodes whose Lease goes stale become `Unknown` and are tainted
+//!   unreachable (not-ready when they report so), pods leave `NoExecute` taints they do not
+//!   tolerate (after `tolerationSeconds`), pods stuck terminating on lost nodes are removed.
 //!
 //! Shared machinery: [`informer`] (one watch per kind shared by controllers), [`expectations`]
 //! (no double creation before the cache catches up), [`backoff`] (per-key requeue delays).
@@ -34,6 +37,7 @@ pub mod informer;
 pub mod job;
 pub mod namespace;
 pub mod nodeipam;
+pub mod nodelifecycle;
 pub mod replicaset;
 pub mod rootca;
 pub mod serviceaccount;
@@ -119,6 +123,11 @@ pub struct ControllerOptions {
     /// The CA bundle (PEM) the API server serves with, published as `kube-root-ca.crt` in
     /// every namespace; empty: the root CA publisher does not run.
     pub root_ca_pem: String,
+    /// Node lifecycle controller (stale Leases, not-ready/unreachable taints, evictions).
+    pub node_lifecycle: bool,
+    /// How long a node may go without renewing its Lease before it is `Unknown`
+    /// (`--node-monitor-grace-period`, default 40 s).
+    pub node_monitor_grace_period: std::time::Duration,
 }
 
 impl Default for ControllerOptions {
@@ -139,6 +148,8 @@ impl Default for ControllerOptions {
             cluster_cidr: nodeipam::DEFAULT_CLUSTER_CIDR.to_string(),
             node_cidr_mask_size: nodeipam::DEFAULT_NODE_CIDR_MASK_SIZE,
             root_ca_pem: String::new(),
+            node_lifecycle: true,
+            node_monitor_grace_period: nodelifecycle::DEFAULT_GRACE_PERIOD,
         }
     }
 }
@@ -220,6 +231,14 @@ pub async fn run_with(
             Ok(set) => tasks.push(nodeipam::run(client.clone(), set, shutdown.clone()).boxed()),
             Err(err) => tracing::error!(error = %err, "the node IPAM controller cannot run"),
         }
+    }
+    if options.node_lifecycle {
+        let node_options = nodelifecycle::Options {
+            grace_period: options.node_monitor_grace_period,
+        };
+        tasks.push(
+            nodelifecycle::run(client.clone(), &pods, node_options, shutdown.clone()).boxed(),
+        );
     }
     let all = futures::future::join_all(tasks);
     // Controllers stop at the shutdown signal; the informers go when this returns.

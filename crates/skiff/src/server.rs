@@ -105,6 +105,18 @@ pub struct ServerArgs {
     /// The port of the embedded agent's Ingress proxy for HTTPS.
     #[arg(long, value_name = "PORT", default_value_t = 443)]
     ingress_https_port: u16,
+    /// How long a node may go without renewing its Lease before it is marked `Unknown`,
+    /// tainted unreachable and its pods evicted (seconds, or a duration such as `40s`, `1m`).
+    #[arg(long, value_name = "DURATION", default_value = "40s", value_parser = parse_duration)]
+    node_monitor_grace_period: std::time::Duration,
+    /// The `tolerationSeconds` of the `node.kubernetes.io/not-ready:NoExecute` toleration
+    /// every new pod without one gets.
+    #[arg(long, value_name = "SECONDS", default_value_t = skiff_apiserver::default_tolerations::DEFAULT_SECONDS)]
+    default_not_ready_toleration_seconds: i64,
+    /// The `tolerationSeconds` of the `node.kubernetes.io/unreachable:NoExecute` toleration
+    /// every new pod without one gets.
+    #[arg(long, value_name = "SECONDS", default_value_t = skiff_apiserver::default_tolerations::DEFAULT_SECONDS)]
+    default_unreachable_toleration_seconds: i64,
 }
 
 impl ServerArgs {
@@ -217,6 +229,12 @@ impl ServerArgs {
             // Without the ServiceAccount controller no `default` ServiceAccount would exist
             // and every pod would be refused.
             service_account_admission: !self.disable_controllers,
+            default_toleration_seconds: Some(
+                skiff_apiserver::default_tolerations::DefaultTolerationSeconds {
+                    not_ready: self.default_not_ready_toleration_seconds,
+                    unreachable: self.default_unreachable_toleration_seconds,
+                },
+            ),
             ..ServerOptions::default()
         };
         let server = ApiServer::new(Arc::clone(&store), options, &pki.admin_token)
@@ -289,6 +307,7 @@ impl ServerArgs {
             cluster_cidr: self.cluster_cidr.clone(),
             node_cidr_mask_size: self.node_cidr_mask_size,
             root_ca_pem: pki.ca_pem.clone(),
+            node_monitor_grace_period: self.node_monitor_grace_period,
             ..skiff_controllers::ControllerOptions::default()
         };
         let controllers = (!self.disable_controllers).then(|| {
@@ -421,5 +440,56 @@ pub async fn shutdown_signal() {
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM received"),
         _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+}
+
+/// A duration flag: whole seconds (`40`) or Go's duration syntax (`40s`, `1m30s`, `500ms`).
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let bad = || format!("invalid duration {text:?}: use seconds or a duration such as 40s, 1m30s");
+    if let Ok(seconds) = text.parse::<u64>() {
+        return Ok(std::time::Duration::from_secs(seconds));
+    }
+    let mut total = std::time::Duration::ZERO;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .ok_or_else(bad)?;
+        let number: f64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let scale = match &rest[..unit_len] {
+            "h" => 3600.0,
+            "m" => 60.0,
+            "s" => 1.0,
+            "ms" => 0.001,
+            _ => return Err(bad()),
+        };
+        total += std::time::Duration::try_from_secs_f64(number * scale).map_err(|_| bad())?;
+        rest = &rest[unit_len..];
+    }
+    if text.is_empty() {
+        return Err(bad());
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod duration_tests {
+    use super::parse_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn durations_are_seconds_or_go_durations() {
+        assert_eq!(parse_duration("40"), Ok(Duration::from_secs(40)));
+        assert_eq!(parse_duration("40s"), Ok(Duration::from_secs(40)));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("5x").is_err());
+        assert!(parse_duration("s").is_err());
     }
 }

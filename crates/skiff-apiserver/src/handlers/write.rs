@@ -74,6 +74,12 @@ pub async fn create(ctx: &Ctx, body: &[u8]) -> Result<Response, ApiError> {
             crate::serviceaccount::admission::admit_pod(&ctx.state, ns, &mut obj).await?;
         }
     }
+    if let Some(seconds) = ctx.state.options.default_toleration_seconds
+        && ctx.info.group.is_empty()
+        && ctx.info.plural == "pods"
+    {
+        crate::default_tolerations::admit_pod(&mut obj, seconds);
+    }
     let generate = object::name(&obj).is_empty();
     let prefix = object::meta_str(&obj, "generateName").to_string();
     if generate && prefix.is_empty() {

@@ -51,6 +51,11 @@ impl NetCluster {
     /// Starts `n` nodes with the given pod network backend (`host-gw` or `vxlan`) and waits
     /// until every node is Ready with a pod CIDR.
     pub fn start(n: usize, backend: &str) -> NetCluster {
+        NetCluster::start_with_server_args(n, backend, &[])
+    }
+
+    /// Like [`start`](Self::start), with `server_args` added to `skiff server`'s flags.
+    pub fn start_with_server_args(n: usize, backend: &str, server_args: &[&str]) -> NetCluster {
         let network = TestNetwork::new(n).unwrap();
         let images = ImageSet::build().unwrap();
         let mut nodes = Vec::new();
@@ -75,7 +80,7 @@ impl NetCluster {
             network,
             _images: images,
         };
-        cluster.start_server(backend);
+        cluster.start_server(backend, server_args);
         for i in 1..n {
             cluster.start_agent(i);
         }
@@ -122,7 +127,7 @@ impl NetCluster {
         self.nodes[i].child = Some(ChildGuard::spawn("skiff", &mut command).unwrap());
     }
 
-    fn start_server(&mut self, backend: &str) {
+    fn start_server(&mut self, backend: &str, extra: &[&str]) {
         let ip = self.node_ip(0);
         let args: Vec<String> = [
             "server",
@@ -140,6 +145,7 @@ impl NetCluster {
             backend,
         ]
         .iter()
+        .chain(extra)
         .map(|s| s.to_string())
         .collect();
         self.spawn(0, &args);
