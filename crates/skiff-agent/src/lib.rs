@@ -160,6 +160,7 @@ pub async fn run(
     tracing::info!(node = %ctx.config.node_name, port, "node agent running");
     let heartbeat = tokio::spawn(node::heartbeat(Arc::clone(&ctx)));
     let api = tokio::spawn(nodeapi::serve(Arc::clone(&ctx), listener, tls));
+    let storage = tokio::spawn(volumes::claims::run(Arc::clone(&ctx)));
     let pods = tokio::spawn({
         let ctx = Arc::clone(&ctx);
         async move {
@@ -187,5 +188,6 @@ pub async fn run(
     heartbeat.abort();
     pods.abort();
     api.abort();
+    storage.abort();
     Ok(())
 }

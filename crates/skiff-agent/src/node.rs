@@ -58,6 +58,10 @@ fn node_object(ctx: &Context, capacity: &Capacity) -> Value {
         "kind": "Node",
         "metadata": {
             "name": name,
+            "annotations": {
+                crate::volumes::claims::ANN_NODE_ROOT:
+                    crate::volumes::claims::root(&ctx.config.data_dir).display().to_string(),
+            },
             "labels": {
                 "kubernetes.io/hostname": name,
                 "kubernetes.io/os": "linux",

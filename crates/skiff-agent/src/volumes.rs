@@ -3,7 +3,8 @@
 //! under `DATA/agent/pods/<uid>/volumes/<name>`, a tmpfs with `medium: Memory`), `hostPath`
 //! (with the `type` checks), `configMap`, `secret`, `downwardAPI` and `projected` (those
 //! three plus service account tokens from the TokenRequest API; files written with `items`,
-//! modes and `optional`). Everything of a pod is unmounted and removed with the pod.
+//! modes and `optional`) and `persistentVolumeClaim` (the bound volume's path, [`claims`]).
+//! Everything of a pod is unmounted and removed with the pod.
 //!
 //! API-data volumes are written as the kubelet's atomic writer does ([`atomic`]: a
 //! timestamped directory, the `..data` symlink swapped to it, user-visible names linking
@@ -22,6 +23,7 @@ use skiff_engine::record::BindMount;
 use crate::container::{self, pod_ref};
 
 pub mod atomic;
+pub mod claims;
 pub mod tokens;
 
 /// Why a pod's volumes could not be set up (the `FailedMount` event's message).
@@ -69,6 +71,14 @@ pub async fn prepare(
                 v.name
             ))
         };
+        if let Some(source) = &v.persistent_volume_claim {
+            let (path, kind, read_only) = claims::resolve(client, data_dir, pod, source)
+                .await
+                .map_err(|why| MountError(claims::unmounted(&v.name, &why)))?;
+            plans.push((v.name.clone(), Plan::Host(path.clone(), kind)));
+            out.insert(v.name.clone(), Prepared { path, read_only });
+            continue;
+        }
         let (plan, read_only) = plan(client, pod, v, dir.clone()).await.map_err(failed)?;
         let path = match &plan {
             Plan::Host(p, _) => p.clone(),

@@ -24,6 +24,7 @@
 
 pub mod authz;
 pub mod crd;
+pub mod default_storage_class;
 pub mod default_tolerations;
 pub mod discovery;
 pub mod handlers;

@@ -44,6 +44,7 @@ pub mod serviceaccount;
 pub mod servicelb;
 pub mod statefulset;
 pub mod util;
+pub mod volume;
 
 use std::future::Future;
 
@@ -115,6 +116,8 @@ pub struct ControllerOptions {
     pub node_ipam: bool,
     /// The built-in service load balancer (node addresses for LoadBalancer Services).
     pub service_lb: bool,
+    /// The PersistentVolume controller (binding, claim protection, `local-path` provisioning).
+    pub volume: bool,
     /// The pod network the node IPAM controller splits (`--cluster-cidr`, default
     /// `10.42.0.0/16`).
     pub cluster_cidr: String,
@@ -145,6 +148,7 @@ impl Default for ControllerOptions {
             cronjob: true,
             node_ipam: true,
             service_lb: true,
+            volume: true,
             cluster_cidr: nodeipam::DEFAULT_CLUSTER_CIDR.to_string(),
             node_cidr_mask_size: nodeipam::DEFAULT_NODE_CIDR_MASK_SIZE,
             root_ca_pem: String::new(),
@@ -225,6 +229,9 @@ pub async fn run_with(
     if options.service_lb {
         tasks.push(servicelb::run(client.clone(), shutdown.clone()).boxed());
         tasks.push(servicelb::run_ingress(client.clone(), shutdown.clone()).boxed());
+    }
+    if options.volume {
+        tasks.push(volume::run(client.clone(), &pods, shutdown.clone()).boxed());
     }
     if options.node_ipam {
         match nodeipam::CidrSet::new(&options.cluster_cidr, options.node_cidr_mask_size) {

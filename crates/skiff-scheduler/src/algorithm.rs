@@ -22,7 +22,7 @@ pub struct FitError {
 }
 
 impl FitError {
-    fn new(nodes: usize, reasons: BTreeMap<String, usize>) -> FitError {
+    pub(crate) fn new(nodes: usize, reasons: BTreeMap<String, usize>) -> FitError {
         let message = if nodes == 0 {
             "no nodes available to schedule pods".to_string()
         } else {

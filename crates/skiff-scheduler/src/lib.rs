@@ -8,6 +8,8 @@
 //!   count; init containers and sidecars counted as kube-scheduler does) and `InterPodAffinity`;
 //! - [`scores`]: least allocated, balanced allocation, PreferNoSchedule taints, preferred node
 //!   affinity, preferred pod affinity and anti-affinity, and spreading one owner's pods;
+//! - [`volumes`]: `VolumeBinding` (claims exist, volume node affinity, selected nodes for
+//!   `WaitForFirstConsumer` claims);
 //! - [`algorithm`]: one decision, or a [`FitError`] with kube-scheduler's message;
 //! - [`scheduler`]: the loop over the API (watches, queue, assumed pods, binder, back-off,
 //!   `PodScheduled=False` and `FailedScheduling` events). [`run`] is the entry point.
@@ -21,6 +23,7 @@ pub mod resources;
 pub mod scheduler;
 pub mod scores;
 pub mod snapshot;
+pub mod volumes;
 
 #[cfg(test)]
 mod tests;

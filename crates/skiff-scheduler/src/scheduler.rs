@@ -19,7 +19,6 @@ use kube::{Client, ResourceExt};
 use serde_json::json;
 use tokio::sync::{Notify, Semaphore, mpsc};
 
-use crate::algorithm::schedule;
 use crate::events::{self, COMPONENT};
 use crate::snapshot::Snapshot;
 
@@ -163,7 +162,37 @@ pub async fn run_with(
         Arc::clone(&changed),
         None,
     );
-    let tasks = [node_task, assigned_task, pending_task];
+    let (claims, claim_task) = spawn_reflector(
+        Api::all(client.clone()),
+        watcher::Config::default(),
+        Arc::clone(&changed),
+        Some(Arc::clone(&generation)),
+    );
+    let (volumes, volume_task) = spawn_reflector(
+        Api::all(client.clone()),
+        watcher::Config::default(),
+        Arc::clone(&changed),
+        Some(Arc::clone(&generation)),
+    );
+    let (classes, class_task) = spawn_reflector(
+        Api::all(client.clone()),
+        watcher::Config::default(),
+        Arc::clone(&changed),
+        Some(Arc::clone(&generation)),
+    );
+    let volume_stores = crate::volumes::VolumeStores {
+        claims,
+        volumes,
+        classes,
+    };
+    let tasks = [
+        node_task,
+        assigned_task,
+        pending_task,
+        claim_task,
+        volume_task,
+        class_task,
+    ];
     let mut shutdown = std::pin::pin!(shutdown);
     let synced = async {
         node_store
@@ -177,7 +206,16 @@ pub async fn run_with(
         pending_store
             .wait_until_ready()
             .await
-            .map_err(|_| SchedulerError::CacheNeverSynced { resource: "pods" })
+            .map_err(|_| SchedulerError::CacheNeverSynced { resource: "pods" })?;
+        let v = &volume_stores;
+        let volumes_ready = v.claims.wait_until_ready().await.is_ok()
+            && v.volumes.wait_until_ready().await.is_ok()
+            && v.classes.wait_until_ready().await.is_ok();
+        volumes_ready
+            .then_some(())
+            .ok_or(SchedulerError::CacheNeverSynced {
+                resource: "persistentvolumeclaims, persistentvolumes or storageclasses",
+            })
     };
     tokio::select! {
         r = synced => r?,
@@ -195,6 +233,7 @@ pub async fn run_with(
         unschedulable: HashMap::new(),
         ties: 0,
         bound: 0,
+        volumes: volume_stores,
     };
     let (tx, mut rx) = mpsc::unbounded_channel::<BindOutcome>();
     let binds = Arc::new(Semaphore::new(state.options.parallel_binds.max(1)));
@@ -236,6 +275,7 @@ struct Loop {
     unschedulable: HashMap<String, Unschedulable>,
     ties: usize,
     bound: u64,
+    volumes: crate::volumes::VolumeStores,
 }
 
 impl Loop {
@@ -340,8 +380,8 @@ impl Loop {
                 }
             }
             self.ties = self.ties.wrapping_add(1);
-            match schedule(&pod, &snapshot, self.ties) {
-                Ok(node) => {
+            match crate::volumes::schedule_with_volumes(&pod, &snapshot, self.ties, &self.volumes) {
+                Ok((node, claims)) => {
                     self.unschedulable.remove(&uid);
                     let mut bound = (*pod).clone();
                     if let Some(spec) = bound.spec.as_mut() {
@@ -350,7 +390,8 @@ impl Loop {
                     let bound = Arc::new(bound);
                     snapshot.add_pod(Arc::clone(&bound));
                     self.assumed.insert(uid.clone(), (bound, now));
-                    self.spawn_bind(Arc::clone(&pod), node, uid, tx.clone(), Arc::clone(binds));
+                    let target = (node, claims);
+                    self.spawn_bind(Arc::clone(&pod), target, uid, tx.clone(), Arc::clone(binds));
                 }
                 Err(fit) => {
                     let previous = self.unschedulable.remove(&uid);
@@ -380,7 +421,7 @@ impl Loop {
     fn spawn_bind(
         &self,
         pod: Arc<Pod>,
-        node: String,
+        (node, claims): (String, Vec<String>),
         uid: String,
         tx: mpsc::UnboundedSender<BindOutcome>,
         binds: Arc<Semaphore>,
@@ -405,16 +446,21 @@ impl Loop {
                     ..ObjectReference::default()
                 },
             };
-            let result = api
-                .create_subresource::<_, serde_json::Value>(
-                    "binding",
-                    &name,
-                    &PostParams::default(),
-                    &binding,
-                )
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string());
+            // VolumeBinding's PreBind: the claims learn their node before the pod is bound.
+            let selected = crate::volumes::select_node(&client, &namespace, &claims, &node).await;
+            let result = match selected {
+                Err(e) => Err(e),
+                Ok(()) => api
+                    .create_subresource::<_, serde_json::Value>(
+                        "binding",
+                        &name,
+                        &PostParams::default(),
+                        &binding,
+                    )
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+            };
             if result.is_ok() {
                 tracing::debug!(pod = %name, %namespace, %node, "bound");
                 let message = format!("Successfully assigned {namespace}/{name} to {node}");

@@ -12,6 +12,7 @@ mod image_cli;
 mod info;
 mod runtime_cli;
 mod server;
+mod storage_class;
 
 use std::ffi::OsString;
 use std::path::Path;

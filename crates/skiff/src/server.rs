@@ -278,6 +278,9 @@ impl ServerArgs {
                 backend: self.network_backend.clone(),
             },
         ));
+        if !self.disable_controllers {
+            tokio::spawn(crate::storage_class::ensure(client.clone()));
+        }
         let scheduler = (!self.disable_scheduler)
             .then(|| tokio::spawn(skiff_scheduler::run(client.clone(), until(stopped.clone()))));
         let agent = if self.disable_agent {

@@ -34,7 +34,13 @@ pub(crate) fn validate_kind(info: &ResourceInfo, obj: &Value, errors: &mut Vec<F
                 non_negative(spec, "replicas", "spec.replicas", errors);
             }
             let selector = required_selector(spec, &kind.to_ascii_lowercase(), errors);
-            validate_controller_template(spec, selector, &["Always"], errors);
+            if kind == "StatefulSet" {
+                // Mounts may name volumeClaimTemplates (the controller adds those volumes).
+                let with_claims = with_claim_volumes(spec);
+                validate_controller_template(&with_claims, selector, &["Always"], errors);
+            } else {
+                validate_controller_template(spec, selector, &["Always"], errors);
+            }
             if kind == "Deployment" {
                 validate_deployment_strategy(spec, errors);
             }
@@ -106,6 +112,36 @@ fn required_selector(
         }
         Some(s) => Some(s),
     }
+}
+
+/// A StatefulSet spec whose template also lists a volume per `volumeClaimTemplates` entry
+/// (as the pods the controller makes from it do), for checking the template's mounts.
+fn with_claim_volumes(spec: &Value) -> Value {
+    let mut spec = spec.clone();
+    let claims: Vec<Value> = spec
+        .get("volumeClaimTemplates")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t.pointer("/metadata/name").and_then(Value::as_str))
+        .map(|name| serde_json::json!({"name": name, "persistentVolumeClaim": {"claimName": name}}))
+        .collect();
+    if let Some(pod) = spec
+        .pointer_mut("/template/spec")
+        .and_then(Value::as_object_mut)
+    {
+        let volumes = pod
+            .entry("volumes")
+            .or_insert_with(|| Value::Array(Vec::new()));
+        if let Some(list) = volumes.as_array_mut() {
+            for claim in claims {
+                if !list.iter().any(|v| v.get("name") == claim.get("name")) {
+                    list.push(claim);
+                }
+            }
+        }
+    }
+    spec
 }
 
 /// The pod template of a controller: its labels must match the selector, its restart policy

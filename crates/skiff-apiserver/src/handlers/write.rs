@@ -73,6 +73,9 @@ pub async fn create(ctx: &Ctx, body: &[u8]) -> Result<Response, ApiError> {
         {
             crate::serviceaccount::admission::admit_pod(&ctx.state, ns, &mut obj).await?;
         }
+        if ctx.info.group.is_empty() && ctx.info.plural == "persistentvolumeclaims" {
+            crate::default_storage_class::admit_claim(&ctx.state, &mut obj).await?;
+        }
     }
     if let Some(seconds) = ctx.state.options.default_toleration_seconds
         && ctx.info.group.is_empty()
