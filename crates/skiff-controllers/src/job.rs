@@ -2,16 +2,25 @@
 //! replacing failed ones until `backoffLimit` is passed or `activeDeadlineSeconds` runs out,
 //! and reports `Complete` or `Failed` (after `SuccessCriteriaMet` / `FailureTarget`).
 //!
-//! [`decide`] is pure: (Job, its pods) -> [`Plan`]; [`reconcile`] applies it.
+//! `completionMode: Indexed` Jobs run one pod per completion index `0..completions` (the
+//! `batch.kubernetes.io/job-completion-index` annotation and label, `JOB_COMPLETION_INDEX`,
+//! hostname `<job>-<index>`, pod names `<job>-<index>-<random>`), each index succeeding once,
+//! reported in `status.completedIndexes` (`"0-2,4"`). A finished Job with
+//! `ttlSecondsAfterFinished` is deleted (its pods in background cascading) that long after it
+//! finished, as the TTL-after-finished controller does.
+//!
+//! [`decide`] is pure: (Job, its pods) -> [`Plan`]; [`reconcile`] applies it; [`ttl_left`]
+//! says when a finished Job expires.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::{Job, JobCondition, JobStatus};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, ObjectFieldSelector, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
-use kube::api::{Api, DeleteParams};
+use kube::api::{Api, DeleteParams, PostParams, Preconditions};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
@@ -22,19 +31,25 @@ use crate::expectations::Expectations;
 use crate::informer::Informer;
 use crate::replicaset::{create_pods, deletion_order};
 use crate::util::{
-    controller_of, controller_ref, is_not_found, key_of, pod_is_active, pod_is_ready, pod_phase,
-    record_event,
+    controller_of, controller_ref, is_conflict, is_not_found, key_of, pod_is_active, pod_is_ready,
+    pod_phase, record_event,
 };
 use crate::{ControllerError, Shutdown};
 
 /// The component name on events.
 pub const COMPONENT: &str = "job-controller";
+/// The annotation and label holding an Indexed Job pod's completion index.
+pub const COMPLETION_INDEX: &str = "batch.kubernetes.io/job-completion-index";
+/// The environment variable holding an Indexed Job pod's completion index.
+pub const COMPLETION_INDEX_ENV: &str = "JOB_COMPLETION_INDEX";
 
 /// What one reconcile of a Job should do.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Plan {
     /// Pods to create.
     pub create: usize,
+    /// For an Indexed Job, the completion indexes of the pods to create (`create` of them).
+    pub create_indexes: Vec<i32>,
     /// Pods (name, uid) to delete.
     pub delete: Vec<(String, String)>,
     /// The status to report.
@@ -63,6 +78,148 @@ fn condition(type_: &str, reason: &str, message: &str, now: &Time) -> JobConditi
     }
 }
 
+/// Whether the Job runs in `completionMode: Indexed`.
+pub fn is_indexed(job: &Job) -> bool {
+    job.spec.as_ref().and_then(|s| s.completion_mode.as_deref()) == Some("Indexed")
+}
+
+/// The completion index of an Indexed Job's pod (annotation, else label).
+pub fn pod_index(pod: &Pod) -> Option<i32> {
+    let meta = &pod.metadata;
+    meta.annotations
+        .as_ref()
+        .and_then(|a| a.get(COMPLETION_INDEX))
+        .or_else(|| meta.labels.as_ref().and_then(|l| l.get(COMPLETION_INDEX)))
+        .and_then(|v| v.parse::<i32>().ok())
+        .filter(|i| *i >= 0)
+}
+
+/// Indexes as `status.completedIndexes` writes them: ascending, runs as `first-last`
+/// (`"0-2,4"`).
+pub fn format_indexes(indexes: &BTreeSet<i32>) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut run: Option<(i32, i32)> = None;
+    let flush = |parts: &mut Vec<String>, (first, last): (i32, i32)| {
+        parts.push(if first == last {
+            first.to_string()
+        } else {
+            format!("{first}-{last}")
+        });
+    };
+    for &i in indexes {
+        run = match run {
+            Some((first, last)) if last.checked_add(1) == Some(i) => Some((first, i)),
+            Some(r) => {
+                flush(&mut parts, r);
+                Some((i, i))
+            }
+            None => Some((i, i)),
+        };
+    }
+    if let Some(r) = run {
+        flush(&mut parts, r);
+    }
+    parts.join(",")
+}
+
+/// Parses `status.completedIndexes`; malformed parts are skipped.
+pub fn parse_indexes(text: &str) -> BTreeSet<i32> {
+    let mut out = BTreeSet::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let range = match part.split_once('-') {
+            Some((a, b)) => a.parse::<i32>().ok().zip(b.parse::<i32>().ok()),
+            None => part.parse::<i32>().ok().map(|i| (i, i)),
+        };
+        if let Some((first, last)) = range
+            && first >= 0
+            && last >= first
+        {
+            out.extend(first..=last);
+        }
+    }
+    out
+}
+
+/// When a finished Job finished: its completion time, else when its `Complete` or `Failed`
+/// condition became true.
+pub fn finish_time(status: &JobStatus) -> Option<SystemTime> {
+    let condition = status
+        .conditions
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .find(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True")?;
+    let when = status
+        .completion_time
+        .as_ref()
+        .filter(|_| condition.type_ == "Complete")
+        .or(condition.last_transition_time.as_ref())?;
+    Some(SystemTime::from(when.0))
+}
+
+/// For a finished Job with `ttlSecondsAfterFinished`, how long until it is to be deleted
+/// (zero once due); `None` for a running Job or one without a TTL.
+pub fn ttl_left(job: &Job, status: &JobStatus, now: SystemTime) -> Option<Duration> {
+    let ttl = job.spec.as_ref()?.ttl_seconds_after_finished?;
+    let finished = finish_time(status)?;
+    let due = finished + Duration::from_secs(u64::try_from(ttl.max(0)).unwrap_or(0));
+    Some(due.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// What an Indexed Job's pods say: the indexes that succeeded (with those already reported),
+/// and the active pods to keep per index; active pods of an invalid, completed or duplicated
+/// index go in `extra`.
+struct IndexedPods<'a> {
+    completed: BTreeSet<i32>,
+    active: BTreeMap<i32, &'a Arc<Pod>>,
+    extra: Vec<&'a Arc<Pod>>,
+}
+
+fn indexed_pods<'a>(
+    pods: &'a [Arc<Pod>],
+    completions: i32,
+    previous: &JobStatus,
+) -> IndexedPods<'a> {
+    let valid = |i: &i32| (0..completions).contains(i);
+    let mut completed: BTreeSet<i32> =
+        parse_indexes(previous.completed_indexes.as_deref().unwrap_or_default())
+            .into_iter()
+            .filter(valid)
+            .collect();
+    completed.extend(
+        pods.iter()
+            .filter(|p| pod_phase(p) == "Succeeded")
+            .filter_map(|p| pod_index(p))
+            .filter(valid),
+    );
+    let mut by_index: BTreeMap<i32, Vec<&Arc<Pod>>> = BTreeMap::new();
+    let mut extra = Vec::new();
+    for p in pods.iter().filter(|p| pod_is_active(p)) {
+        match pod_index(p).filter(|i| valid(i) && !completed.contains(i)) {
+            Some(i) => by_index.entry(i).or_default().push(p),
+            None => extra.push(p),
+        }
+    }
+    let mut active = BTreeMap::new();
+    for (i, mut group) in by_index {
+        // Keep the pod furthest along; the rest are duplicates.
+        group.sort_by(|a, b| deletion_order(a, b));
+        if let Some(keep) = group.pop() {
+            active.insert(i, keep);
+        }
+        extra.extend(group);
+    }
+    IndexedPods {
+        completed,
+        active,
+        extra,
+    }
+}
+
+fn name_uid(p: &Pod) -> (String, String) {
+    (p.name_any(), p.metadata.uid.clone().unwrap_or_default())
+}
+
 /// Decides for `job` given the pods it controls. `manage` is false while earlier creations or
 /// deletions are not yet in the cache.
 pub fn decide(job: &Job, pods: &[Arc<Pod>], manage: bool, now: SystemTime) -> Plan {
@@ -73,7 +230,12 @@ pub fn decide(job: &Job, pods: &[Arc<Pod>], manage: bool, now: SystemTime) -> Pl
     let active: Vec<&Arc<Pod>> = pods.iter().filter(|p| pod_is_active(p)).collect();
     let count = |phase: &str| pods.iter().filter(|p| pod_phase(p) == phase).count();
     let as_i32 = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
-    let succeeded = as_i32(count("Succeeded")).max(previous.succeeded.unwrap_or(0));
+    let indexed = is_indexed(job)
+        .then(|| indexed_pods(pods, spec.completions.unwrap_or(0).max(0), &previous));
+    let succeeded = match &indexed {
+        Some(ix) => as_i32(ix.completed.len()),
+        None => as_i32(count("Succeeded")).max(previous.succeeded.unwrap_or(0)),
+    };
     let failed = as_i32(count("Failed")).max(previous.failed.unwrap_or(0));
     let mut status = JobStatus {
         active: Some(as_i32(active.len())),
@@ -93,11 +255,11 @@ pub fn decide(job: &Job, pods: &[Arc<Pod>], manage: bool, now: SystemTime) -> Pl
         )),
         ..previous.clone()
     };
+    if let Some(ix) = &indexed {
+        status.completed_indexes = Some(format_indexes(&ix.completed)).filter(|s| !s.is_empty());
+    }
     let delete_active = |plan: &mut Plan| {
-        plan.delete = active
-            .iter()
-            .map(|p| (p.name_any(), p.metadata.uid.clone().unwrap_or_default()))
-            .collect();
+        plan.delete = active.iter().map(|p| name_uid(p)).collect();
     };
     if is_finished(&previous) || job.metadata.deletion_timestamp.is_some() {
         if manage && !active.is_empty() && is_finished(&previous) {
@@ -157,6 +319,10 @@ pub fn decide(job: &Job, pods: &[Arc<Pod>], manage: bool, now: SystemTime) -> Pl
             &now_time,
         ));
         status.completion_time = Some(now_time);
+        if manage && let Some(ix) = &indexed {
+            // Leftover pods of indexes that already succeeded.
+            plan.delete = ix.extra.iter().map(|p| name_uid(p)).collect();
+        }
         plan.status = status;
         return plan;
     }
@@ -167,7 +333,29 @@ pub fn decide(job: &Job, pods: &[Arc<Pod>], manage: bool, now: SystemTime) -> Pl
     }
     .max(0);
     let wanted = usize::try_from(wanted).unwrap_or(0);
-    if manage && spec.suspend != Some(true) {
+    if manage && spec.suspend == Some(true) {
+        delete_active(&mut plan);
+    } else if manage && let Some(ix) = &indexed {
+        let completions = spec.completions.unwrap_or(0).max(0);
+        plan.delete = ix.extra.iter().map(|p| name_uid(p)).collect();
+        let kept = ix.active.len();
+        if kept < wanted {
+            plan.create_indexes = (0..completions)
+                .filter(|i| !ix.completed.contains(i) && !ix.active.contains_key(i))
+                .take(wanted - kept)
+                .collect();
+            plan.create = plan.create_indexes.len();
+        } else if kept > wanted {
+            // The highest indexes go first.
+            plan.delete.extend(
+                ix.active
+                    .values()
+                    .rev()
+                    .take(kept - wanted)
+                    .map(|p| name_uid(p)),
+            );
+        }
+    } else if manage {
         if active.len() < wanted {
             plan.create = wanted - active.len();
         } else if active.len() > wanted {
@@ -176,11 +364,9 @@ pub fn decide(job: &Job, pods: &[Arc<Pod>], manage: bool, now: SystemTime) -> Pl
             plan.delete = victims
                 .into_iter()
                 .take(active.len() - wanted)
-                .map(|p| (p.name_any(), p.metadata.uid.clone().unwrap_or_default()))
+                .map(|p| name_uid(p))
                 .collect();
         }
-    } else if manage && spec.suspend == Some(true) {
-        delete_active(&mut plan);
     }
     plan.requeue_after = deadline.and_then(|d| d.duration_since(now).ok());
     plan.status = status;
@@ -219,6 +405,81 @@ pub fn pod_from_template(job: &Job) -> Pod {
     }
 }
 
+/// The `generateName` of an Indexed Job's pod: `<job>-<index>-`, the Job's name cut so that
+/// the prefix stays within 58 characters.
+pub fn indexed_generate_name(job: &str, index: i32) -> String {
+    const MAX_GENERATED_NAME: usize = 58;
+    let suffix = format!("-{index}-");
+    let room = MAX_GENERATED_NAME.saturating_sub(suffix.len());
+    let prefix: String = job.chars().take(room).collect();
+    format!("{prefix}{suffix}")
+}
+
+/// The pod of an Indexed Job for completion index `index`: the template's pod with the index
+/// annotation and label, `JOB_COMPLETION_INDEX` in every container (from the annotation),
+/// hostname `<job>-<index>` and name `<job>-<index>-<random>`.
+pub fn pod_for_index(job: &Job, index: i32) -> Pod {
+    let mut pod = pod_from_template(job);
+    let value = index.to_string();
+    pod.metadata.generate_name = Some(indexed_generate_name(&job.name_any(), index));
+    pod.metadata
+        .annotations
+        .get_or_insert_with(BTreeMap::new)
+        .insert(COMPLETION_INDEX.into(), value.clone());
+    pod.metadata
+        .labels
+        .get_or_insert_with(BTreeMap::new)
+        .insert(COMPLETION_INDEX.into(), value);
+    let spec = pod.spec.get_or_insert_with(Default::default);
+    spec.hostname = Some(format!("{}-{index}", job.name_any()));
+    let env = EnvVar {
+        name: COMPLETION_INDEX_ENV.into(),
+        value: None,
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                api_version: Some("v1".into()),
+                field_path: format!("metadata.annotations['{COMPLETION_INDEX}']"),
+            }),
+            ..EnvVarSource::default()
+        }),
+    };
+    for c in spec
+        .containers
+        .iter_mut()
+        .chain(spec.init_containers.iter_mut().flatten())
+    {
+        let vars = c.env.get_or_insert_with(Vec::new);
+        if !vars.iter().any(|v| v.name == COMPLETION_INDEX_ENV) {
+            vars.push(env.clone());
+        }
+    }
+    pod
+}
+
+/// Creates one pod per completion index; the names created, and the first failure.
+async fn create_indexed_pods(
+    api: &Api<Pod>,
+    job: &Job,
+    indexes: &[i32],
+) -> (Vec<String>, Option<kube::Error>) {
+    let params = &PostParams::default();
+    let results = futures::future::join_all(
+        indexes
+            .iter()
+            .map(|&i| async move { api.create(params, &pod_for_index(job, i)).await }),
+    )
+    .await;
+    let mut created = Vec::new();
+    let mut failure = None;
+    for r in results {
+        match r {
+            Ok(p) => created.push(p.name_any()),
+            Err(e) => failure = failure.or(Some(e)),
+        }
+    }
+    (created, failure)
+}
+
 /// The shared state of the Job controller.
 pub struct Context {
     client: Client,
@@ -251,7 +512,11 @@ pub async fn reconcile(job: Arc<Job>, ctx: Arc<Context>) -> Result<Action, Contr
     let plan = decide(&job, &pods, manage, SystemTime::now());
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
     if plan.create > 0 {
-        let (created, failure) = create_pods(&api, &pod_from_template(&job), plan.create).await;
+        let (created, failure) = if plan.create_indexes.is_empty() {
+            create_pods(&api, &pod_from_template(&job), plan.create).await
+        } else {
+            create_indexed_pods(&api, &job, &plan.create_indexes).await
+        };
         ctx.expectations.expect(&key, created.iter().cloned(), []);
         for name in &created {
             record_event(
@@ -284,31 +549,53 @@ pub async fn reconcile(job: Arc<Job>, ctx: Arc<Context>) -> Result<Action, Contr
         let api = Api::<Job>::namespaced(ctx.client.clone(), &namespace);
         crate::util::patch_status(&api, &job.name_any(), &key, &plan.status).await?;
         if newly_finished {
-            let complete = plan
+            let failed = plan
                 .status
                 .conditions
                 .as_deref()
                 .unwrap_or_default()
                 .iter()
-                .any(|c| c.type_ == "Complete");
-            let (kind, reason) = if complete {
-                ("Normal", "Completed")
-            } else {
-                ("Warning", "BackoffLimitExceeded")
-            };
-            let message = if complete {
-                "Job completed"
-            } else {
-                "Job has reached the specified backoff limit"
+                .find(|c| c.type_ == "Failed");
+            let (kind, reason, message) = match failed {
+                None => ("Normal", "Completed", "Job completed"),
+                Some(c) => (
+                    "Warning",
+                    c.reason.as_deref().unwrap_or("BackoffLimitExceeded"),
+                    c.message
+                        .as_deref()
+                        .unwrap_or("Job has reached the specified backoff limit"),
+                ),
             };
             record_event(&ctx.client, COMPONENT, job.as_ref(), kind, reason, message).await;
         }
     }
-    Ok(crate::util::succeeded(
-        &ctx.backoff,
-        &key,
-        plan.requeue_after,
-    ))
+    let mut requeue_after = plan.requeue_after;
+    if let Some(left) = ttl_left(&job, &plan.status, SystemTime::now()) {
+        if left.is_zero() {
+            delete_expired(&ctx.client, &job, &key).await?;
+            return Ok(crate::util::succeeded(&ctx.backoff, &key, None));
+        }
+        requeue_after = Some(requeue_after.map_or(left, |r| r.min(left)));
+    }
+    Ok(crate::util::succeeded(&ctx.backoff, &key, requeue_after))
+}
+
+/// Deletes a Job whose `ttlSecondsAfterFinished` has passed, its pods in background
+/// cascading (only this very Job: the uid is a precondition).
+async fn delete_expired(client: &Client, job: &Job, key: &str) -> Result<(), ControllerError> {
+    let api = Api::<Job>::namespaced(client.clone(), &job.namespace().unwrap_or_default());
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: job.metadata.uid.clone(),
+            resource_version: None,
+        }),
+        ..DeleteParams::background()
+    };
+    match api.delete(&job.name_any(), &params).await {
+        Ok(_) => Ok(()),
+        Err(e) if is_not_found(&e) || is_conflict(&e) => Ok(()),
+        Err(e) => Err(ControllerError::api(key, "delete expired job", e)),
+    }
 }
 
 fn error_policy(job: Arc<Job>, error: &ControllerError, ctx: Arc<Context>) -> Action {
@@ -333,3 +620,7 @@ pub async fn run(client: Client, pods: &Informer<Pod>, shutdown: Shutdown) {
         .for_each(|_| futures::future::ready(()))
         .await;
 }
+
+#[cfg(test)]
+#[path = "job_tests.rs"]
+mod tests;

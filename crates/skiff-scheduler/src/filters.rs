@@ -91,6 +91,8 @@ pub fn run_filters(pod: &Pod, node: &NodeInfo, snapshot: &Snapshot) -> Result<()
     if !reasons.is_empty() {
         return Err(reasons);
     }
+    // PodTopologySpread
+    crate::topology_spread::filter(pod, node, snapshot).map_err(|r| vec![r.to_string()])?;
     // InterPodAffinity
     inter_pod_affinity(pod, node, snapshot).map_err(|r| vec![r.to_string()])
 }

@@ -5,7 +5,10 @@
 //! - [`filters`]: `NodeUnschedulable`, `NodeName`, `TaintToleration` (with the not-ready and
 //!   unreachable taints of nodes whose `Ready` condition is not `True`), `NodeAffinity`
 //!   (`nodeSelector` and required terms), `NodePorts`, `NodeResourcesFit` (CPU, memory, pod
-//!   count; init containers and sidecars counted as kube-scheduler does) and `InterPodAffinity`;
+//!   count; init containers and sidecars counted as kube-scheduler does), `PodTopologySpread`
+//!   and `InterPodAffinity`;
+//! - [`topology_spread`]: `topologySpreadConstraints` (`DoNotSchedule` filter, `ScheduleAnyway`
+//!   score, `minDomains`, `matchLabelKeys`, node affinity and taint policies);
 //! - [`scores`]: least allocated, balanced allocation, PreferNoSchedule taints, preferred node
 //!   affinity, preferred pod affinity and anti-affinity, and spreading one owner's pods;
 //! - [`volumes`]: `VolumeBinding` (claims exist, volume node affinity, selected nodes for
@@ -23,6 +26,7 @@ pub mod resources;
 pub mod scheduler;
 pub mod scores;
 pub mod snapshot;
+pub mod topology_spread;
 pub mod volumes;
 
 #[cfg(test)]

@@ -154,7 +154,12 @@ pub fn score_nodes(pod: &Pod, candidates: &[&NodeInfo], snapshot: &Snapshot) -> 
 
     let taints = normalize(&taints, true);
     let node_affinity = normalize(&node_affinity, false);
-    let spread = normalize(&spread, true);
+    // A pod's own topologySpreadConstraints replace the default spreading of its owner.
+    let spread = if crate::topology_spread::has_constraints(pod) {
+        crate::topology_spread::score(pod, candidates, snapshot)
+    } else {
+        normalize(&spread, true)
+    };
     let pod_affinity = normalize(&pod_affinity, false);
     candidates
         .iter()

@@ -128,6 +128,17 @@ impl Cluster {
         });
     }
 
+    /// Adds `labels` (a JSON object) to node `name`'s labels.
+    pub fn label_node(&self, name: &str, labels: serde_json::Value) {
+        let api: Api<Node> = Api::all(self.client.clone());
+        let patch = json!({"metadata": {"labels": labels}});
+        self.block_on(async {
+            api.patch(name, &PatchParams::default(), &Patch::Merge(patch))
+                .await
+                .unwrap();
+        });
+    }
+
     /// `kubectl apply -f -` of `yaml`, asserting success.
     pub fn apply(&self, yaml: &str) {
         use std::io::Write;

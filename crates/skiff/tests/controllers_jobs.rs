@@ -1,0 +1,214 @@
+//! Jobs end to end: `completionMode: Indexed` and `ttlSecondsAfterFinished`, on a real
+//! `skiff server` with fake nodes and the fake kubelet (pods finish in the phase their
+//! `test.skiff.dev/phase` annotation asks for), and an Indexed Job whose busybox pods really
+//! run on the server's node agent and print their index.
+// Both harnesses include server_support; each gets its own copy.
+#![allow(clippy::unwrap_used, clippy::duplicate_mod)]
+
+mod agent_support;
+mod controllers_support;
+
+use std::time::Duration;
+
+use controllers_support::Cluster;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams};
+
+const DEADLINE: Duration = Duration::from_secs(60);
+const INDEX: &str = "batch.kubernetes.io/job-completion-index";
+
+fn job_condition(job: &Job, type_: &str) -> bool {
+    job.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == type_ && c.status == "True"))
+}
+
+fn job_pods(cluster: &Cluster, job: &str) -> Vec<Pod> {
+    let api: Api<Pod> = Api::namespaced(cluster.client.clone(), "default");
+    let params = ListParams::default().labels(&format!("batch.kubernetes.io/job-name={job}"));
+    cluster.block_on(async { api.list(&params).await.unwrap().items })
+}
+
+#[test]
+fn an_indexed_job_runs_each_index_once_and_reports_completed_indexes() {
+    let cluster = Cluster::start();
+    cluster.add_node("n1", "8", "8Gi");
+    cluster.apply(
+        r#"
+apiVersion: batch/v1
+kind: Job
+metadata: {name: idx}
+spec:
+  completionMode: Indexed
+  completions: 3
+  parallelism: 2
+  template:
+    metadata:
+      annotations: {test.skiff.dev/phase: Succeeded}
+    spec:
+      restartPolicy: Never
+      containers:
+      - {name: c, image: busybox, command: [sh, -c, 'echo $JOB_COMPLETION_INDEX']}
+"#,
+    );
+    let job = cluster.wait(
+        "the Indexed Job to complete",
+        DEADLINE,
+        |client| async move {
+            let job = Api::<Job>::namespaced(client, "default")
+                .get("idx")
+                .await
+                .ok()?;
+            job_condition(&job, "Complete").then_some(job)
+        },
+    );
+    let status = job.status.unwrap();
+    assert_eq!(status.completed_indexes.as_deref(), Some("0-2"));
+    assert_eq!(status.succeeded, Some(3));
+    assert!(status.completion_time.is_some());
+    let out = controllers_support::ok(cluster.kubectl().args([
+        "get",
+        "job",
+        "idx",
+        "-o",
+        "jsonpath={.status.completedIndexes}",
+    ]));
+    assert_eq!(out, "0-2");
+
+    let mut pods = job_pods(&cluster, "idx");
+    pods.sort_by_key(|p| p.metadata.annotations.as_ref().unwrap()[INDEX].clone());
+    assert_eq!(pods.len(), 3, "one pod per index, each completed once");
+    for (i, pod) in pods.iter().enumerate() {
+        let name = pod.metadata.name.as_deref().unwrap();
+        assert!(name.starts_with(&format!("idx-{i}-")), "{name}");
+        assert_eq!(pod.metadata.labels.as_ref().unwrap()[INDEX], i.to_string());
+        let spec = pod.spec.as_ref().unwrap();
+        assert_eq!(spec.hostname.as_deref(), Some(format!("idx-{i}").as_str()));
+        let env = spec.containers[0].env.as_ref().unwrap();
+        let var = env
+            .iter()
+            .find(|e| e.name == "JOB_COMPLETION_INDEX")
+            .unwrap();
+        let field = &var.value_from.as_ref().unwrap().field_ref.as_ref().unwrap();
+        assert_eq!(field.field_path, format!("metadata.annotations['{INDEX}']"));
+    }
+    let events = controllers_support::ok(cluster.kubectl().args(["describe", "job", "idx"]));
+    assert!(events.contains("Completed"), "{events}");
+}
+
+#[test]
+fn a_finished_job_with_a_ttl_is_deleted_with_its_pods() {
+    let cluster = Cluster::start();
+    cluster.add_node("n1", "8", "8Gi");
+    cluster.apply(
+        r#"
+apiVersion: batch/v1
+kind: Job
+metadata: {name: short}
+spec:
+  ttlSecondsAfterFinished: 1
+  template:
+    metadata:
+      annotations: {test.skiff.dev/phase: Succeeded}
+    spec:
+      restartPolicy: Never
+      containers:
+      - {name: c, image: busybox}
+---
+apiVersion: batch/v1
+kind: Job
+metadata: {name: doomed}
+spec:
+  ttlSecondsAfterFinished: 0
+  backoffLimit: 0
+  template:
+    metadata:
+      annotations: {test.skiff.dev/phase: Failed}
+    spec:
+      restartPolicy: Never
+      containers:
+      - {name: c, image: busybox}
+"#,
+    );
+    // `short` is seen Complete, with its pod, before the TTL runs out.
+    cluster.wait("short to complete", DEADLINE, |client| async move {
+        let job = Api::<Job>::namespaced(client, "default")
+            .get("short")
+            .await
+            .ok()?;
+        job_condition(&job, "Complete").then_some(())
+    });
+    for job in ["short", "doomed"] {
+        cluster.wait(
+            &format!("{job} and its pods to be deleted"),
+            DEADLINE,
+            |client| async move {
+                let gone = Api::<Job>::namespaced(client.clone(), "default")
+                    .get_opt(job)
+                    .await
+                    .ok()?
+                    .is_none();
+                let pods = Api::<Pod>::namespaced(client, "default")
+                    .list(&ListParams::default().labels(&format!("job-name={job}")))
+                    .await
+                    .ok()?;
+                (gone && pods.items.is_empty()).then_some(())
+            },
+        );
+    }
+}
+
+#[test]
+fn indexed_job_pods_on_the_node_agent_print_their_index_and_hostname() {
+    let c = agent_support::Cluster::start();
+    let long = Duration::from_secs(120);
+    c.wait("the node to be Ready", long, || {
+        c.field(
+            &["get", "node", "node-1"],
+            "{.status.conditions[?(@.type==\"Ready\")].status}",
+        ) == "True"
+    });
+    let image = &c.image;
+    c.apply(&format!(
+        r#"
+apiVersion: batch/v1
+kind: Job
+metadata: {{name: echo}}
+spec:
+  completionMode: Indexed
+  completions: 3
+  parallelism: 2
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+      - name: c
+        image: {image}
+        command: [sh, -c, 'echo "$JOB_COMPLETION_INDEX $(hostname)"']
+"#
+    ));
+    c.wait("the Job to complete", long, || {
+        c.field(
+            &["get", "job", "echo"],
+            "{.status.conditions[?(@.type==\"Complete\")].status}",
+        ) == "True"
+    });
+    assert_eq!(
+        c.field(&["get", "job", "echo"], "{.status.completedIndexes}"),
+        "0-2"
+    );
+    for i in 0..3 {
+        let pod = c.k(&[
+            "get",
+            "pods",
+            "-l",
+            &format!("{INDEX}={i}"),
+            "-o",
+            "jsonpath={.items[0].metadata.name}",
+        ]);
+        assert!(pod.starts_with(&format!("echo-{i}-")), "{pod}");
+        assert_eq!(c.k(&["logs", &pod]), format!("{i} echo-{i}\n"));
+    }
+}
