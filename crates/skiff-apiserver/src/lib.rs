@@ -31,6 +31,7 @@ pub mod handlers;
 pub mod metrics;
 pub mod object;
 pub mod pki;
+pub mod priority;
 pub mod protobuf;
 pub mod response;
 pub mod route;

@@ -13,6 +13,8 @@
 //!   affinity, preferred pod affinity and anti-affinity, and spreading one owner's pods;
 //! - [`volumes`]: `VolumeBinding` (claims exist, volume node affinity, selected nodes for
 //!   `WaitForFirstConsumer` claims);
+//! - [`preemption`]: evicting lower-priority pods for a pod that fits nowhere (victims per
+//!   node, kube-scheduler's choice of node, nominated pods holding the freed room);
 //! - [`algorithm`]: one decision, or a [`FitError`] with kube-scheduler's message;
 //! - [`scheduler`]: the loop over the API (watches, queue, assumed pods, binder, back-off,
 //!   `PodScheduled=False` and `FailedScheduling` events). [`run`] is the entry point.
@@ -21,6 +23,7 @@ pub mod affinity;
 pub mod algorithm;
 pub mod events;
 pub mod filters;
+pub mod preemption;
 pub mod quantity;
 pub mod resources;
 pub mod scheduler;

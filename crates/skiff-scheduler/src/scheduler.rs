@@ -231,6 +231,7 @@ pub async fn run_with(
         options,
         assumed: HashMap::new(),
         unschedulable: HashMap::new(),
+        nominated: HashMap::new(),
         ties: 0,
         bound: 0,
         volumes: volume_stores,
@@ -273,6 +274,8 @@ struct Loop {
     /// Pods bound (or being bound) by us but not yet seen bound: uid -> the pod as bound.
     assumed: HashMap<String, (Arc<Pod>, Instant)>,
     unschedulable: HashMap<String, Unschedulable>,
+    /// Pods this scheduler nominated to a node by preemption: uid -> node.
+    nominated: HashMap<String, String>,
     ties: usize,
     bound: u64,
     volumes: crate::volumes::VolumeStores,
@@ -347,6 +350,7 @@ impl Loop {
             .filter_map(|p| p.metadata.uid.clone())
             .collect();
         self.unschedulable.retain(|uid, _| live.contains(uid));
+        self.nominated.retain(|uid, _| live.contains(uid));
         if queue.is_empty() {
             return;
         }
@@ -368,6 +372,7 @@ impl Loop {
                 .into_iter()
                 .chain(self.assumed.values().map(|(p, _)| Arc::clone(p))),
         );
+        let mut nominated = crate::preemption::nominations(&queue, &self.nominated);
         for pod in queue {
             let uid = pod.metadata.uid.clone().unwrap_or_default();
             if let Some(u) = self.unschedulable.get(&uid) {
@@ -380,7 +385,11 @@ impl Loop {
                 }
             }
             self.ties = self.ties.wrapping_add(1);
-            match crate::volumes::schedule_with_volumes(&pod, &snapshot, self.ties, &self.volumes) {
+            // Room freed by preemption is kept for the pods nominated to it.
+            let view = (!nominated.is_empty())
+                .then(|| crate::preemption::with_nominated(&snapshot, &nominated, &pod));
+            let seen = view.as_ref().unwrap_or(&snapshot);
+            match crate::volumes::schedule_with_volumes(&pod, seen, self.ties, &self.volumes) {
                 Ok((node, claims)) => {
                     self.unschedulable.remove(&uid);
                     let mut bound = (*pod).clone();
@@ -393,7 +402,25 @@ impl Loop {
                     let target = (node, claims);
                     self.spawn_bind(Arc::clone(&pod), target, uid, tx.clone(), Arc::clone(binds));
                 }
-                Err(fit) => {
+                Err(mut fit) => {
+                    let earlier = self.nominated.get(&uid).cloned().or_else(|| {
+                        pod.status
+                            .as_ref()
+                            .and_then(|s| s.nominated_node_name.clone())
+                    });
+                    match crate::preemption::preempt(&pod, seen, earlier.as_deref()) {
+                        Ok(candidate) => {
+                            self.nominated.insert(uid.clone(), candidate.node.clone());
+                            nominated.push((Arc::clone(&pod), candidate.node.clone()));
+                            let client = self.client.clone();
+                            tokio::spawn(crate::preemption::carry_out(
+                                client,
+                                Arc::clone(&pod),
+                                candidate,
+                            ));
+                        }
+                        Err(why) => fit.message = crate::preemption::failure_message(&fit, &why),
+                    }
                     let previous = self.unschedulable.remove(&uid);
                     let backoff = previous.as_ref().map_or(self.options.initial_backoff, |u| {
                         (u.backoff * 2).min(self.options.max_backoff)

@@ -10,6 +10,7 @@ mod cluster_network;
 mod engine_cli;
 mod image_cli;
 mod info;
+mod priority_classes;
 mod runtime_cli;
 mod server;
 mod storage_class;

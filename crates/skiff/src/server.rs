@@ -281,6 +281,7 @@ impl ServerArgs {
         if !self.disable_controllers {
             tokio::spawn(crate::storage_class::ensure(client.clone()));
         }
+        tokio::spawn(crate::priority_classes::ensure(client.clone()));
         let scheduler = (!self.disable_scheduler)
             .then(|| tokio::spawn(skiff_scheduler::run(client.clone(), until(stopped.clone()))));
         let agent = if self.disable_agent {

@@ -77,7 +77,7 @@ spec:
     });
     assert_eq!(
         message,
-        "0/2 nodes are available: 1 Insufficient cpu, 1 node(s) had untolerated taint {dedicated: db}."
+        "0/2 nodes are available: 1 Insufficient cpu, 1 node(s) had untolerated taint {dedicated: db}. preemption: 0/2 nodes are available: 1 No preemption victims found for incoming pod, 1 Preemption is not helpful for scheduling.."
     );
     let described = ok(cluster.kubectl().args(["describe", "pod", "big"]));
     assert!(described.contains("FailedScheduling"), "{described}");

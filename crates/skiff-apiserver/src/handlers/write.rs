@@ -83,6 +83,12 @@ pub async fn create(ctx: &Ctx, body: &[u8]) -> Result<Response, ApiError> {
     {
         crate::default_tolerations::admit_pod(&mut obj, seconds);
     }
+    if ctx.info.group.is_empty() && ctx.info.plural == "pods" {
+        crate::priority::admit_pod(&ctx.state, &mut obj).await?;
+    }
+    if ctx.info.group == "scheduling.k8s.io" && ctx.info.plural == "priorityclasses" {
+        crate::priority::admit_class(&ctx.state, &ctx.info, &mut obj).await?;
+    }
     let generate = object::name(&obj).is_empty();
     let prefix = object::meta_str(&obj, "generateName").to_string();
     if generate && prefix.is_empty() {
