@@ -24,6 +24,7 @@
 //!
 //! Shared machinery: [`informer`] (one watch per kind shared by controllers), [`expectations`]
 //! (no double creation before the cache catches up), [`backoff`] (per-key requeue delays).
+//! [`leader`] elects one leader among servers sharing a store (a `kube-system` Lease).
 //! [`run`] starts them all.
 
 pub mod backoff;
@@ -35,6 +36,7 @@ pub mod expectations;
 pub mod garbage_collector;
 pub mod informer;
 pub mod job;
+pub mod leader;
 pub mod namespace;
 pub mod nodeipam;
 pub mod nodelifecycle;

@@ -81,6 +81,22 @@ pub struct ServerArgs {
     /// Do not run the controllers (another controller manager runs them).
     #[arg(long)]
     disable_controllers: bool,
+    /// Run the scheduler and the controllers only while this server holds their Lease
+    /// (`kube-system/kube-scheduler`, `kube-system/kube-controller-manager`), so that of the
+    /// servers sharing one store only one acts (`--leader-elect=false`: always run them).
+    #[arg(long, value_name = "BOOL", default_value_t = true, num_args = 0..=1,
+        default_missing_value = "true", action = clap::ArgAction::Set)]
+    leader_elect: bool,
+    /// How long a leader's Lease is valid after its last renewal; others take it over after
+    /// that (seconds, or a duration such as `15s`).
+    #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = parse_duration)]
+    leader_elect_lease_duration: std::time::Duration,
+    /// How long the leader keeps trying to renew its Lease before it stops leading.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    leader_elect_renew_deadline: std::time::Duration,
+    /// How often candidates try to acquire, and the leader renews, a Lease.
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration)]
+    leader_elect_retry_period: std::time::Duration,
     /// How the embedded agent networks pods: `bridge` (an address per pod on the node bridge,
     /// services, cluster DNS) or `none` (loopback only; nothing added to the host's network).
     #[arg(long, value_enum, default_value_t = crate::agent::PodNetworkMode::Bridge)]
@@ -162,6 +178,28 @@ impl ServerArgs {
         let server_dir = self.data_dir.join("server");
         std::fs::create_dir_all(&server_dir)
             .with_context(|| format!("cannot create {}", server_dir.display()))?;
+        let identity = leader_identity(
+            &server_dir,
+            &self
+                .node_name
+                .clone()
+                .or_else(hostname)
+                .unwrap_or_else(|| "skiff-server".to_string()),
+        )?;
+        let election = |lock: &str| {
+            self.leader_elect
+                .then(|| skiff_controllers::leader::LeaderElectionConfig {
+                    lease_duration: self.leader_elect_lease_duration,
+                    renew_deadline: self.leader_elect_renew_deadline,
+                    retry_period: self.leader_elect_retry_period,
+                    ..skiff_controllers::leader::LeaderElectionConfig::new(lock, &identity)
+                })
+        };
+        if let Some(config) = election(skiff_controllers::leader::SCHEDULER_LOCK) {
+            config
+                .validate()
+                .context("invalid --leader-elect-* flags")?;
+        }
         let store = self.open_store(&server_dir).await?;
         let _compactor = Compactor::spawn(Arc::clone(&store), CompactionPolicy::default());
 
@@ -282,8 +320,26 @@ impl ServerArgs {
             tokio::spawn(crate::storage_class::ensure(client.clone()));
         }
         tokio::spawn(crate::priority_classes::ensure(client.clone()));
-        let scheduler = (!self.disable_scheduler)
-            .then(|| tokio::spawn(skiff_scheduler::run(client.clone(), until(stopped.clone()))));
+        // The scheduler and the controllers act only while this server leads (their Leases).
+        // Each holds a `running` sender until it has stopped and released its Lease.
+        let (running, mut all_stopped) = tokio::sync::mpsc::channel::<()>(1);
+        let scheduler = (!self.disable_scheduler).then(|| {
+            let scheduler_client = client.clone();
+            tokio::spawn(run_elected(
+                client.clone(),
+                running.clone(),
+                election(skiff_controllers::leader::SCHEDULER_LOCK),
+                until(stopped.clone()),
+                move |stop| {
+                    let client = scheduler_client.clone();
+                    async move {
+                        if let Err(err) = skiff_scheduler::run(client, stop).await {
+                            tracing::error!(error = %err, "the scheduler stopped with an error");
+                        }
+                    }
+                },
+            ))
+        });
         let agent = if self.disable_agent {
             None
         } else {
@@ -315,23 +371,37 @@ impl ServerArgs {
             ..skiff_controllers::ControllerOptions::default()
         };
         let controllers = (!self.disable_controllers).then(|| {
-            tokio::spawn(skiff_controllers::run_with(
+            let controllers_client = client.clone();
+            tokio::spawn(run_elected(
                 client,
-                controller_options,
+                running.clone(),
+                election(skiff_controllers::leader::CONTROLLER_MANAGER_LOCK),
                 until(stopped),
+                move |stop| {
+                    skiff_controllers::run_with(
+                        controllers_client.clone(),
+                        controller_options.clone(),
+                        stop,
+                    )
+                },
             ))
         });
 
-        let served = server.serve(listener, tls, shutdown_signal()).await;
+        drop(running);
+        // At a signal the elected components stop first, releasing their Leases through the
+        // API while it still answers (a successor need not wait for them to expire).
+        let stop_elected_first = async {
+            shutdown_signal().await;
+            let _ = stop.send(true);
+            let _ =
+                tokio::time::timeout(std::time::Duration::from_secs(5), all_stopped.recv()).await;
+        };
+        let served = server.serve(listener, tls, stop_elected_first).await;
         let _ = stop.send(true);
-        if let Some(scheduler) = scheduler {
-            match scheduler.await {
-                Ok(Ok(())) => {}
-                Ok(Err(err)) => {
-                    tracing::error!(error = %err, "the scheduler stopped with an error")
-                }
-                Err(err) => tracing::error!(error = %err, "the scheduler panicked"),
-            }
+        if let Some(scheduler) = scheduler
+            && let Err(err) = scheduler.await
+        {
+            tracing::error!(error = %err, "the scheduler panicked");
         }
         if let Some(agent) = agent {
             match agent.await {
@@ -398,6 +468,45 @@ impl ServerArgs {
         names.dedup();
         names
     }
+}
+
+/// Runs `work` until `shutdown`: at once without `election`, else only while this server holds
+/// the election's Lease (`work`'s stop future fires when it is lost; the campaign resumes).
+async fn run_elected<L, F>(
+    client: kube::Client,
+    _running: tokio::sync::mpsc::Sender<()>,
+    election: Option<skiff_controllers::leader::LeaderElectionConfig>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    mut work: L,
+) where
+    L: FnMut(std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>) -> F,
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    match election {
+        None => work(Box::pin(shutdown)).await,
+        Some(config) => {
+            let lock = config.lock();
+            if let Err(err) = skiff_controllers::leader::run(client, config, shutdown, work).await {
+                tracing::error!(%lock, error = %err, "leader election stopped");
+            }
+        }
+    }
+}
+
+/// This server's `holderIdentity` in both Leases, `<node name or host>_<random>` as kube's, kept
+/// in `server/leader-identity` so that a restarted server takes its own Leases back at once
+/// instead of waiting for them to expire.
+fn leader_identity(server_dir: &Path, host: &str) -> anyhow::Result<String> {
+    let path = server_dir.join("leader-identity");
+    if let Ok(text) = std::fs::read_to_string(&path)
+        && text.trim().starts_with(&format!("{host}_"))
+    {
+        return Ok(text.trim().to_string());
+    }
+    let identity = skiff_controllers::leader::identity(host);
+    write_private(&path, &format!("{identity}\n"), 0o600)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(identity)
 }
 
 /// This host's name, when it is a valid node name.
