@@ -11,13 +11,15 @@
 //! - [`namespace`]: empties a deleted namespace and removes its `kubernetes` finalizer;
 //! - [`serviceaccount`]: a `default` ServiceAccount in every namespace;
 //! - [`rootca`]: the `kube-root-ca.crt` ConfigMap (the cluster CA) in every namespace;
-//! - [`job`]: completions, parallelism, back-off limit, Complete/Failed;
+//! - [`job`]: completions, parallelism, back-off limit, Indexed completion mode,
+//!   ttlSecondsAfterFinished, Complete/Failed;
 //! - [`endpoints`]: Endpoints and EndpointSlices of Services with selectors;
 //! - [`statefulset`]: ordinal pods, claims, ordered or parallel, rolling updates;
 //! - [`daemonset`]: one pod per eligible node, rolling updates;
 //! - [`cronjob`]: Jobs on cron schedules in a time zone, concurrency policies, history;
 //! - [`nodeipam`]: a pod CIDR for every Node from the cluster CIDR;
 //! - [`servicelb`]: the node addresses as the ingress of LoadBalancer Services;
+//! - [`volume`]: PersistentVolume binding, claim protection, `local-path` provisioning;
 //! - [`nodelifecycle`]: nodes whose Lease goes stale become `Unknown` and are tainted
 //!   unreachable (not-ready when they report so), pods leave `NoExecute` taints they do not
 //!   tolerate (after `tolerationSeconds`), pods stuck terminating on lost nodes are removed.
