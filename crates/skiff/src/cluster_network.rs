@@ -9,7 +9,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::networking::v1::IngressClass;
 use kube::Api;
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::{Patch, PatchParams};
 
 /// The ConfigMap's namespace and name (what `skiff_agent::network` reads).
 pub use skiff_agent::network::CONFIG_MAP;
@@ -91,14 +91,5 @@ async fn ensure_ingress_class(client: &kube::Client) {
             return;
         }
     };
-    let mut delay = Duration::from_millis(50);
-    loop {
-        match api.create(&PostParams::default(), &class).await {
-            Ok(_) => return,
-            Err(kube::Error::Api(s)) if s.code == 409 => return,
-            Err(err) => tracing::debug!(error = %err, "creating the IngressClass; retrying"),
-        }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(2));
-    }
+    crate::builtin::create_if_missing(&api, &class, "the IngressClass").await;
 }

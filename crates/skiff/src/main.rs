@@ -5,6 +5,7 @@
 //! runtime command line (`skiff runtime`), which is how podman and containerd drive it.
 
 mod agent;
+mod builtin;
 mod cli;
 mod cluster_network;
 mod engine_cli;

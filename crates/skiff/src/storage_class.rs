@@ -3,11 +3,8 @@
 //! server at start when missing; an administrator may change or delete it afterwards (a
 //! deleted one comes back at the next start, as with k3s's manifests).
 
-use std::time::Duration;
-
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::Api;
-use kube::api::PostParams;
 use skiff_controllers::volume::binder::ANN_DEFAULT_CLASS;
 use skiff_controllers::volume::provisioner::{CLASS, PROVISIONER};
 
@@ -31,14 +28,5 @@ pub async fn ensure(client: kube::Client) {
             return;
         }
     };
-    let mut delay = Duration::from_millis(50);
-    loop {
-        match api.create(&PostParams::default(), &class).await {
-            Ok(_) => return,
-            Err(kube::Error::Api(s)) if s.code == 409 => return,
-            Err(err) => tracing::debug!(error = %err, "creating the StorageClass; retrying"),
-        }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(2));
-    }
+    crate::builtin::create_if_missing(&api, &class, "the local-path StorageClass").await;
 }
