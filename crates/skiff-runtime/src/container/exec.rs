@@ -84,17 +84,22 @@ pub fn exec(
     };
     drop(child_channel);
     drop(joins);
+    // The process's pid once reported, and whether it (or the first child) reported a failure.
+    let (mut pid, mut failed) = (None, false);
     let result = (|| -> Result<i32, ContainerError> {
         cgroup.add_process(child)?;
         channel.send(&Message::Go)?;
         // The pid (from the first child) and Ready (from the process itself, its child) may
         // arrive in either order.
-        let (mut pid, mut ready) = (None, false);
+        let mut ready = false;
         while pid.is_none() || !ready {
             match channel.recv()? {
                 Message::InitPid { pid: p } => pid = Some(p),
                 Message::Ready => ready = true,
-                Message::Failed { message } => return Err(ContainerError::Init(message)),
+                Message::Failed { message } => {
+                    failed = true;
+                    return Err(ContainerError::Init(message));
+                }
                 other => {
                     return Err(ContainerError::Init(format!(
                         "unexpected message from exec: {other:?}"
@@ -108,6 +113,22 @@ pub fn exec(
     // the host's PID namespace (hostPID pods) the child is the process itself, waited below.
     if !matches!(&result, Ok(pid) if *pid == child) {
         let _ = sysproc::wait_for_exit(child);
+    }
+    if failed {
+        // The process that failed is exiting: nothing of a failed exec may be left in the
+        // container when we return (`ps` would list it). Its pid may still be unread; both
+        // children close the channel when they exit, so reading to the end is bounded.
+        while pid.is_none() {
+            match channel.recv() {
+                Ok(Message::InitPid { pid: p }) => pid = Some(p),
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        if let Some(process) = pid.filter(|p| *p != child) {
+            // Ours to reap as the caller is a child subreaper; otherwise nothing to wait for.
+            let _ = sysproc::wait_for_exit(process);
+        }
     }
     let pid = result?;
     if let Some(pid_file) = &options.pid_file {
