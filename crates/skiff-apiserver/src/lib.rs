@@ -22,6 +22,7 @@
 //! # }
 //! ```
 
+pub mod admission;
 pub mod authz;
 pub mod crd;
 pub mod default_storage_class;

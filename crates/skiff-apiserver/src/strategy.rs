@@ -147,6 +147,9 @@ pub fn prepare_update(
         }
     }
     keep_immutable_metadata(current, &mut wanted);
+    if info.group.is_empty() && info.plural == "pods" {
+        crate::admission::keep_pod_priority(current, &mut wanted);
+    }
     skiff_apimachinery::apply_defaults(info, &mut wanted);
     if info.group.is_empty() && info.plural == "secrets" {
         fold_string_data(&mut wanted);

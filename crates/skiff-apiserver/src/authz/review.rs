@@ -25,7 +25,7 @@ pub async fn status(
         return rules_review(state, requester, ns).await;
     }
     let invalid = |field: &str, message: String| {
-        ApiError::invalid(
+        crate::admission::qualified_invalid(
             info,
             "",
             vec![Cause {
@@ -56,6 +56,16 @@ pub async fn status(
                 "spec.nonResourceAttributes",
                 format!(
                     "Invalid value: {n}: cannot be specified in combination with resourceAttributes"
+                ),
+            ));
+        }
+        (None, Some(n)) if info.plural == "localsubjectaccessreviews" => {
+            return Err(invalid(
+                "spec.nonResourceAttributes",
+                format!(
+                    "Invalid value: &authorization.NonResourceAttributes{{Path:{:?}, Verb:{:?}}}: disallowed on this kind of request",
+                    n.get("path").and_then(Value::as_str).unwrap_or_default(),
+                    n.get("verb").and_then(Value::as_str).unwrap_or_default()
                 ),
             ));
         }

@@ -202,6 +202,7 @@ async fn apply(ctx: &Ctx, body: &[u8], status_update: bool) -> Result<Response, 
         }
         let mut obj = applied;
         object::meta_mut(&mut obj).insert("name".into(), json!(ctx.name()));
+        crate::admission::admit_create(&ctx.state, &ctx.info, ctx.ns(), &mut obj).await?;
         strategy::prepare_create(&ctx.info, &mut obj)?;
         record_manager(&mut obj, manager, "Apply", &api_version, None);
         if ctx.query.dry_run() {

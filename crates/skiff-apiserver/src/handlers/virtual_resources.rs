@@ -92,8 +92,27 @@ pub async fn handle(ctx: &Ctx, method: &Method, body: &[u8]) -> Result<Response,
     }
     review["apiVersion"] = json!(ctx.info.api_version());
     review["kind"] = json!(ctx.info.kind);
-    if review.get("metadata").is_none() {
+    if !review.get("metadata").is_some_and(Value::is_object) {
         review["metadata"] = json!({"creationTimestamp": Value::Null});
+    }
+    if ctx.info.namespaced {
+        // As the generic create handler, then kube's LocalSubjectAccessReview storage: the
+        // review carries the namespace it was posted to.
+        let Some(path_ns) = ctx.ns() else {
+            return Err(ApiError::bad_request(
+                "namespace is required on this type: ",
+            ));
+        };
+        let named = review
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        if !named.is_empty() && named != path_ns {
+            return Err(ApiError::bad_request(
+                "the namespace of the provided object does not match the namespace sent on the request",
+            ));
+        }
+        review["metadata"]["namespace"] = json!(path_ns);
     }
     let user = json!({
         "username": ctx.identity.username,

@@ -67,28 +67,8 @@ pub async fn create(ctx: &Ctx, body: &[u8]) -> Result<Response, ApiError> {
     let warnings = strategy::check_fields(ctx, &obj, Some(body))?;
     if let Some(ns) = ctx.ns() {
         storage::check_namespace(ctx.state.store.as_ref(), ns, true).await?;
-        if ctx.state.options.service_account_admission
-            && ctx.info.group.is_empty()
-            && ctx.info.plural == "pods"
-        {
-            crate::serviceaccount::admission::admit_pod(&ctx.state, ns, &mut obj).await?;
-        }
-        if ctx.info.group.is_empty() && ctx.info.plural == "persistentvolumeclaims" {
-            crate::default_storage_class::admit_claim(&ctx.state, &mut obj).await?;
-        }
     }
-    if let Some(seconds) = ctx.state.options.default_toleration_seconds
-        && ctx.info.group.is_empty()
-        && ctx.info.plural == "pods"
-    {
-        crate::default_tolerations::admit_pod(&mut obj, seconds);
-    }
-    if ctx.info.group.is_empty() && ctx.info.plural == "pods" {
-        crate::priority::admit_pod(&ctx.state, &mut obj).await?;
-    }
-    if ctx.info.group == "scheduling.k8s.io" && ctx.info.plural == "priorityclasses" {
-        crate::priority::admit_class(&ctx.state, &ctx.info, &mut obj).await?;
-    }
+    crate::admission::admit_create(&ctx.state, &ctx.info, ctx.ns(), &mut obj).await?;
     let generate = object::name(&obj).is_empty();
     let prefix = object::meta_str(&obj, "generateName").to_string();
     if generate && prefix.is_empty() {
@@ -268,6 +248,7 @@ where
                 Err(err) => return Err(ApiError::from_store(err, info, name)),
             }
         }
+        crate::admission::admit_update(state, info, &current, &mut new).await?;
         let reservation = services::admit_update(state, info, &current, &mut new, dry_run).await?;
         if object::without_resource_version(&new) == object::without_resource_version(&current) {
             reservation.commit();
