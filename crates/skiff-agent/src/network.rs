@@ -474,7 +474,9 @@ fn record_proxy_applied(
         .unwrap_or(0);
     if stats.kind != skiff_net::proxy::ApplyKind::Unchanged {
         tracing::debug!(kind = ?stats.kind, bytes = stats.script_bytes, nft = ?stats.nft,
-            took = ?stats.elapsed, resource_version = newest, "applied the service rules");
+            took = ?stats.elapsed, resource_version = newest,
+            conntrack_flushed = stats.conntrack_flows, conntrack_deleted = stats.conntrack_deleted,
+            "applied the service rules");
     }
     let path = ctx.config.data_dir.join("agent/proxy-applied");
     let temp = path.with_extension("tmp");

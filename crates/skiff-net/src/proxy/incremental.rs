@@ -21,11 +21,12 @@
 //! deleted: they may jump to each other) and removed sets. Affinity sets that stay keep their
 //! clients, since they are never re-created.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use super::apply::{Executor, ProxyError};
+use super::conntrack::{self, UdpFlow, stale_udp_flows, udp_flows};
 use super::model::ProxyModel;
 use super::nft::{TABLE, named_elements, render, render_service_objects};
 
@@ -58,6 +59,12 @@ pub struct ApplyStats {
     pub elements_added: usize,
     /// Set and map elements deleted (incremental only).
     pub elements_removed: usize,
+    /// UDP flows (destination, removed endpoint) whose conntrack entries were flushed.
+    pub conntrack_flows: usize,
+    /// Conntrack entries deleted by those flushes.
+    pub conntrack_deleted: usize,
+    /// Flushes that failed (logged; the rules are applied all the same).
+    pub conntrack_failed: usize,
     /// Time spent in `nft` (zero when unchanged).
     pub nft: Duration,
     /// Time spent in all: comparing, writing the script and running `nft`.
@@ -74,6 +81,9 @@ impl ApplyStats {
             chains_removed: 0,
             elements_added: 0,
             elements_removed: 0,
+            conntrack_flows: 0,
+            conntrack_deleted: 0,
+            conntrack_failed: 0,
             nft: Duration::ZERO,
             elapsed: Duration::ZERO,
         }
@@ -84,6 +94,9 @@ impl ApplyStats {
 #[derive(Debug, Default)]
 pub struct ProxyState {
     applied: Option<Snapshot>,
+    /// The UDP flows of the last applied model (kept across a failure or reset, so that
+    /// endpoints removed meanwhile are still flushed).
+    udp_flows: Option<BTreeSet<UdpFlow>>,
 }
 
 impl ProxyState {
@@ -102,6 +115,10 @@ impl ProxyState {
     /// [`reset`](Self::reset) or a failure) and whenever the base settings changed, a full
     /// atomic replace ([`render`] + [`Executor::apply`]); otherwise one transaction with only
     /// the differences, or nothing at all when the model's rules are the same.
+    ///
+    /// After a successful update, the UDP conntrack entries of the flows the previous model
+    /// had and this one has not (an endpoint removed from a UDP service, the service or its
+    /// address gone) are deleted ([`conntrack`](super::conntrack)), as kube-proxy does.
     ///
     /// On error the table is as it was before the call (a script is one transaction) and the
     /// next call re-creates it in full.
@@ -131,6 +148,19 @@ impl ProxyState {
             _ => full(executor, model)?,
         };
         self.applied = Some(next);
+        let flows = udp_flows(model);
+        if let Some(previous) = self.udp_flows.replace(flows.clone()) {
+            for flow in stale_udp_flows(&previous, &flows) {
+                stats.conntrack_flows += 1;
+                match conntrack::flush(executor.netns(), &flow) {
+                    Ok(deleted) => stats.conntrack_deleted += deleted,
+                    Err(err) => {
+                        stats.conntrack_failed += 1;
+                        tracing::warn!(error = %err, "cannot flush the conntrack entries of a removed UDP endpoint");
+                    }
+                }
+            }
+        }
         stats.elapsed = start.elapsed();
         Ok(stats)
     }

@@ -14,10 +14,15 @@
 //!    one as one small transaction with only the differences (full replace the first time,
 //!    after a failure or when the node's settings change).
 //!
+//! 5. [`conntrack`] deletes the UDP conntrack entries of endpoints a service no longer uses
+//!    (`ProxyState::apply` does it after each successful update), so that UDP clients sending
+//!    from one source port are not stuck on a removed endpoint.
+//!
 //! The node agent calls `build` + `ProxyState::apply` on every change of a Service, an
 //! EndpointSlice or its Node.
 
 pub mod apply;
+pub mod conntrack;
 pub mod hostport;
 pub mod incremental;
 pub mod model;

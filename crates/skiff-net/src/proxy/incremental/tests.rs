@@ -44,6 +44,7 @@ fn web(endpoints: &[&str], extra: serde_json::Value) -> ProxyModel {
 fn applied(model: &ProxyModel) -> ProxyState {
     ProxyState {
         applied: Some(Snapshot::of(model)),
+        udp_flows: None,
     }
 }
 
