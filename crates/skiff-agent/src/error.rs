@@ -43,6 +43,9 @@ pub enum AgentError {
     /// A pod cannot be run as specified.
     #[error("{0}")]
     Invalid(String),
+    /// A pod cgroup could not be set up or removed.
+    #[error(transparent)]
+    PodCgroup(#[from] crate::podcgroup::PodCgroupError),
     /// The pod network, the service proxy or the cluster DNS failed.
     #[error("{what}: {detail}")]
     Network {

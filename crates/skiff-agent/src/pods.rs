@@ -1,7 +1,8 @@
 //! The pods of this node: one watch (`fieldSelector=spec.nodeName=NODE`) feeding one worker
 //! task per pod uid. A worker syncs its pod when the pod changes and every second while
 //! something runs. Once the first list is in, engine containers of pods the API no longer has
-//! are stopped and removed (a pod deleted while the agent was down).
+//! are stopped and removed (a pod deleted while the agent was down), and so are the empty pod
+//! cgroups of pods that are gone.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -148,5 +149,17 @@ async fn remove_orphans(ctx: Arc<Context>, listed: HashSet<String>) {
         if let Err(err) = worker::teardown(&ctx, uid, Duration::from_secs(2)).await {
             tracing::warn!(pod_uid = %uid, error = %err, "removing an orphaned pod failed");
         }
+    }
+    let data_dir = ctx.config.data_dir.clone();
+    match blocking("remove pod cgroups", move || {
+        Ok(crate::podcgroup::remove_except(&listed, &data_dir)?)
+    })
+    .await
+    {
+        Ok(removed) if !removed.is_empty() => {
+            tracing::info!(?removed, "removed the cgroups of pods that are gone")
+        }
+        Ok(_) => {}
+        Err(err) => tracing::warn!(error = %err, "removing the cgroups of gone pods failed"),
     }
 }

@@ -346,38 +346,11 @@ pub fn compute(inputs: &Inputs<'_>) -> Value {
     status
 }
 
-/// The pod's QoS class: Guaranteed (limits = requests for cpu and memory everywhere),
-/// BestEffort (nothing set), Burstable otherwise.
+/// The pod's QoS class (see [`crate::qos`]).
 pub fn qos_class(pod: &Pod) -> &'static str {
-    let spec = pod.spec.clone().unwrap_or_default();
-    let all: Vec<_> = spec
-        .containers
-        .iter()
-        .chain(spec.init_containers.iter().flatten())
-        .collect();
-    let mut any = false;
-    let mut guaranteed = true;
-    for c in all {
-        let r = c.resources.clone().unwrap_or_default();
-        let limits = r.limits.unwrap_or_default();
-        let requests = r.requests.unwrap_or_default();
-        if !limits.is_empty() || !requests.is_empty() {
-            any = true;
-        }
-        for res in ["cpu", "memory"] {
-            let l = limits.get(res);
-            let q = requests.get(res).or(l);
-            if l.is_none() || q != l {
-                guaranteed = false;
-            }
-        }
-    }
-    if !any {
-        "BestEffort"
-    } else if guaranteed {
-        "Guaranteed"
-    } else {
-        "Burstable"
+    match &pod.spec {
+        Some(spec) => crate::qos::qos_class(spec).as_str(),
+        None => crate::qos::QosClass::BestEffort.as_str(),
     }
 }
 

@@ -113,6 +113,9 @@ pub async fn teardown(ctx: &Arc<Context>, uid: &str, grace: Duration) -> Result<
             runtime::remove(&engine, c)?;
         }
         volumes::cleanup(&data_dir, &uid);
+        if let Err(err) = crate::podcgroup::remove(&uid, &data_dir) {
+            tracing::warn!(pod_uid = %uid, error = %err, "removing the pod cgroup failed");
+        }
         Ok(())
     })
     .await?;
@@ -413,7 +416,10 @@ async fn ensure_sandbox(
     let pref = pod_ref(pod);
     let attempt = latest.map(|s| runtime::attempt(s) + 1).unwrap_or(0);
     let stale: Vec<Container> = containers.to_vec();
+    let figures = crate::qos::pod_figures(&pod.spec.clone().unwrap_or_default());
+    let cgroup_parent = crate::podcgroup::pod_path(figures.qos, &pref.uid);
     let request = skiff_engine::CreateRequest {
+        cgroup_parent: Some(cgroup_parent),
         name: Some(runtime::engine_name(&pref, runtime::SANDBOX, attempt)),
         cmd: vec![crate::pause::PAUSE_PATH.to_string(), "pause".to_string()],
         hostname: Some(container::pod_hostname(pod)),
@@ -430,6 +436,8 @@ async fn ensure_sandbox(
     };
     let engine = ctx.engine.clone();
     let program = ctx.config.program.clone();
+    let uid = pref.uid.clone();
+    let cgroup_data_dir = ctx.config.data_dir.clone();
     tracing::info!(namespace = %pref.namespace, pod = %pref.name, attempt, "starting the pod sandbox");
     let sandbox = blocking("start the sandbox", move || {
         for c in &stale {
@@ -441,6 +449,7 @@ async fn ensure_sandbox(
                 runtime::remove(&engine, c)?;
             }
         }
+        crate::podcgroup::ensure(&uid, &figures, &cgroup_data_dir)?;
         runtime::create_and_start(&engine, &request, &program)
     })
     .await?;
@@ -629,6 +638,8 @@ async fn start(
         }
     };
     let mut request = container::request(pod, spec, kind, attempt, sandbox_pid, env);
+    let qos = crate::qos::qos_class(&pod.spec.clone().unwrap_or_default());
+    request.cgroup_parent = Some(crate::podcgroup::pod_path(qos, &pref.uid));
     if let Some(net) = ctx.net.get() {
         let dns = net.cluster.dns();
         let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();

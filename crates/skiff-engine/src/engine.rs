@@ -82,6 +82,9 @@ pub struct CreateRequest {
     pub stdin_once: bool,
     /// `-t`: a terminal.
     pub tty: bool,
+    /// `--cgroup-parent`: the cgroup the container's own cgroup goes under (`/skiff` if none);
+    /// the node agent's pod cgroup.
+    pub cgroup_parent: Option<String>,
 }
 
 /// What `exec` asks for.
@@ -281,6 +284,7 @@ impl Engine {
             stdin: request.stdin,
             stdin_once: request.stdin_once,
             tty: request.tty,
+            cgroup_parent: request.cgroup_parent.clone().unwrap_or_default(),
         };
         self.reserve_name(&name, id.as_str())?;
         let dir = self.dir(id.as_str());

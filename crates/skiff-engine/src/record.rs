@@ -269,6 +269,10 @@ pub struct ContainerConfig {
     /// `-t` / a pod's `tty`: the process runs on a terminal whose master the monitor holds.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub tty: bool,
+    /// The cgroup the container's cgroup is made under (empty: `/skiff`); a pod's containers
+    /// go under the pod cgroup.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub cgroup_parent: String,
 }
 
 /// A namespace a container joins instead of creating its own.

@@ -198,7 +198,7 @@ pub fn build(
     }
     let linux = &mut spec["linux"];
     linux["namespaces"] = Value::Array(namespaces);
-    linux["cgroupsPath"] = json!(format!("/skiff/{}", config.id));
+    linux["cgroupsPath"] = json!(cgroups_path(config));
     let r = &config.resources;
     let mut resources = json!({"devices": [{"allow": false, "access": "rwm"}]});
     if r.memory > 0 {
@@ -228,6 +228,18 @@ pub fn build(
         spec["linux"]["seccomp"] = skiff_runtime::seccomp::default_profile();
     }
     Ok(spec)
+}
+
+/// The container's cgroup: `/skiff/<id>`, or `<cgroup parent>/<id>`.
+pub fn cgroups_path(config: &ContainerConfig) -> String {
+    let parent = config.cgroup_parent.trim_end_matches('/');
+    if parent.is_empty() {
+        format!("/skiff/{}", config.id)
+    } else if parent.starts_with('/') {
+        format!("{parent}/{}", config.id)
+    } else {
+        format!("/{parent}/{}", config.id)
+    }
 }
 
 /// What `--privileged` changes: no masked or read-only paths, `/sys` and the cgroup tree
@@ -397,6 +409,7 @@ mod tests {
             stdin: false,
             stdin_once: false,
             tty: false,
+            cgroup_parent: String::new(),
         }
     }
 
@@ -415,6 +428,19 @@ mod tests {
             hosts: Path::new("/c/hosts"),
             resolv_conf: Path::new("/c/resolv.conf"),
         }
+    }
+
+    #[test]
+    fn the_cgroup_goes_under_the_parent() {
+        let mut c = config();
+        assert_eq!(cgroups_path(&c), format!("/skiff/{}", c.id));
+        c.cgroup_parent = "/skiff/kubepods/burstable/podabc/".into();
+        assert_eq!(
+            cgroups_path(&c),
+            format!("/skiff/kubepods/burstable/podabc/{}", c.id)
+        );
+        c.cgroup_parent = "kubepods".into();
+        assert_eq!(cgroups_path(&c), format!("/kubepods/{}", c.id));
     }
 
     #[test]

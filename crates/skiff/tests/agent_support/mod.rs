@@ -1,7 +1,7 @@
 //! A `skiff server` with its embedded node agent and a loopback registry holding the test
 //! kit's busybox, for end-to-end pod tests. On drop the server is killed and every container
-//! the agent made is force-removed through `skiff rm -f` (processes, mounts, cgroups), also
-//! when the test panicked.
+//! the agent made is force-removed through `skiff rm -f` (processes, mounts, cgroups), and
+//! so are the pod cgroups of the pods it still listed, also when the test panicked.
 #![allow(dead_code, clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
@@ -196,8 +196,29 @@ impl Cluster {
     }
 }
 
+/// Removes the (emptied) pod cgroups of pods `uids`, whatever their QoS class.
+fn remove_pod_cgroups(uids: &str) {
+    use skiff_cgroups::CgroupManager as _;
+    let Ok(mounts) = skiff_cgroups::Mounts::of_this_process() else {
+        return;
+    };
+    for uid in uids.split_whitespace() {
+        for parent in ["", "/burstable", "/besteffort"] {
+            let path = format!("/skiff/kubepods{parent}/pod{uid}");
+            if let Ok(m) = skiff_cgroups::Manager::new(&mounts, &path) {
+                let _ = m.with_timeout(Duration::from_secs(2)).destroy();
+            }
+        }
+    }
+}
+
 impl Drop for Cluster {
     fn drop(&mut self) {
+        let uids = if self.child.is_some() {
+            self.field(&["get", "pods", "-A"], "{.items[*].metadata.uid}")
+        } else {
+            String::new()
+        };
         self.kill_server();
         let Some(dir) = self.dir.take() else { return };
         let ids = run(Command::new(skiff())
@@ -213,6 +234,7 @@ impl Drop for Cluster {
                 .arg(dir.path())
                 .args(&ids));
         }
+        remove_pod_cgroups(&uids);
         if std::env::var_os("SKIFF_KEEP_TEST_DIR").is_some() {
             let _ = dir.keep();
         }
