@@ -129,12 +129,24 @@ pub async fn serve(ctx: &Ctx) -> Result<Response, ApiError> {
             page.revision
         }
     };
-    let subscription = cache.subscribe(start).map_err(|too_old| {
-        ApiError::expired(format!(
-            "too old resource version: {start} ({})",
-            too_old.oldest
-        ))
-    })?;
+    let subscription = match cache.subscribe(start) {
+        Ok(subscription) => subscription,
+        Err(too_old) => {
+            // As kube-apiserver: the watch starts (200) and its one event is the 410 Status.
+            // Clients re-list on that event; an HTTP 410 answer would make client-go's and
+            // kube-rs's watchers retry the same resourceVersion for ever.
+            let err = ApiError::expired(format!(
+                "too old resource version: {start} ({})",
+                too_old.oldest
+            ));
+            let mut response = Response::new(Body::from(error_line(&err)));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            return Ok(response);
+        }
+    };
 
     let encoder = Encoder {
         ctx_info: ctx.info.clone(),
