@@ -71,3 +71,11 @@ python_bin=${SKIFF_PYTHON:-$(dirname "$0")/../build/venv/bin/python}
 echo
 # Networking: proxy rule propagation across a 3-node cluster, ClusterIP against pod IP HTTP.
 "$(dirname "$0")/net_bench.sh" "$skiff"
+
+echo
+# The scheduler: pods bound per second at 5,000 simulated nodes, a 1,000-replica Deployment.
+"$(dirname "$0")/scheduler_bench.sh" "$skiff"
+
+echo
+# Pod start: create -> Running on one node, one at a time and 100 at once, against podman kube play.
+"$(dirname "$0")/pod_start_bench.sh" "$skiff"

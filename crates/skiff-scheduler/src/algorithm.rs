@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Pod;
 
-use crate::filters::run_filters;
+use crate::filters::{Prepared, run_prepared};
 use crate::scores::score_nodes;
 use crate::snapshot::Snapshot;
 
@@ -46,8 +46,24 @@ impl FitError {
     }
 }
 
+/// How many feasible nodes one decision looks for before it stops filtering and scores them:
+/// kube-scheduler's default adaptive `percentageOfNodesToScore` (every node below 100 nodes;
+/// else `50 - nodes/125` percent, at least 5 % and at least 100 nodes: 500 of 5,000).
+pub fn feasible_nodes_to_find(nodes: usize) -> usize {
+    const MIN_NODES: usize = 100;
+    const MIN_PERCENTAGE: usize = 5;
+    if nodes < MIN_NODES {
+        return nodes;
+    }
+    let percentage = 50usize.saturating_sub(nodes / 125).max(MIN_PERCENTAGE);
+    (nodes * percentage / 100).max(MIN_NODES)
+}
+
 /// Picks a node for `pod`. Among equally good nodes, `tie_breaker` chooses (the scheduler
-/// passes a counter so that ties rotate).
+/// passes a counter so that ties rotate). In clusters of 100 nodes or more, filtering stops
+/// once [`feasible_nodes_to_find`] nodes passed, as kube-scheduler's does; decision `k` starts
+/// at node `k * that` so that successive decisions go round every node (kube-scheduler's
+/// `nextStartNodeIndex`). When no node fits, every node was filtered.
 ///
 /// ```
 /// use skiff_scheduler::{Snapshot, schedule};
@@ -57,9 +73,22 @@ impl FitError {
 pub fn schedule(pod: &Pod, snapshot: &Snapshot, tie_breaker: usize) -> Result<String, FitError> {
     let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
     let mut feasible = Vec::new();
-    for node in &snapshot.nodes {
-        match run_filters(pod, node, snapshot) {
-            Ok(()) => feasible.push(node),
+    let prepared = Prepared::new(pod);
+    let all = snapshot.nodes.len();
+    let to_find = feasible_nodes_to_find(all);
+    let start = if to_find >= all {
+        0
+    } else {
+        tie_breaker.wrapping_mul(to_find) % all
+    };
+    for node in snapshot.nodes.iter().cycle().skip(start).take(all) {
+        match run_prepared(pod, &prepared, node, snapshot) {
+            Ok(()) => {
+                feasible.push(node);
+                if feasible.len() >= to_find {
+                    break;
+                }
+            }
             Err(rs) => {
                 for r in rs {
                     *reasons.entry(r).or_default() += 1;

@@ -1,14 +1,15 @@
 //! Filter plugins: whether a pod may run on a node, and if not why, in kube-scheduler's words.
 //! They run in kube-scheduler's order and the first one that fails decides a node's reasons.
 
+use std::cell::OnceCell;
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Pod, PodAffinityTerm, Taint, Toleration};
 
 use crate::affinity::{node_matches_pod, term_selects, tolerates, untolerated_taint};
 use crate::quantity::pod_requests;
-use crate::resources::fits;
-use crate::snapshot::{NodeInfo, Snapshot, host_ports};
+use crate::resources::{Resources, fits};
+use crate::snapshot::{HostPort, NodeInfo, Snapshot, host_ports};
 
 /// `NodeUnschedulable`.
 pub const UNSCHEDULABLE: &str = "node(s) were unschedulable";
@@ -36,8 +37,74 @@ pub fn taint_reason(taint: &Taint) -> String {
     )
 }
 
+/// What the filters need to know about one pod against one snapshot, worked out once per
+/// decision instead of once per node: its requests, its host ports, and (on first need) the
+/// domains where the required anti-affinity of pods already placed refuses it.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    requests: Resources,
+    ports: Vec<HostPort>,
+    /// `(topologyKey, value)`: a node with this label value is refused (`EXISTING_ANTI_AFFINITY`).
+    refused_domains: OnceCell<Vec<(String, String)>>,
+}
+
+impl Prepared {
+    /// Prepares `pod` for filtering; use it with one snapshot only.
+    pub fn new(pod: &Pod) -> Prepared {
+        Prepared {
+            requests: pod_requests(pod),
+            ports: host_ports(pod),
+            refused_domains: OnceCell::new(),
+        }
+    }
+
+    /// The domains where placed pods' required anti-affinity refuses `pod` (one pass over the
+    /// placed pods, the first time).
+    fn refused_domains(&self, pod: &Pod, snapshot: &Snapshot) -> &[(String, String)] {
+        self.refused_domains.get_or_init(|| {
+            let mut refused = Vec::new();
+            for info in &snapshot.nodes {
+                for existing in &info.pods {
+                    let terms = existing
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.affinity.as_ref())
+                        .and_then(|a| a.pod_anti_affinity.as_ref())
+                        .and_then(|a| {
+                            a.required_during_scheduling_ignored_during_execution
+                                .as_deref()
+                        })
+                        .unwrap_or_default();
+                    let existing_ns = existing.metadata.namespace.as_deref().unwrap_or_default();
+                    for term in terms {
+                        if !term_selects(term, existing_ns, pod) {
+                            continue;
+                        }
+                        if let Some(value) =
+                            topology_value(snapshot, info.name(), &term.topology_key)
+                        {
+                            refused.push((term.topology_key.clone(), value.clone()));
+                        }
+                    }
+                }
+            }
+            refused
+        })
+    }
+}
+
 /// Runs every filter for `pod` on `node`; `Err` holds the reasons of the first that fails.
 pub fn run_filters(pod: &Pod, node: &NodeInfo, snapshot: &Snapshot) -> Result<(), Vec<String>> {
+    run_prepared(pod, &Prepared::new(pod), node, snapshot)
+}
+
+/// [`run_filters`] with the pod's [`Prepared`] view of `snapshot` (for many nodes in a row).
+pub fn run_prepared(
+    pod: &Pod,
+    prepared: &Prepared,
+    node: &NodeInfo,
+    snapshot: &Snapshot,
+) -> Result<(), Vec<String>> {
     let one = |r: &str| Err(vec![r.to_string()]);
     let spec = pod.spec.as_ref();
     let n = &node.node;
@@ -71,8 +138,7 @@ pub fn run_filters(pod: &Pod, node: &NodeInfo, snapshot: &Snapshot) -> Result<()
         return one(NODE_AFFINITY);
     }
     // NodePorts
-    let wanted_ports = host_ports(pod);
-    let conflict = wanted_ports.iter().any(|(proto, ip, port)| {
+    let conflict = prepared.ports.iter().any(|(proto, ip, port)| {
         node.used_ports.iter().any(|(p2, ip2, port2)| {
             proto == p2 && port == port2 && (ip == ip2 || ip == "0.0.0.0" || ip2 == "0.0.0.0")
         })
@@ -85,7 +151,7 @@ pub fn run_filters(pod: &Pod, node: &NodeInfo, snapshot: &Snapshot) -> Result<()
     if node.pods.len() as u64 + 1 > node.allowed_pods() {
         reasons.push(TOO_MANY_PODS.to_string());
     }
-    if let Err(r) = fits(node.allocatable(), node.requested, pod_requests(pod)) {
+    if let Err(r) = fits(node.allocatable(), node.requested, prepared.requests) {
         reasons.extend(r.into_iter().map(str::to_string));
     }
     if !reasons.is_empty() {
@@ -94,7 +160,7 @@ pub fn run_filters(pod: &Pod, node: &NodeInfo, snapshot: &Snapshot) -> Result<()
     // PodTopologySpread
     crate::topology_spread::filter(pod, node, snapshot).map_err(|r| vec![r.to_string()])?;
     // InterPodAffinity
-    inter_pod_affinity(pod, node, snapshot).map_err(|r| vec![r.to_string()])
+    inter_pod_affinity(pod, prepared, node, snapshot).map_err(|r| vec![r.to_string()])
 }
 
 /// The value of `key` on the node called `name` in the snapshot.
@@ -119,33 +185,22 @@ fn matching_in_domain<'a>(
         .filter(move |p| term_selects(term, owner_ns, p))
 }
 
-fn inter_pod_affinity(pod: &Pod, node: &NodeInfo, snapshot: &Snapshot) -> Result<(), &'static str> {
+fn inter_pod_affinity(
+    pod: &Pod,
+    prepared: &Prepared,
+    node: &NodeInfo,
+    snapshot: &Snapshot,
+) -> Result<(), &'static str> {
     let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
     static EMPTY: BTreeMap<String, String> = BTreeMap::new();
     // Anti-affinity of the pods already placed.
-    for info in &snapshot.nodes {
-        for existing in &info.pods {
-            let existing_ns = existing.metadata.namespace.as_deref().unwrap_or_default();
-            let terms = existing
-                .spec
-                .as_ref()
-                .and_then(|s| s.affinity.as_ref())
-                .and_then(|a| a.pod_anti_affinity.as_ref())
-                .and_then(|a| {
-                    a.required_during_scheduling_ignored_during_execution
-                        .as_deref()
-                })
-                .unwrap_or_default();
-            for term in terms {
-                if !term_selects(term, existing_ns, pod) {
-                    continue;
-                }
-                let theirs = topology_value(snapshot, info.name(), &term.topology_key);
-                if theirs.is_some() && node.labels().get(&term.topology_key) == theirs {
-                    return Err(EXISTING_ANTI_AFFINITY);
-                }
-            }
-        }
+    let labels = node.labels();
+    if prepared
+        .refused_domains(pod, snapshot)
+        .iter()
+        .any(|(key, value)| labels.get(key) == Some(value))
+    {
+        return Err(EXISTING_ANTI_AFFINITY);
     }
     let affinity = pod.spec.as_ref().and_then(|s| s.affinity.as_ref());
     let required = affinity

@@ -344,6 +344,14 @@ impl Loop {
                     .assumed
                     .contains_key(p.metadata.uid.as_deref().unwrap_or_default())
             })
+            // Already bound: the watch of bound pods saw it before the pending one dropped it
+            // (binding it again would only get 409 Conflict "already assigned").
+            .filter(|p| {
+                let key = reflector::ObjectRef::from_obj(p.as_ref());
+                assigned
+                    .get(&key)
+                    .is_none_or(|b| b.metadata.uid != p.metadata.uid)
+            })
             .collect();
         let live: std::collections::HashSet<String> = queue
             .iter()

@@ -23,16 +23,21 @@ pub struct NodeInfo {
     pub requested: Resources,
     /// The host ports those pods use.
     pub used_ports: HashSet<HostPort>,
+    /// `allocatable()` and `allowed_pods()`, read from the node once (a decision asks every
+    /// node, for every pod).
+    cached: (Resources, u64),
 }
 
 impl NodeInfo {
     /// A node with no pods.
     pub fn new(node: Arc<Node>) -> NodeInfo {
+        let cached = (allocatable_of(&node), allowed_pods_of(&node));
         NodeInfo {
             node,
             pods: Vec::new(),
             requested: Resources::default(),
             used_ports: HashSet::new(),
+            cached,
         }
     }
 
@@ -49,22 +54,12 @@ impl NodeInfo {
 
     /// CPU and memory the node offers to pods (`status.allocatable`, else `capacity`).
     pub fn allocatable(&self) -> Resources {
-        let status = self.node.status.as_ref();
-        let list = status
-            .and_then(|s| s.allocatable.as_ref())
-            .or_else(|| status.and_then(|s| s.capacity.as_ref()));
-        resources_of(list)
+        self.cached.0
     }
 
     /// How many pods the node accepts (`allocatable.pods`, 110 when unset).
     pub fn allowed_pods(&self) -> u64 {
-        let status = self.node.status.as_ref();
-        status
-            .and_then(|s| s.allocatable.as_ref())
-            .or_else(|| status.and_then(|s| s.capacity.as_ref()))
-            .and_then(|l| l.get("pods"))
-            .map(value)
-            .unwrap_or(110)
+        self.cached.1
     }
 
     /// Counts `pod` as running here.
@@ -73,6 +68,26 @@ impl NodeInfo {
         self.used_ports.extend(host_ports(&pod));
         self.pods.push(pod);
     }
+}
+
+/// CPU and memory a node offers to pods (`status.allocatable`, else `capacity`).
+fn allocatable_of(node: &Node) -> Resources {
+    let status = node.status.as_ref();
+    let list = status
+        .and_then(|s| s.allocatable.as_ref())
+        .or_else(|| status.and_then(|s| s.capacity.as_ref()));
+    resources_of(list)
+}
+
+/// How many pods a node accepts (`allocatable.pods`, 110 when unset).
+fn allowed_pods_of(node: &Node) -> u64 {
+    let status = node.status.as_ref();
+    status
+        .and_then(|s| s.allocatable.as_ref())
+        .or_else(|| status.and_then(|s| s.capacity.as_ref()))
+        .and_then(|l| l.get("pods"))
+        .map(value)
+        .unwrap_or(110)
 }
 
 /// The host ports a pod asks for.

@@ -280,3 +280,39 @@ fn pod_anti_affinity_keeps_replicas_apart_and_affinity_brings_them_together() {
         "0/1 nodes are available: 1 node(s) didn't satisfy existing pods anti-affinity rules."
     );
 }
+
+#[test]
+fn large_clusters_filter_only_kube_schedulers_share_of_nodes() {
+    use crate::algorithm::feasible_nodes_to_find;
+    assert_eq!(feasible_nodes_to_find(3), 3);
+    assert_eq!(feasible_nodes_to_find(99), 99);
+    assert_eq!(feasible_nodes_to_find(100), 100);
+    assert_eq!(feasible_nodes_to_find(1000), 420);
+    assert_eq!(feasible_nodes_to_find(5000), 500);
+    assert_eq!(feasible_nodes_to_find(100_000), 5000);
+    // 300 nodes, 100 looked at per decision: successive decisions start further on, and every
+    // node is still filtered when only the last one fits.
+    let nodes: Vec<Arc<Node>> = (0..300)
+        .map(|i| {
+            node(
+                &format!("n{i:03}"),
+                if i == 299 { "4" } else { "1" },
+                json!({}),
+            )
+        })
+        .collect();
+    let snapshot = Snapshot::new(nodes, []);
+    let small = pod("small", "100m", json!({}));
+    let first = schedule(&small, &snapshot, 0).unwrap();
+    let second = schedule(&small, &snapshot, 1).unwrap();
+    assert!(first.as_str() < "n100", "{first}");
+    assert!(("n100".."n200").contains(&second.as_str()), "{second}");
+    let big = pod("big", "2", json!({}));
+    assert_eq!(schedule(&big, &snapshot, 0).unwrap(), "n299");
+    let huge = pod("huge", "8", json!({}));
+    let err = schedule(&huge, &snapshot, 5).unwrap_err();
+    assert_eq!(
+        err.message,
+        "0/300 nodes are available: 300 Insufficient cpu."
+    );
+}
