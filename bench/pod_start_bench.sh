@@ -12,6 +12,8 @@ set -euo pipefail
 
 skiff=$(readlink -f "${1:?usage: bench/pod_start_bench.sh PATH/TO/skiff}")
 root=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=bench/lib.sh
+. "$root/bench/lib.sh"
 for tool in podman runc nsenter ip busybox tar; do
   command -v "$tool" >/dev/null || { echo "pod_start_bench: $tool is missing: run \`make deps\`" >&2; exit 1; }
 done
@@ -25,28 +27,11 @@ pid=
 
 cleanup() {
   trap - EXIT INT TERM
-  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-  fi
-  wait 2>/dev/null || true
-  if [ -n "$pid" ]; then
-    # Processes still running in the run's namespaces (skiff server and agent).
-    for ns in /run/netns/skt-"$pid"-*; do
-      [ -e "$ns" ] || continue
-      ip netns pids "$(basename "$ns")" 2>/dev/null | xargs -r kill -KILL 2>/dev/null || true
-    done
-  fi
+  stop_process "$pid"
+  # Processes still running in the run's namespaces (skiff server and agents).
+  kill_netns_processes "$pid"
   # Containers of every node's data root (all data roots live under $work).
-  for dir in "$work"/tmp/skiff-net-*; do
-    [ -d "$dir" ] || continue
-    ids=$("$skiff" ps -aq --no-trunc --data-root "$dir" 2>/dev/null || true)
-    if [ -n "$ids" ]; then
-      # shellcheck disable=SC2086
-      "$skiff" rm -f --data-root "$dir" $ids >/dev/null 2>&1 || true
-    fi
-  done
+  remove_containers "$skiff" "$work"/tmp/skiff-net-*
   # podman's pods, over the example's own storage (same flags as the example).
   # (under /tmp itself, as podman wants a short run root; the example names it in state.podman)
   podman_dir=$(cat "$work/state.podman" 2>/dev/null || true)
@@ -56,17 +41,11 @@ cleanup() {
       --tmpdir "$dir/tmp" --network-config-dir "$dir/networks" --storage-driver vfs \
       --cgroup-manager cgroupfs --events-backend none --runtime runc \
       pod rm -f -a -t 0 >/dev/null 2>&1 || true
-    findmnt -rn -o TARGET | grep "^$dir/" | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
-    rm -rf "$dir" 2>/dev/null || true
+    remove_tree "$dir"
   done
-  if [ -n "$pid" ]; then
-    for ns in /run/netns/skt-"$pid"-*; do
-      [ -e "$ns" ] && ip netns delete "$(basename "$ns")" 2>/dev/null || true
-    done
-  fi
+  delete_netns "$pid"
   # Mounts left under the data roots, deepest first, then the files.
-  findmnt -rn -o TARGET | grep "^$work/" | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
-  rm -rf "$work" 2>/dev/null || true
+  remove_tree "$work"
 }
 trap cleanup EXIT
 trap 'exit 130' INT

@@ -11,6 +11,8 @@ set -euo pipefail
 
 skiff=$(readlink -f "${1:?usage: bench/scheduler_bench.sh PATH/TO/skiff}")
 root=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=bench/lib.sh
+. "$root/bench/lib.sh"
 
 cargo=${CARGO:-cargo}
 (cd "$root" && "$cargo" build --release -q -p skiff --example scheduler_bench)
@@ -21,12 +23,7 @@ pid=
 
 cleanup() {
   trap - EXIT INT TERM
-  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-  fi
-  wait 2>/dev/null || true
+  stop_process "$pid"
   # A server the example could not kill (the example itself was killed): the one whose data
   # dir is under $work.
   for server in $(pgrep -f -- "--data-dir $work/" || true); do
