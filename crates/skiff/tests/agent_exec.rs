@@ -515,21 +515,7 @@ spec:
   - name: c
     image: busybox
 "#;
-    let mut child = c
-        .kubectl()
-        .args(["apply", "-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(yaml.as_bytes())
-        .unwrap();
-    assert!(wait_output(child).status.success());
+    c.apply(yaml);
     for version in ["1.33", "1.27"] {
         let out = run(kubectl(&c, version).args(["exec", "nowhere", "--", "true"]));
         assert!(!out.status.success());
