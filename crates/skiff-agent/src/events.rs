@@ -20,6 +20,44 @@ pub async fn record(
     reason: &str,
     message: &str,
 ) {
+    let event = build(node, pod, container, type_, reason, message);
+    post(client.clone(), event).await;
+}
+
+/// Records an event as [`record`] does, without waiting for the API server: the pod's work
+/// (and its status, which clients wait for) does not queue behind its events. The event's
+/// time is taken now, so events still sort in the order they happened.
+pub fn record_soon(
+    client: &Client,
+    node: &str,
+    pod: &Pod,
+    container: Option<&str>,
+    type_: &str,
+    reason: &str,
+    message: &str,
+) {
+    let event = build(node, pod, container, type_, reason, message);
+    tokio::spawn(post(client.clone(), event));
+}
+
+async fn post(client: Client, event: Event) {
+    let namespace = event.metadata.namespace.clone().unwrap_or_default();
+    let api: Api<Event> = Api::namespaced(client, &namespace);
+    if let Err(error) = api.create(&PostParams::default(), &event).await {
+        let pod = event.involved_object.name.unwrap_or_default();
+        let reason = event.reason.unwrap_or_default();
+        tracing::debug!(%error, %pod, %reason, "cannot record an event");
+    }
+}
+
+fn build(
+    node: &str,
+    pod: &Pod,
+    container: Option<&str>,
+    type_: &str,
+    reason: &str,
+    message: &str,
+) -> Event {
     let namespace = pod.namespace().unwrap_or_else(|| "default".to_string());
     let now = k8s_openapi::jiff::Timestamp::now();
     let field_path = container.map(|c| {
@@ -34,7 +72,7 @@ pub async fn record(
             format!("spec.containers{{{c}}}")
         }
     });
-    let event = Event {
+    Event {
         metadata: ObjectMeta {
             name: Some(format!("{}.{:x}", pod.name_any(), now.as_nanosecond())),
             namespace: Some(namespace.clone()),
@@ -63,9 +101,5 @@ pub async fn record(
             host: Some(node.into()),
         }),
         ..Event::default()
-    };
-    let api: Api<Event> = Api::namespaced(client.clone(), &namespace);
-    if let Err(error) = api.create(&PostParams::default(), &event).await {
-        tracing::debug!(%error, pod = %pod.name_any(), reason, "cannot record an event");
     }
 }

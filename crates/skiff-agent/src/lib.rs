@@ -87,6 +87,8 @@ pub struct Context {
     pub client: kube::Client,
     /// The container engine over the data root.
     pub engine: skiff_engine::Engine,
+    /// Which engine containers belong to which pod.
+    pub index: runtime::Index,
     /// The sandbox root filesystem.
     pub pause_rootfs: PathBuf,
     /// The pod network, once set up (never, with `pod_network` off).
@@ -140,10 +142,16 @@ pub async fn run(
         ))?
         .port();
     let tls = nodeapi::tls_config(&agent_dir, &config)?;
+    let listing = engine.clone();
+    let index = error::blocking("list the containers", move || {
+        runtime::Index::build(&listing)
+    })
+    .await?;
     let ctx = Arc::new(Context {
         config,
         client,
         engine,
+        index,
         pause_rootfs,
         net: std::sync::OnceLock::new(),
         api_port: AtomicU16::new(port),

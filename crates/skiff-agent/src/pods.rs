@@ -144,6 +144,7 @@ async fn remove_orphans(ctx: Arc<Context>, listed: HashSet<String>) {
             return;
         }
     };
+    ctx.index.learn(&pods);
     for uid in pods.keys().filter(|uid| !listed.contains(*uid)) {
         tracing::info!(pod_uid = %uid, "removing the containers of a pod that is gone");
         if let Err(err) = worker::teardown(&ctx, uid, Duration::from_secs(2)).await {

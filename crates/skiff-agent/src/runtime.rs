@@ -5,8 +5,9 @@
 //!
 //! Everything here blocks (files, processes); call it through [`crate::error::blocking`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use skiff_engine::{Container, CreateRequest, Engine, Status};
@@ -118,9 +119,75 @@ pub fn by_pod(engine: &Engine) -> Result<BTreeMap<String, Vec<Container>>, Agent
     Ok(out)
 }
 
-/// The containers of pod `uid`.
-pub fn of_pod(engine: &Engine, uid: &str) -> Result<Vec<Container>, AgentError> {
-    Ok(by_pod(engine)?.remove(uid).unwrap_or_default())
+/// Which engine containers belong to which pod, so that a pod's sync reads its own records
+/// and not every record on the node (which made syncing N pods cost N x N reads a second).
+/// Built from one full listing when the agent starts; the agent adds what it creates and
+/// forgets what it removes. A container removed behind its back (`skiff rm`) is forgotten the
+/// next time its record cannot be read.
+#[derive(Debug, Default)]
+pub struct Index {
+    by_pod: Mutex<HashMap<String, BTreeSet<String>>>,
+}
+
+impl Index {
+    /// The index of every container the agent made on `engine`.
+    pub fn build(engine: &Engine) -> Result<Index, AgentError> {
+        let index = Index::default();
+        index.learn(&by_pod(engine)?);
+        Ok(index)
+    }
+
+    /// Adds the containers of a full listing (for instance the orphan sweep's).
+    pub fn learn(&self, pods: &BTreeMap<String, Vec<Container>>) {
+        let mut map = self.lock();
+        for (uid, containers) in pods {
+            let ids = map.entry(uid.clone()).or_default();
+            ids.extend(containers.iter().map(|c| c.config.id.clone()));
+        }
+    }
+
+    fn add(&self, uid: &str, id: &str) {
+        self.lock()
+            .entry(uid.to_string())
+            .or_default()
+            .insert(id.to_string());
+    }
+
+    fn forget(&self, uid: &str, id: &str) {
+        let mut map = self.lock();
+        if let Some(ids) = map.get_mut(uid) {
+            ids.remove(id);
+            if ids.is_empty() {
+                map.remove(uid);
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, BTreeSet<String>>> {
+        // A panic while holding the lock leaves a consistent map (every change is one call).
+        self.by_pod.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The containers of pod `uid`, newest first (as [`Engine::list`] orders them).
+    pub fn of_pod(&self, engine: &Engine, uid: &str) -> Result<Vec<Container>, AgentError> {
+        let ids: Vec<String> = self
+            .lock()
+            .get(uid)
+            .map(|ids| ids.iter().cloned().collect())
+            .unwrap_or_default();
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            match engine.load(&id) {
+                Ok(c) => out.push(c),
+                Err(_) if !engine.dir(&id).config().exists() => self.forget(uid, &id),
+                Err(err) => {
+                    return Err(AgentError::engine(format!("read container {id}"))(err));
+                }
+            }
+        }
+        out.sort_by(|a, b| b.config.created.cmp(&a.config.created));
+        Ok(out)
+    }
 }
 
 /// The newest attempt of `name` among `containers`, and the one before it.
@@ -141,6 +208,7 @@ pub fn latest<'a>(
 /// so no zombie stays behind). Returns the container as it runs.
 pub fn create_and_start(
     engine: &Engine,
+    index: &Index,
     request: &CreateRequest,
     program: &Path,
 ) -> Result<Container, AgentError> {
@@ -148,10 +216,15 @@ pub fn create_and_start(
     let config = engine
         .create(request)
         .map_err(AgentError::engine(format!("create container {what}")))?;
+    if let Some(uid) = request.labels.get(LABEL_POD_UID) {
+        index.add(uid, &config.id);
+    }
     match engine.start(&config.id, program) {
         Ok(handle) => {
             let _ = std::thread::Builder::new()
                 .name("skiff-shim-reaper".into())
+                // It only waits: a small stack keeps a node of many pods small.
+                .stack_size(REAPER_STACK)
                 .spawn(move || handle.finish());
         }
         Err(err) => {
@@ -176,9 +249,16 @@ pub fn stop(engine: &Engine, c: &Container, grace: Duration) -> Result<(), Agent
 }
 
 /// Removes a container (killing it if it still runs).
-pub fn remove(engine: &Engine, c: &Container) -> Result<(), AgentError> {
+pub fn remove(engine: &Engine, index: &Index, c: &Container) -> Result<(), AgentError> {
     engine.remove(c, true).map_err(AgentError::engine(format!(
         "remove container {}",
         c.config.name
-    )))
+    )))?;
+    if let Some(uid) = pod_uid(c) {
+        index.forget(uid, &c.config.id);
+    }
+    Ok(())
 }
+
+/// The stack of a thread that waits for one container's monitor.
+const REAPER_STACK: usize = 64 * 1024;

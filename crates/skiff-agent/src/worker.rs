@@ -85,9 +85,7 @@ fn grace_period(pod: &Pod) -> Duration {
 /// Stops every container of pod `uid` (apps and init first, within `grace`, then the
 /// sandbox) and removes them.
 pub async fn teardown(ctx: &Arc<Context>, uid: &str, grace: Duration) -> Result<(), AgentError> {
-    let engine = ctx.engine.clone();
-    let owned = uid.to_string();
-    let containers = blocking("list containers", move || runtime::of_pod(&engine, &owned)).await?;
+    let containers = list(ctx, uid).await?;
     let (sandboxes, others): (Vec<Container>, Vec<Container>) = containers
         .into_iter()
         .partition(|c| runtime::container_name(c) == runtime::SANDBOX);
@@ -103,14 +101,14 @@ pub async fn teardown(ctx: &Arc<Context>, uid: &str, grace: Duration) -> Result<
             tracing::warn!(pod_uid = uid, error = %err, "stopping a container failed");
         }
     }
-    let engine = ctx.engine.clone();
+    let ctx2 = Arc::clone(ctx);
     let data_dir = ctx.config.data_dir.clone();
     let owned_uid = uid.to_string();
     let uid = uid.to_string();
     blocking("remove containers", move || {
         for c in others.iter().chain(&sandboxes) {
-            runtime::stop(&engine, c, Duration::from_secs(2))?;
-            runtime::remove(&engine, c)?;
+            runtime::stop(&ctx2.engine, c, Duration::from_secs(2))?;
+            runtime::remove(&ctx2.engine, &ctx2.index, c)?;
         }
         volumes::cleanup(&data_dir, &uid);
         if let Err(err) = crate::podcgroup::remove(&uid, &data_dir) {
@@ -141,7 +139,7 @@ pub async fn sync(
             let name = runtime::container_name(&c);
             if c.is_active() && name != runtime::SANDBOX {
                 let message = format!("Stopping container {name}");
-                event(ctx, pod, Some(name), "Normal", "Killing", &message).await;
+                event(ctx, pod, Some(name), "Normal", "Killing", &message);
             }
         }
         let containers = list(ctx, &pref.uid).await?;
@@ -196,7 +194,7 @@ pub async fn sync(
                 };
                 if again {
                     tracing::warn!(namespace = %pref.namespace, pod = %pref.name, %message, "volume setup failed");
-                    event(ctx, pod, None, "Warning", "FailedMount", &message).await;
+                    event(ctx, pod, None, "Warning", "FailedMount", &message);
                     state.mount_event = Some((message, Instant::now()));
                 }
                 post_status(ctx, pod, state, &containers, false).await?;
@@ -267,7 +265,7 @@ pub async fn sync(
         run_probes(ctx, pod, state, &spec.containers, sandbox_pid).await;
     }
     for (name, reason, message) in std::mem::take(&mut state.pending) {
-        event(ctx, pod, Some(&name), "Warning", &reason, &message).await;
+        event(ctx, pod, Some(&name), "Warning", &reason, &message);
     }
     let containers = list(ctx, &pref.uid).await?;
     prune_old_attempts(ctx, &containers).await;
@@ -305,11 +303,11 @@ async fn run_probes(
         }
         let name = Some(spec.name.as_str());
         for message in &verdict.unhealthy {
-            event(ctx, pod, name, "Warning", "Unhealthy", message).await;
+            event(ctx, pod, name, "Warning", "Unhealthy", message);
         }
         if let Some(message) = verdict.kill {
             tracing::info!(pod = %pod_ref(pod).name, container = %spec.name, %message, "probe failed");
-            event(ctx, pod, name, "Normal", "Killing", &message).await;
+            event(ctx, pod, name, "Normal", "Killing", &message);
             let grace =
                 crate::hooks::pre_stop(ctx, pod, spec, running, sandbox_pid, grace_period(pod))
                     .await;
@@ -323,8 +321,8 @@ async fn run_probes(
     }
 }
 
-/// Records an event about `pod` (or one of its containers).
-async fn event(
+/// Records an event about `pod` (or one of its containers) without waiting for it.
+fn event(
     ctx: &Arc<Context>,
     pod: &Pod,
     container: Option<&str>,
@@ -332,7 +330,7 @@ async fn event(
     reason: &str,
     message: &str,
 ) {
-    events::record(
+    events::record_soon(
         &ctx.client,
         &ctx.config.node_name,
         pod,
@@ -340,8 +338,7 @@ async fn event(
         type_,
         reason,
         message,
-    )
-    .await;
+    );
 }
 
 /// Computes the pod's status and posts it when it changed; `None` when the pod is gone.
@@ -390,9 +387,12 @@ async fn post_status(
 }
 
 async fn list(ctx: &Arc<Context>, uid: &str) -> Result<Vec<Container>, AgentError> {
-    let engine = ctx.engine.clone();
+    let ctx = Arc::clone(ctx);
     let uid = uid.to_string();
-    blocking("list containers", move || runtime::of_pod(&engine, &uid)).await
+    blocking("list containers", move || {
+        ctx.index.of_pod(&ctx.engine, &uid)
+    })
+    .await
 }
 
 /// Makes sure the pod's sandbox runs; returns its init's host pid. A sandbox that died takes
@@ -434,23 +434,22 @@ async fn ensure_sandbox(
         },
         ..skiff_engine::CreateRequest::default()
     };
-    let engine = ctx.engine.clone();
-    let program = ctx.config.program.clone();
+    let ctx2 = Arc::clone(ctx);
     let uid = pref.uid.clone();
-    let cgroup_data_dir = ctx.config.data_dir.clone();
     tracing::info!(namespace = %pref.namespace, pod = %pref.name, attempt, "starting the pod sandbox");
     let sandbox = blocking("start the sandbox", move || {
+        let (engine, index) = (&ctx2.engine, &ctx2.index);
         for c in &stale {
             // Containers of an earlier sandbox cannot stay: their namespaces are gone.
             if c.is_active() {
-                runtime::stop(&engine, c, Duration::from_secs(0))?;
+                runtime::stop(engine, c, Duration::from_secs(0))?;
             }
             if runtime::container_name(c) == runtime::SANDBOX {
-                runtime::remove(&engine, c)?;
+                runtime::remove(engine, index, c)?;
             }
         }
-        crate::podcgroup::ensure(&uid, &figures, &cgroup_data_dir)?;
-        runtime::create_and_start(&engine, &request, &program)
+        crate::podcgroup::ensure(&uid, &figures, &ctx2.config.data_dir)?;
+        runtime::create_and_start(engine, index, &request, &ctx2.config.program)
     })
     .await?;
     let pid = sandbox.state.pid;
@@ -708,11 +707,10 @@ async fn start(
             tracing::warn!(container = %spec.name, error = %err, "no termination message file")
         }
     }
-    let engine = ctx.engine.clone();
-    let program = ctx.config.program.clone();
+    let ctx2 = Arc::clone(ctx);
     tracing::info!(namespace = %pref.namespace, pod = %pref.name, container = %spec.name, attempt, "starting container");
     match blocking("start container", move || {
-        runtime::create_and_start(&engine, &request, &program)
+        runtime::create_and_start(&ctx2.engine, &ctx2.index, &request, &ctx2.config.program)
     })
     .await
     {
@@ -720,9 +718,9 @@ async fn start(
             state.waiting.remove(&spec.name);
             let name = Some(spec.name.as_str());
             let created = format!("Created container: {}", spec.name);
-            event(ctx, pod, name, "Normal", "Created", &created).await;
+            event(ctx, pod, name, "Normal", "Created", &created);
             let started = format!("Started container {}", spec.name);
-            event(ctx, pod, name, "Normal", "Started", &started).await;
+            event(ctx, pod, name, "Normal", "Started", &started);
             let grace = grace_period(pod);
             let _ =
                 crate::hooks::post_start(ctx, pod, spec, &started_container, sandbox_pid, grace)
@@ -756,10 +754,10 @@ async fn prune_old_attempts(ctx: &Arc<Context>, containers: &[Container]) {
     if old.is_empty() {
         return;
     }
-    let engine = ctx.engine.clone();
+    let ctx = Arc::clone(ctx);
     let _ = blocking("remove old attempts", move || {
         for c in &old {
-            runtime::remove(&engine, c)?;
+            runtime::remove(&ctx.engine, &ctx.index, c)?;
         }
         Ok(())
     })

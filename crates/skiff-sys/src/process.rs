@@ -297,6 +297,21 @@ pub fn exit_now(code: i32) -> ! {
     unsafe { nix::libc::_exit(code) }
 }
 
+/// Caps the number of glibc malloc arenas. glibc gives busy threads arenas of their own (up to
+/// eight per core), each keeping freed memory for itself; a daemon whose blocking pool comes
+/// and goes (the agent, the server) holds several MiB of idle heap that way. Call it early,
+/// before threads start. A no-op with other C libraries.
+pub fn limit_malloc_arenas(arenas: i32) {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator parameter; M_ARENA_MAX takes any positive count
+    // and it is called before the process starts threads.
+    unsafe {
+        nix::libc::mallopt(nix::libc::M_ARENA_MAX, arenas);
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    let _ = arenas;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

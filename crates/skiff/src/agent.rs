@@ -68,6 +68,7 @@ impl AgentArgs {
     /// Runs the agent until SIGINT or SIGTERM.
     pub fn run(self) -> anyhow::Result<ExitCode> {
         crate::server::init_tracing();
+        skiff_sys::process::limit_malloc_arenas(crate::server::MALLOC_ARENAS);
         let token = std::fs::read_to_string(&self.token_file)
             .with_context(|| format!("cannot read the token file {}", self.token_file.display()))?
             .trim()

@@ -139,6 +139,7 @@ impl ServerArgs {
     /// Runs the server until SIGINT or SIGTERM.
     pub fn run(self) -> anyhow::Result<ExitCode> {
         init_tracing();
+        skiff_sys::process::limit_malloc_arenas(crate::server::MALLOC_ARENAS);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .thread_name("skiff-server")
@@ -528,6 +529,10 @@ pub fn primary_address() -> Option<IpAddr> {
     let ip = socket.local_addr().ok()?.ip();
     (!ip.is_unspecified()).then_some(ip)
 }
+
+/// The malloc arenas of a long-running daemon (the server, the agent): two keep the idle heap
+/// small and are plenty for a runtime of two or so busy threads.
+pub const MALLOC_ARENAS: i32 = 2;
 
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`).
 pub fn init_tracing() {
