@@ -20,6 +20,8 @@
 //! - [`nodeipam`]: a pod CIDR for every Node from the cluster CIDR;
 //! - [`servicelb`]: the node addresses as the ingress of LoadBalancer Services;
 //! - [`volume`]: PersistentVolume binding, claim protection, `local-path` provisioning;
+//! - [`disruption`]: the status of PodDisruptionBudgets (healthy, desired, disruptions
+//!   allowed), which evictions and preemption read;
 //! - [`nodelifecycle`]: nodes whose Lease goes stale become `Unknown` and are tainted
 //!   unreachable (not-ready when they report so), pods leave `NoExecute` taints they do not
 //!   tolerate (after `tolerationSeconds`), pods stuck terminating on lost nodes are removed.
@@ -33,6 +35,7 @@ pub mod backoff;
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
+pub mod disruption;
 pub mod endpoints;
 pub mod expectations;
 pub mod garbage_collector;
@@ -122,6 +125,8 @@ pub struct ControllerOptions {
     pub service_lb: bool,
     /// The PersistentVolume controller (binding, claim protection, `local-path` provisioning).
     pub volume: bool,
+    /// The disruption controller (PodDisruptionBudget status).
+    pub disruption: bool,
     /// The pod network the node IPAM controller splits (`--cluster-cidr`, default
     /// `10.42.0.0/16`).
     pub cluster_cidr: String,
@@ -153,6 +158,7 @@ impl Default for ControllerOptions {
             node_ipam: true,
             service_lb: true,
             volume: true,
+            disruption: true,
             cluster_cidr: nodeipam::DEFAULT_CLUSTER_CIDR.to_string(),
             node_cidr_mask_size: nodeipam::DEFAULT_NODE_CIDR_MASK_SIZE,
             root_ca_pem: String::new(),
@@ -236,6 +242,9 @@ pub async fn run_with(
     }
     if options.volume {
         tasks.push(volume::run(client.clone(), &pods, shutdown.clone()).boxed());
+    }
+    if options.disruption {
+        tasks.push(disruption::run(client.clone(), &pods, shutdown.clone()).boxed());
     }
     if options.node_ipam {
         match nodeipam::CidrSet::new(&options.cluster_cidr, options.node_cidr_mask_size) {

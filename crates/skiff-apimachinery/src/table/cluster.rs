@@ -212,6 +212,29 @@ pub(super) fn network_policy(obj: &Value, now: SystemTime) -> Vec<Value> {
     ]
 }
 
+pub(super) const PDB: &[Column] = &[
+    NAME,
+    col("Min Available", "string", 0),
+    col("Max Unavailable", "string", 0),
+    col("Allowed Disruptions", "integer", 0),
+    AGE,
+];
+
+pub(super) fn pdb(obj: &Value, now: SystemTime) -> Vec<Value> {
+    let shown = |pointer: &str| match obj.pointer(pointer) {
+        Some(Value::Number(n)) => n.to_string(),
+        Some(Value::String(s)) => s.clone(),
+        _ => "N/A".to_string(),
+    };
+    vec![
+        json!(name_of(obj)),
+        json!(shown("/spec/minAvailable")),
+        json!(shown("/spec/maxUnavailable")),
+        json!(int(obj, "/status/disruptionsAllowed")),
+        age(obj, now),
+    ]
+}
+
 // ---- cluster and configuration ----
 
 pub(super) const NODE: &[Column] = &[

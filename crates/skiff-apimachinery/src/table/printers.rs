@@ -70,6 +70,7 @@ pub(crate) fn printer_for(group: &str, kind: &str) -> Option<(&'static [Column],
             (ROLE_BINDING, role_binding)
         }
         ("scheduling.k8s.io", "PriorityClass") => (PRIORITY_CLASS, priority_class),
+        ("policy", "PodDisruptionBudget") => (PDB, pdb),
         ("storage.k8s.io", "StorageClass") => (STORAGE_CLASS, storage_class),
         _ => return None,
     };

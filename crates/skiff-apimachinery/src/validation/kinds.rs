@@ -62,6 +62,7 @@ pub(crate) fn validate_kind(info: &ResourceInfo, obj: &Value, errors: &mut Vec<F
             validate_job_spec(job_spec, "spec.jobTemplate.spec", errors);
         }
         ("", "Service") => validate_service(spec, errors),
+        ("policy", "PodDisruptionBudget") => validate_pdb(spec, errors),
         ("", "ConfigMap") => validate_data_keys(obj, &["data", "binaryData"], errors),
         ("", "Secret") => {
             validate_data_keys(obj, &["data", "stringData"], errors);
@@ -427,5 +428,79 @@ fn validate_secret_type(obj: &Value, errors: &mut Vec<FieldError>) {
     }
     if text(obj, "/type") == "kubernetes.io/ssh-auth" && !has("ssh-privatekey") {
         errors.push(FieldError::required("data[ssh-privatekey]", ""));
+    }
+}
+
+/// A PodDisruptionBudget's spec: at most one of minAvailable and maxUnavailable, each a
+/// non-negative integer or a percentage up to 100%; a valid selector; a known eviction policy.
+fn validate_pdb(spec: &Value, errors: &mut Vec<FieldError>) {
+    let min = spec.get("minAvailable").filter(|v| !v.is_null());
+    let max = spec.get("maxUnavailable").filter(|v| !v.is_null());
+    if min.is_some() && max.is_some() {
+        errors.push(FieldError::invalid(
+            "spec",
+            spec,
+            "minAvailable and maxUnavailable cannot be both set",
+        ));
+    }
+    for (value, field) in [(min, "spec.minAvailable"), (max, "spec.maxUnavailable")] {
+        if let Some(value) = value {
+            validate_int_or_percent(value, field, errors);
+        }
+    }
+    if let Some(raw) = spec.get("selector").filter(|s| !s.is_null())
+        && LabelSelector::from_json(raw).is_none()
+    {
+        errors.push(FieldError::invalid(
+            "spec.selector",
+            raw,
+            "invalid label selector",
+        ));
+    }
+    match text(spec, "/unhealthyPodEvictionPolicy") {
+        "" | "IfHealthyBudget" | "AlwaysAllow" => {}
+        other => errors.push(FieldError::not_supported(
+            "spec.unhealthyPodEvictionPolicy",
+            &Value::from(other),
+            &["AlwaysAllow", "IfHealthyBudget"],
+        )),
+    }
+}
+
+/// An IntOrString that counts things: `>= 0`, or `N%` with `0 <= N <= 100`.
+fn validate_int_or_percent(value: &Value, field: &str, errors: &mut Vec<FieldError>) {
+    match value {
+        Value::Number(n) => {
+            if n.as_i64().is_none_or(|n| n < 0) {
+                errors.push(FieldError::invalid(
+                    field,
+                    value,
+                    "must be greater than or equal to 0",
+                ));
+            }
+        }
+        Value::String(s) => match s.strip_suffix('%').map(str::parse::<i64>) {
+            Some(Ok(p)) if p < 0 => errors.push(FieldError::invalid(
+                field,
+                value,
+                "must be greater than or equal to 0",
+            )),
+            Some(Ok(p)) if p > 100 => errors.push(FieldError::invalid(
+                field,
+                value,
+                "must not be greater than 100%",
+            )),
+            Some(Ok(_)) => {}
+            _ => errors.push(FieldError::invalid(
+                field,
+                value,
+                "a valid percent string must be a numeric string followed by an ending '%' (e.g. '1%',  or '93%', regex used for validation is '[0-9]+%')",
+            )),
+        },
+        other => errors.push(FieldError::invalid(
+            field,
+            other,
+            "must be an integer or a percentage",
+        )),
     }
 }

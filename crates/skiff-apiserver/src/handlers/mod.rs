@@ -3,6 +3,7 @@
 //! [`crate::strategy`].
 
 mod delete;
+mod eviction;
 mod node_proxy;
 mod patch;
 mod read;

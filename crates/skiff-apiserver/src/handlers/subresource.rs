@@ -39,7 +39,7 @@ pub async fn handle(
         ("scale", Method::PUT) => update_scale(ctx, Some(body), None).await,
         ("scale", Method::PATCH) => update_scale(ctx, None, Some(body)).await,
         ("binding", Method::POST) => bind(ctx, body).await,
-        ("eviction", Method::POST) => evict(ctx, body).await,
+        ("eviction", Method::POST) => super::eviction::evict(ctx, body).await,
         ("log", Method::GET)
             if ctx.info.plural == "pods" && !ctx.state.options.node_api_token.is_empty() =>
         {
@@ -301,20 +301,5 @@ async fn bind(ctx: &Ctx, body: &[u8]) -> Result<Response, ApiError> {
         Ok(Change::Update(new))
     })
     .await?;
-    Ok(response::json(StatusCode::CREATED, &success()))
-}
-
-/// `POST pods/{name}/eviction`: deletes the pod (no disruption budgets are checked yet).
-async fn evict(ctx: &Ctx, body: &[u8]) -> Result<Response, ApiError> {
-    let eviction = if body.is_empty() {
-        json!({})
-    } else {
-        parse_body(&ctx.headers, body)?
-    };
-    let options = eviction
-        .get("deleteOptions")
-        .map(|o| serde_json::to_vec(o).unwrap_or_default())
-        .unwrap_or_default();
-    super::delete::delete(ctx, &options).await?;
     Ok(response::json(StatusCode::CREATED, &success()))
 }
