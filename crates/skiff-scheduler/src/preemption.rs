@@ -1,8 +1,10 @@
 //! Preemption, as kube-scheduler's `DefaultPreemption` PostFilter: when a pod fits no node,
 //! find the nodes where evicting pods of strictly lower priority would let it fit (every
 //! filter rechecked with those pods gone), keep as many of them as still allows it (the most
-//! important first), and choose the node whose victims matter least: the lowest highest
-//! victim priority, then the lowest sum of priorities, then the fewest victims. Pure
+//! important first, but those whose eviction would break a PodDisruptionBudget before the
+//! others), and choose the node whose victims matter least: the fewest budgets broken, then
+//! the lowest highest victim priority, then the lowest sum of priorities, then the fewest
+//! victims. Budgets are honoured as far as possible, not absolutely, as upstream. Pure
 //! functions over a [`Snapshot`]; the scheduler loop deletes the victims and nominates the
 //! node.
 
@@ -10,6 +12,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::{Client, ResourceExt};
 use serde_json::json;
@@ -48,11 +51,13 @@ pub struct Candidate {
     pub node: String,
     /// The pods to evict, the most important first.
     pub victims: Vec<Arc<Pod>>,
+    /// How many of them break a PodDisruptionBudget.
+    pub violations: usize,
 }
 
 impl Candidate {
     /// The ordering key of kube-scheduler's choice (smaller is better).
-    fn rank(&self) -> (i32, i64, usize) {
+    fn rank(&self) -> (usize, i32, i64, usize) {
         let highest = self.victims.iter().map(|v| priority(v)).max();
         // Shifted so that negative priorities still add up sensibly, as kube-scheduler does.
         let sum: i64 = self
@@ -60,7 +65,12 @@ impl Candidate {
             .iter()
             .map(|v| i64::from(priority(v)) + i64::from(i32::MAX) + 1)
             .sum();
-        (highest.unwrap_or(i32::MIN), sum, self.victims.len())
+        (
+            self.violations,
+            highest.unwrap_or(i32::MIN),
+            sum,
+            self.victims.len(),
+        )
     }
 }
 
@@ -111,8 +121,64 @@ fn fits_with(pod: &Pod, trial: &mut Snapshot, index: usize, pods: &[Arc<Pod>]) -
         .is_some_and(|node| run_filters(pod, node, trial).is_ok())
 }
 
+/// Splits `pods` (most important first) into those whose eviction would take a budget below
+/// what it allows and the others, counting down each budget's `disruptionsAllowed` as it
+/// goes (pods already evicted, in `disruptedPods`, are not counted again). Budgets with an
+/// empty or nil selector select nothing here, as upstream.
+fn split_by_budgets(
+    pods: Vec<Arc<Pod>>,
+    budgets: &[Arc<PodDisruptionBudget>],
+) -> (Vec<Arc<Pod>>, Vec<Arc<Pod>>) {
+    let mut allowed: Vec<i32> = budgets
+        .iter()
+        .map(|b| b.status.as_ref().map_or(0, |s| s.disruptions_allowed))
+        .collect();
+    let selectors: Vec<Option<skiff_apimachinery::LabelSelector>> = budgets
+        .iter()
+        .map(|b| {
+            let raw = serde_json::to_value(b.spec.as_ref()?.selector.as_ref()?).ok()?;
+            skiff_apimachinery::LabelSelector::from_json(&raw).filter(|s| !s.is_empty())
+        })
+        .collect();
+    let (mut violating, mut fine) = (Vec::new(), Vec::new());
+    for pod in pods {
+        let labels = pod.labels().clone();
+        let mut violated = false;
+        for (i, budget) in budgets.iter().enumerate() {
+            if budget.metadata.namespace != pod.metadata.namespace
+                || !selectors[i].as_ref().is_some_and(|s| s.matches(&labels))
+            {
+                continue;
+            }
+            let already = budget
+                .status
+                .as_ref()
+                .and_then(|s| s.disrupted_pods.as_ref())
+                .is_some_and(|d| d.contains_key(&pod.name_any()));
+            if already {
+                continue;
+            }
+            allowed[i] -= 1;
+            if allowed[i] < 0 {
+                violated = true;
+            }
+        }
+        if violated {
+            violating.push(pod);
+        } else {
+            fine.push(pod);
+        }
+    }
+    (violating, fine)
+}
+
 /// The fewest victims on one node (`Err` holds the node's reason when there are none).
-pub fn select_victims(pod: &Pod, snapshot: &Snapshot, index: usize) -> Result<Candidate, String> {
+pub fn select_victims(
+    pod: &Pod,
+    snapshot: &Snapshot,
+    index: usize,
+    budgets: &[Arc<PodDisruptionBudget>],
+) -> Result<Candidate, String> {
     let Some(info) = snapshot.nodes.get(index) else {
         return Err(NOT_HELPFUL.to_string());
     };
@@ -135,19 +201,27 @@ pub fn select_victims(pod: &Pod, snapshot: &Snapshot, index: usize) -> Result<Ca
     if !fits_with(pod, &mut trial, index, &kept) {
         return Err(NO_VICTIMS.to_string());
     }
-    // Reprieve as many as possible, the most important first.
+    // Reprieve as many as possible: those a budget protects first, then the others, the
+    // most important first within each.
     potential.sort_by(by_importance);
+    let (violating, fine) = split_by_budgets(potential, budgets);
     let mut victims = Vec::new();
-    for p in potential {
-        kept.push(Arc::clone(&p));
-        if !fits_with(pod, &mut trial, index, &kept) {
-            kept.pop();
-            victims.push(p);
+    let mut violations = 0;
+    for (protected, group) in [(true, violating), (false, fine)] {
+        for p in group {
+            kept.push(Arc::clone(&p));
+            if !fits_with(pod, &mut trial, index, &kept) {
+                kept.pop();
+                victims.push(p);
+                violations += usize::from(protected);
+            }
         }
     }
+    victims.sort_by(by_importance);
     Ok(Candidate {
         node: info.name().to_string(),
         victims,
+        violations,
     })
 }
 
@@ -163,6 +237,7 @@ pub fn preempt(
     pod: &Pod,
     snapshot: &Snapshot,
     nominated: Option<&str>,
+    budgets: &[Arc<PodDisruptionBudget>],
 ) -> Result<Candidate, String> {
     if !may_preempt(pod) {
         return Err(POLICY_NEVER.to_string());
@@ -180,7 +255,7 @@ pub fn preempt(
     let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
     let mut candidates = Vec::new();
     for index in 0..snapshot.nodes.len() {
-        match select_victims(pod, snapshot, index) {
+        match select_victims(pod, snapshot, index, budgets) {
             Ok(c) => candidates.push(c),
             Err(r) => *reasons.entry(r).or_default() += 1,
         }
@@ -343,7 +418,7 @@ mod tests {
                 pod("l3", "a", "1", 0),
             ],
         );
-        let c = preempt(&pod("hi", "", "1", 10), &snap, None).unwrap();
+        let c = preempt(&pod("hi", "", "1", 10), &snap, None, &[]).unwrap();
         assert_eq!(c.node, "a");
         // l1 is the most important and is reprieved; l3 alone frees enough.
         assert_eq!(names(&c), vec!["l3"]);
@@ -352,7 +427,7 @@ mod tests {
     #[test]
     fn equal_or_higher_priority_pods_are_never_victims() {
         let snap = Snapshot::new([node("a", "2")], [pod("same", "a", "2", 10)]);
-        let err = preempt(&pod("hi", "", "1", 10), &snap, None).unwrap_err();
+        let err = preempt(&pod("hi", "", "1", 10), &snap, None, &[]).unwrap_err();
         assert_eq!(
             err,
             "0/1 nodes are available: 1 No preemption victims found for incoming pod."
@@ -369,7 +444,7 @@ mod tests {
             [node("a", "2"), node("b", "2")],
             [a()].into_iter().chain(b()),
         );
-        let c = preempt(&hi, &snap, None).unwrap();
+        let c = preempt(&hi, &snap, None, &[]).unwrap();
         assert_eq!(
             (c.node.as_str(), names(&c)),
             ("b", vec!["b1".to_string(), "b2".into()])
@@ -379,12 +454,12 @@ mod tests {
             [node("a", "2"), node("b", "2"), node("c", "2")],
             [a(), pod("c1", "c", "2", 3)].into_iter().chain(b()),
         );
-        let c = preempt(&hi, &snap, None).unwrap();
+        let c = preempt(&hi, &snap, None, &[]).unwrap();
         assert_eq!((c.node.as_str(), names(&c)), ("c", vec!["c1".to_string()]));
         // A node too small even when empty is not a candidate.
         let snap = Snapshot::new([node("small", "1")], [pod("s", "small", "1", 0)]);
         assert_eq!(
-            preempt(&hi, &snap, None).unwrap_err(),
+            preempt(&hi, &snap, None, &[]).unwrap_err(),
             "0/1 nodes are available: 1 No preemption victims found for incoming pod."
         );
     }
@@ -394,11 +469,11 @@ mod tests {
         let snap = Snapshot::new([node("a", "1")], [pod("l", "a", "1", 0)]);
         let mut never = (*pod("hi", "", "1", 10)).clone();
         never.spec.as_mut().unwrap().preemption_policy = Some("Never".into());
-        assert_eq!(preempt(&never, &snap, None).unwrap_err(), POLICY_NEVER);
+        assert_eq!(preempt(&never, &snap, None, &[]).unwrap_err(), POLICY_NEVER);
         let mut pinned = (*pod("hi", "", "1", 10)).clone();
         pinned.spec.as_mut().unwrap().node_selector = Some([("x".into(), "y".into())].into());
         assert_eq!(
-            preempt(&pinned, &snap, None).unwrap_err(),
+            preempt(&pinned, &snap, None, &[]).unwrap_err(),
             "0/1 nodes are available: 1 Preemption is not helpful for scheduling."
         );
     }
@@ -407,7 +482,7 @@ mod tests {
     fn a_node_that_passes_every_filter_is_not_helped() {
         let snap = Snapshot::new([node("a", "2")], [pod("l", "a", "1", 0)]);
         assert_eq!(
-            preempt(&pod("hi", "", "1", 10), &snap, None).unwrap_err(),
+            preempt(&pod("hi", "", "1", 10), &snap, None, &[]).unwrap_err(),
             "0/1 nodes are available: 1 Preemption is not helpful for scheduling."
         );
     }
@@ -421,7 +496,7 @@ mod tests {
             ));
         let snap = Snapshot::new([node("a", "1")], [Arc::new(going)]);
         assert_eq!(
-            preempt(&pod("hi", "", "1", 10), &snap, Some("a")).unwrap_err(),
+            preempt(&pod("hi", "", "1", 10), &snap, Some("a"), &[]).unwrap_err(),
             TERMINATING_VICTIM
         );
     }
@@ -438,5 +513,65 @@ mod tests {
         assert!(crate::schedule(&higher, &view, 0).is_ok());
         let view = with_nominated(&snap, &nominated, &nominated[0].0);
         assert!(crate::schedule(&nominated[0].0, &view, 0).is_ok());
+    }
+
+    fn labelled(name: &str, node: &str, cpu: &str, app: &str) -> Arc<Pod> {
+        let mut p = (*pod(name, node, cpu, 0)).clone();
+        p.metadata.labels = Some([("app".to_string(), app.to_string())].into());
+        Arc::new(p)
+    }
+
+    fn budget(app: &str, allowed: i32) -> Arc<PodDisruptionBudget> {
+        Arc::new(
+            serde_json::from_value(json!({
+                "metadata": {"name": app, "namespace": "default"},
+                "spec": {"selector": {"matchLabels": {"app": app}}},
+                "status": {"disruptionsAllowed": allowed, "currentHealthy": 1,
+                    "desiredHealthy": 1, "expectedPods": 1},
+            }))
+            .unwrap(),
+        )
+    }
+
+    #[test]
+    fn pods_a_budget_protects_are_reprieved_first() {
+        // Either pod makes room and they are equally important: the budget decides, and the
+        // pod it protects stays.
+        let snap = Snapshot::new(
+            [node("a", "2")],
+            [
+                labelled("db", "a", "1", "db"),
+                labelled("web", "a", "1", "web"),
+            ],
+        );
+        let hi = pod("hi", "", "1", 10);
+        let c = preempt(&hi, &snap, None, &[budget("web", 0)]).unwrap();
+        assert_eq!(names(&c), ["db"]);
+        assert_eq!(c.violations, 0);
+        let c = preempt(&hi, &snap, None, &[budget("db", 0)]).unwrap();
+        assert_eq!(names(&c), ["web"]);
+        // A budget with room left does not protect.
+        let c = preempt(&hi, &snap, None, &[budget("db", 1), budget("web", 0)]).unwrap();
+        assert_eq!(names(&c), ["db"]);
+        // When every choice breaks a budget, preemption still happens (best effort).
+        let c = preempt(&hi, &snap, None, &[budget("db", 0), budget("web", 0)]).unwrap();
+        assert_eq!(c.victims.len(), 1);
+        assert_eq!(c.violations, 1);
+    }
+
+    #[test]
+    fn the_node_breaking_fewer_budgets_wins() {
+        let snap = Snapshot::new(
+            [node("a", "1"), node("b", "1")],
+            [
+                labelled("web", "a", "1", "web"),
+                labelled("db", "b", "1", "db"),
+            ],
+        );
+        let hi = pod("hi", "", "1", 10);
+        let c = preempt(&hi, &snap, None, &[budget("web", 0)]).unwrap();
+        assert_eq!((c.node.as_str(), names(&c)), ("b", vec!["db".to_string()]));
+        let c = preempt(&hi, &snap, None, &[budget("db", 0)]).unwrap();
+        assert_eq!(c.node, "a");
     }
 }

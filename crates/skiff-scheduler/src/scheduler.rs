@@ -180,6 +180,13 @@ pub async fn run_with(
         Arc::clone(&changed),
         Some(Arc::clone(&generation)),
     );
+    // Budgets only steer preemption: their changes need not wake the loop.
+    let (budgets, budget_task) = spawn_reflector(
+        Api::all(client.clone()),
+        watcher::Config::default(),
+        Arc::new(Notify::new()),
+        None,
+    );
     let volume_stores = crate::volumes::VolumeStores {
         claims,
         volumes,
@@ -192,6 +199,7 @@ pub async fn run_with(
         claim_task,
         volume_task,
         class_task,
+        budget_task,
     ];
     let mut shutdown = std::pin::pin!(shutdown);
     let synced = async {
@@ -235,6 +243,7 @@ pub async fn run_with(
         ties: 0,
         bound: 0,
         volumes: volume_stores,
+        budgets,
     };
     let (tx, mut rx) = mpsc::unbounded_channel::<BindOutcome>();
     let binds = Arc::new(Semaphore::new(state.options.parallel_binds.max(1)));
@@ -279,6 +288,8 @@ struct Loop {
     ties: usize,
     bound: u64,
     volumes: crate::volumes::VolumeStores,
+    /// PodDisruptionBudgets, which preemption tries not to break.
+    budgets: Store<k8s_openapi::api::policy::v1::PodDisruptionBudget>,
 }
 
 impl Loop {
@@ -416,7 +427,8 @@ impl Loop {
                             .as_ref()
                             .and_then(|s| s.nominated_node_name.clone())
                     });
-                    match crate::preemption::preempt(&pod, seen, earlier.as_deref()) {
+                    let budgets = self.budgets.state();
+                    match crate::preemption::preempt(&pod, seen, earlier.as_deref(), &budgets) {
                         Ok(candidate) => {
                             self.nominated.insert(uid.clone(), candidate.node.clone());
                             nominated.push((Arc::clone(&pod), candidate.node.clone()));
