@@ -121,6 +121,13 @@ impl Engine {
         points.extend(
             container
                 .config
+                .volumes
+                .iter()
+                .map(|v| v.destination.clone().into()),
+        );
+        points.extend(
+            container
+                .config
                 .tmpfs
                 .iter()
                 .map(|t| t.destination.clone().into()),

@@ -12,8 +12,8 @@ use skiff_runtime::StateStore;
 use crate::layout::{self, ContainerDir};
 use crate::naming::{ContainerId, resolve_prefix, validate_name};
 use crate::record::{
-    self, BindMount, ContainerConfig, NamespaceJoin, NetworkMode, Resources, RestartPolicy, State,
-    Status, TmpfsMount,
+    self, BindMount, ContainerConfig, ContainerJoin, NamespaceJoin, NetworkMode, Resources,
+    RestartPolicy, State, Status, TmpfsMount, VolumeRequest,
 };
 use crate::{EngineError, Result};
 
@@ -39,8 +39,18 @@ pub struct CreateRequest {
     pub user: Option<String>,
     /// `--hostname`.
     pub hostname: Option<String>,
-    /// `-v`.
+    /// `-v /HOST:/CTR`.
     pub binds: Vec<BindMount>,
+    /// `-v NAME:/CTR` and `-v /CTR`: volumes found or made at create.
+    pub volumes: Vec<VolumeRequest>,
+    /// Make an anonymous volume for each of the image's `VOLUME` paths the request does not
+    /// mount otherwise (what `docker run` does; the node agent does not).
+    pub image_volumes: bool,
+    /// `--volumes-from NAME[:ro|:rw]`: the bind mounts and volumes of other containers.
+    pub volumes_from: Vec<String>,
+    /// `--network|--pid|--ipc container:NAME`: namespaces of another (running) container,
+    /// `container` being its name or id as the user gave it.
+    pub join_containers: Vec<ContainerJoin>,
     /// `--tmpfs`.
     pub tmpfs: Vec<TmpfsMount>,
     /// `--read-only`.
@@ -227,6 +237,20 @@ impl Engine {
             })
             .collect();
         let env = crate::spec::merge_env(&image_config.env.clone().unwrap_or_default(), &user_env);
+        let join_containers = self.resolve_joins(&request.join_containers)?;
+        let (binds, inherited) = self.volumes_from(request)?;
+        let mut volume_requests = request.volumes.clone();
+        if request.image_volumes {
+            let image_paths = image_config.volumes.iter().flat_map(|v| v.keys());
+            volume_requests.extend(crate::sharing::image_volumes(
+                image_paths,
+                &binds,
+                &request.volumes,
+                &inherited,
+                &request.tmpfs,
+            ));
+        }
+        crate::sharing::check_mount_points(&binds, &volume_requests, &inherited, &request.tmpfs)?;
         let config = ContainerConfig {
             id: id.to_string(),
             name: name.clone(),
@@ -257,7 +281,8 @@ impl Engine {
                 .hostname
                 .clone()
                 .unwrap_or_else(|| id.short().to_string()),
-            binds: request.binds.clone(),
+            binds,
+            volumes: inherited,
             tmpfs: request.tmpfs.clone(),
             read_only: request.read_only,
             resources: request.resources.clone(),
@@ -281,12 +306,22 @@ impl Engine {
                 .map(|p| p.display().to_string())
                 .unwrap_or_default(),
             join_namespaces: request.join_namespaces.clone(),
+            join_containers,
             stdin: request.stdin,
             stdin_once: request.stdin_once,
             tty: request.tty,
             cgroup_parent: request.cgroup_parent.clone().unwrap_or_default(),
         };
+        let mut config = config;
         self.reserve_name(&name, id.as_str())?;
+        let (volumes, made_volumes) = match self.prepare_volumes(&volume_requests) {
+            Ok(made) => made,
+            Err(err) => {
+                let _ = std::fs::remove_file(layout::names_dir(&self.data_root).join(&name));
+                return Err(err);
+            }
+        };
+        config.volumes.extend(volumes);
         let dir = self.dir(id.as_str());
         let made = (|| -> Result<()> {
             std::fs::create_dir_all(dir.bundle())
@@ -310,6 +345,9 @@ impl Engine {
         if let Err(err) = made {
             let _ = std::fs::remove_dir_all(dir.path());
             let _ = std::fs::remove_file(layout::names_dir(&self.data_root).join(&name));
+            for volume in made_volumes {
+                let _ = self.remove_volume(&volume, true);
+            }
             return Err(err);
         }
         Ok(config)
@@ -540,6 +578,17 @@ impl Engine {
 
     /// Removes a container: with `force` a running one is killed first.
     pub fn remove(&self, container: &Container, force: bool) -> Result<()> {
+        self.remove_container(container, force)
+    }
+
+    /// Removes a container and then its anonymous volumes that no other container uses
+    /// (`rm -v`).
+    pub fn remove_with_volumes(&self, container: &Container, force: bool) -> Result<()> {
+        self.remove_container(container, force)?;
+        self.remove_anonymous_volumes(&container.config)
+    }
+
+    fn remove_container(&self, container: &Container, force: bool) -> Result<()> {
         if container.is_active() {
             if !force {
                 return Err(EngineError::Running {

@@ -12,18 +12,51 @@ pub fn document(engine: &Engine, container: &Container) -> Value {
     let s = &container.state;
     let dir = engine.dir(&c.id);
     let status = container.status();
+    let ro = |read_only: bool| if read_only { ":ro" } else { "" };
     let binds: Vec<String> = c
         .binds
         .iter()
-        .map(|b| {
-            if b.read_only {
-                format!("{}:{}:ro", b.source, b.destination)
-            } else {
-                format!("{}:{}", b.source, b.destination)
-            }
-        })
+        .map(|b| format!("{}:{}{}", b.source, b.destination, ro(b.read_only)))
+        .chain(
+            c.volumes
+                .iter()
+                .filter(|v| !v.anonymous)
+                .map(|v| format!("{}:{}{}", v.name, v.destination, ro(v.read_only))),
+        )
         .collect();
-    let mounts: Vec<Value> = c
+    let anonymous: serde_json::Map<String, Value> = c
+        .volumes
+        .iter()
+        .filter(|v| v.anonymous)
+        .map(|v| (v.destination.clone(), json!({})))
+        .collect();
+    let volume_mounts = c.volumes.iter().map(|v| {
+        json!({
+            "Type": "volume",
+            "Name": v.name,
+            "Source": v.source,
+            "Destination": v.destination,
+            "Driver": "local",
+            "Mode": if v.read_only { "ro" } else { "" },
+            "RW": !v.read_only,
+            "Propagation": "",
+        })
+    });
+    let network_mode = match c.join_containers.iter().find(|j| j.kind == "network") {
+        Some(join) => format!("container:{}", join.container),
+        None => match c.network {
+            NetworkMode::None => "none".to_string(),
+            NetworkMode::Host => "host".to_string(),
+        },
+    };
+    let joined = |kind: &str| {
+        c.join_containers
+            .iter()
+            .find(|j| j.kind == kind)
+            .map(|j| format!("container:{}", j.container))
+            .unwrap_or_default()
+    };
+    let mut mounts: Vec<Value> = c
         .binds
         .iter()
         .map(|b| {
@@ -37,6 +70,7 @@ pub fn document(engine: &Engine, container: &Container) -> Value {
             })
         })
         .collect();
+    mounts.extend(volume_mounts);
     let tmpfs: serde_json::Map<String, Value> = c
         .tmpfs
         .iter()
@@ -79,7 +113,9 @@ pub fn document(engine: &Engine, container: &Container) -> Value {
         "Platform": "linux",
         "HostConfig": {
             "Binds": null_if_empty(&binds),
-            "NetworkMode": match c.network { NetworkMode::None => "none", NetworkMode::Host => "host" },
+            "NetworkMode": network_mode,
+            "PidMode": joined("pid"),
+            "IpcMode": joined("ipc"),
             "RestartPolicy": {"Name": c.restart.name(), "MaximumRetryCount": max_retries},
             "AutoRemove": c.auto_remove,
             "CapAdd": null_if_empty(&c.cap_add),
@@ -106,7 +142,7 @@ pub fn document(engine: &Engine, container: &Container) -> Value {
             "Env": c.env,
             "Cmd": null_if_empty(&c.cmd),
             "Image": c.image,
-            "Volumes": null,
+            "Volumes": if anonymous.is_empty() { Value::Null } else { Value::Object(anonymous) },
             "WorkingDir": c.working_dir,
             "Entrypoint": null_if_empty(&c.entrypoint),
             "OnBuild": null,

@@ -13,6 +13,8 @@
 //!                      upper/ work/     the container's writable layer
 //!                      bundle/config.json, bundle/rootfs (the overlay mount point)
 //! DATA/names/<name>                     the id owning a name (created exclusively)
+//! DATA/volumes/<name>/volume.json       a volume's record ([`crate::volume`])
+//!                     _data/            its content, bind-mounted into containers
 //! DATA/runtime/<id>/                    the OCI runtime's state while it runs
 //! ```
 

@@ -9,6 +9,9 @@
 //! `skiff-runtime` with its stdout/stderr as pipes, writes them to a CRI log ([`logs`]),
 //! records the exit and applies the restart policy. [`Engine`] is what commands call; every
 //! command finds containers again from the files, so CLIs and agents may come and go.
+//! Volumes ([`volume`]) are directories under `DATA/volumes/`, bound into containers and
+//! filled from the image when empty ([`tree`]); [`usage`] reads a running container's
+//! figures from its cgroup for `top` and `stats`.
 //!
 //! Ids and names are Docker's (64 hex digits, addressable by any unique prefix; names
 //! `[a-zA-Z0-9][a-zA-Z0-9_.-]*`, unique).
@@ -22,11 +25,15 @@ pub mod logs;
 pub mod naming;
 pub mod record;
 pub mod rootfs;
+pub mod sharing;
 pub mod shim;
 pub mod spec;
 pub mod template;
 pub mod time;
+pub mod tree;
+pub mod usage;
 pub mod users;
+pub mod volume;
 
 use std::path::PathBuf;
 
@@ -35,6 +42,7 @@ pub use commit::{CommitOptions, CommitOutcome};
 pub use engine::{Container, CreateRequest, Engine, ExecRequest, ShimHandle};
 pub use naming::{ContainerId, NamingError, resolve_prefix, validate_name};
 pub use record::{ContainerConfig, RestartPolicy, State, Status};
+pub use volume::{Volume, VolumeError, Volumes};
 
 /// Why an engine operation failed. The messages are Docker's where users know them.
 #[derive(Debug, thiserror::Error)]
@@ -113,6 +121,12 @@ pub enum EngineError {
     /// An attach connection failed.
     #[error(transparent)]
     Attach(#[from] attach::AttachError),
+    /// A container's cgroup could not be read.
+    #[error(transparent)]
+    Usage(#[from] usage::UsageError),
+    /// A volume operation failed.
+    #[error(transparent)]
+    Volume(#[from] volume::VolumeError),
     /// The monitor process failed.
     #[error("container monitor: {0}")]
     Shim(String),

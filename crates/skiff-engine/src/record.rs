@@ -20,37 +20,112 @@ pub struct BindMount {
     pub read_only: bool,
 }
 
-impl BindMount {
-    /// Parses Docker's `-v HOST:CONTAINER[:ro|rw]` (host paths only: named volumes are not
-    /// supported yet).
-    pub fn parse(text: &str) -> Result<BindMount, EngineError> {
+/// A named or anonymous volume mounted into a container (`-v NAME:/ctr[:ro]`, `-v /ctr`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeMount {
+    /// The volume's name.
+    pub name: String,
+    /// Its data directory on the host (`DATA/volumes/<name>/_data`).
+    pub source: String,
+    /// Absolute path in the container.
+    pub destination: String,
+    /// Mounted read-only.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub read_only: bool,
+    /// Made for this container (`-v /ctr`): `rm -v` and `--rm` remove it with the container.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub anonymous: bool,
+    /// `nocopy`: an empty volume is not filled from the image.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_copy: bool,
+}
+
+/// A volume `run` asks for, before the engine made or found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeRequest {
+    /// The volume's name; none for an anonymous volume.
+    pub name: Option<String>,
+    /// Absolute path in the container.
+    pub destination: String,
+    /// Mounted read-only.
+    pub read_only: bool,
+    /// `nocopy`.
+    pub no_copy: bool,
+}
+
+/// What one `-v` flag asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MountFlag {
+    /// `-v /host:/ctr[:ro]`.
+    Bind(BindMount),
+    /// `-v NAME:/ctr[:ro]` or `-v /ctr`.
+    Volume(VolumeRequest),
+}
+
+impl MountFlag {
+    /// Parses Docker's `-v`: `/HOST:/CTR[:MODE]` (a bind mount), `NAME:/CTR[:MODE]` (a named
+    /// volume) or `/CTR` (an anonymous volume); MODE is a comma list of `ro`, `rw`, `nocopy`
+    /// (and the SELinux `z`/`Z`, ignored).
+    pub fn parse(text: &str) -> Result<MountFlag, EngineError> {
         let bad =
             |why: &str| EngineError::InvalidArgument(format!("invalid volume {text:?}: {why}"));
         let parts: Vec<&str> = text.split(':').collect();
         let (source, destination, mode) = match parts.as_slice() {
+            [d] => ("", *d, ""),
             [s, d] => (*s, *d, ""),
             [s, d, m] => (*s, *d, *m),
-            _ => return Err(bad("use HOST:CONTAINER[:ro]")),
+            _ => {
+                return Err(bad(
+                    "use /HOST:/CONTAINER[:ro], NAME:/CONTAINER[:ro] or /CONTAINER",
+                ));
+            }
         };
-        if !source.starts_with('/') {
-            return Err(bad(
-                "the host path must be absolute (named volumes are not supported)",
-            ));
-        }
         if !destination.starts_with('/') {
             return Err(bad("the container path must be absolute"));
         }
-        let read_only = match mode {
-            "" | "rw" => false,
-            "ro" => true,
-            other => return Err(bad(&format!("unknown mode {other:?}"))),
-        };
-        Ok(BindMount {
-            source: source.to_string(),
+        if destination == "/" {
+            return Err(bad("the container path cannot be /"));
+        }
+        let (mut read_only, mut no_copy) = (false, false);
+        for option in mode.split(',').filter(|o| !o.is_empty()) {
+            match option {
+                "rw" => read_only = false,
+                "ro" => read_only = true,
+                "nocopy" => no_copy = true,
+                "z" | "Z" => {}
+                other => return Err(bad(&format!("unknown mode {other:?} (ro, rw, nocopy)"))),
+            }
+        }
+        if source.starts_with('/') {
+            if no_copy {
+                return Err(bad("nocopy applies to volumes, not to host directories"));
+            }
+            return Ok(MountFlag::Bind(BindMount {
+                source: source.to_string(),
+                destination: destination.to_string(),
+                read_only,
+            }));
+        }
+        if !source.is_empty() {
+            crate::volume::validate_name(source)?;
+        }
+        Ok(MountFlag::Volume(VolumeRequest {
+            name: (!source.is_empty()).then(|| source.to_string()),
             destination: destination.to_string(),
             read_only,
-        })
+            no_copy,
+        }))
     }
+}
+
+/// A namespace shared with another container (`--network|--pid|--ipc container:NAME`),
+/// entered by the path of that container's init when this one starts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerJoin {
+    /// The OCI namespace type (`network`, `uts`, `pid`, `ipc`).
+    pub kind: String,
+    /// The other container's full id.
+    pub container: String,
 }
 
 /// A tmpfs mount (`--tmpfs /path[:options]`).
@@ -212,6 +287,9 @@ pub struct ContainerConfig {
     /// Host bind mounts.
     #[serde(default)]
     pub binds: Vec<BindMount>,
+    /// Volumes (named and anonymous).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<VolumeMount>,
     /// tmpfs mounts.
     #[serde(default)]
     pub tmpfs: Vec<TmpfsMount>,
@@ -259,6 +337,9 @@ pub struct ContainerConfig {
     /// and UTS namespaces of its sandbox).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub join_namespaces: Vec<NamespaceJoin>,
+    /// Namespaces shared with other containers, resolved to `/proc/PID/ns/*` at each start.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub join_containers: Vec<ContainerJoin>,
     /// `-i` / a pod's `stdin`: the container's stdin is a pipe the monitor keeps open, fed
     /// through the attach socket (otherwise `/dev/null`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -443,14 +524,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn volumes_parse_like_docker() {
-        let m = BindMount::parse("/srv/data:/data:ro").unwrap();
-        assert!(m.read_only);
-        assert_eq!(m.destination, "/data");
-        assert!(!BindMount::parse("/a:/b").unwrap().read_only);
-        assert!(BindMount::parse("named:/data").is_err());
-        assert!(BindMount::parse("/a:/b:zz").is_err());
-        assert!(BindMount::parse("/a").is_err());
+    fn volume_flags_tell_binds_from_named_and_anonymous_volumes() {
+        assert!(matches!(
+            MountFlag::parse("/srv:/data:ro").unwrap(),
+            MountFlag::Bind(BindMount {
+                read_only: true,
+                ..
+            })
+        ));
+        match MountFlag::parse("cache:/data:ro,nocopy").unwrap() {
+            MountFlag::Volume(v) => {
+                assert_eq!(v.name.as_deref(), Some("cache"));
+                assert_eq!(v.destination, "/data");
+                assert!(v.read_only && v.no_copy);
+            }
+            other => panic!("{other:?}"),
+        }
+        match MountFlag::parse("/data").unwrap() {
+            MountFlag::Volume(v) => assert!(v.name.is_none() && !v.read_only),
+            other => panic!("{other:?}"),
+        }
+        assert!(MountFlag::parse("x:/data").is_err(), "one character");
+        assert!(MountFlag::parse("./rel:/data").is_err());
+        assert!(MountFlag::parse("cache:data").is_err());
+        assert!(MountFlag::parse("cache:/data:zz").is_err());
+        assert!(MountFlag::parse("/srv:/data:nocopy").is_err());
+        assert!(MountFlag::parse("a:/b:ro:x").is_err());
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //!
 //! It starts in its own session, makes itself a child subreaper (the container's init, forked
 //! behind a PID namespace, is re-parented to it), mounts the root filesystem and writes the
-//! bundle, then creates and starts the container through `skiff-runtime` with the container's
+//! bundle (after filling the container's empty volumes from the image and resolving the
+//! namespaces it shares with other containers to their inits' `/proc/PID/ns/*` files), then
+//! creates and starts the container through `skiff-runtime` with the container's
 //! stdout and stderr as pipes. One `poll(2)` loop over the two pipes and a signalfd
 //! (SIGCHLD, SIGTERM) writes the output to the CRI log and reaps the init. The exit code and
 //! finish time go to `state.json` (atomically); the restart policy may start the container
@@ -243,6 +245,8 @@ pub fn run(data_root: &Path, id: &str, wait_attach: bool) -> Result<()> {
     if config.auto_remove {
         report.wait_closed();
         crate::engine::remove_files(data_root, &config)?;
+        // `--rm` takes the container's anonymous volumes along, as Docker's does.
+        crate::engine::Engine::open(data_root)?.remove_anonymous_volumes(&config)?;
     }
     Ok(())
 }
@@ -294,6 +298,9 @@ fn prepare(data_root: &Path, dir: &ContainerDir, config: &ContainerConfig) -> Re
     };
     let rootfs = dir.rootfs();
     crate::rootfs::mount(&mounts, &rootfs)?;
+    crate::volume::fill_from_image(&rootfs, config)?;
+    let joined = join_containers(data_root, config)?;
+    let config = &joined;
     let read = |p: &str| std::fs::read_to_string(rootfs.join(p)).unwrap_or_default();
     let user = crate::users::resolve(&config.user, &read("etc/passwd"), &read("etc/group"))
         .map_err(|e| EngineError::StartFailed {
@@ -317,6 +324,43 @@ fn prepare(data_root: &Path, dir: &ContainerDir, config: &ContainerConfig) -> Re
     };
     let spec = crate::spec::build(config, &user, &files)?;
     record::write_json(&dir.bundle().join("config.json"), &spec)
+}
+
+/// `config` with its `join_containers` resolved to the namespace files of those containers'
+/// inits as they run now.
+fn join_containers(data_root: &Path, config: &ContainerConfig) -> Result<ContainerConfig> {
+    let mut out = config.clone();
+    if config.join_containers.is_empty() {
+        return Ok(out);
+    }
+    let engine = crate::engine::Engine::open(data_root)?;
+    for join in &config.join_containers {
+        let other = engine
+            .load(&join.container)
+            .map_err(|_| EngineError::StartFailed {
+                message: format!("No such container: {}", join.container),
+                exit_code: 125,
+            })?;
+        if other.status() != Status::Running || other.state.pid <= 0 {
+            return Err(EngineError::StartFailed {
+                message: format!(
+                    "cannot join the {} namespace of a non running container: {} (start it first)",
+                    join.kind, other.config.name
+                ),
+                exit_code: 125,
+            });
+        }
+        let file = match join.kind.as_str() {
+            "network" => "net",
+            other => other,
+        };
+        out.join_namespaces.retain(|n| n.kind != join.kind);
+        out.join_namespaces.push(record::NamespaceJoin {
+            kind: join.kind.clone(),
+            path: format!("/proc/{}/ns/{file}", other.state.pid),
+        });
+    }
+    Ok(out)
 }
 
 /// Swaps the monitor's stdio for the container's pipes around `create`, and unblocks the

@@ -150,6 +150,16 @@ pub fn build(
             "options": options,
         }));
     }
+    for volume in &config.volumes {
+        let mut options = vec!["rbind", "rprivate"];
+        if volume.read_only {
+            options.push("ro");
+        }
+        mounts.push(json!({
+            "destination": volume.destination, "type": "bind", "source": volume.source,
+            "options": options,
+        }));
+    }
     for tmpfs in &config.tmpfs {
         let mut options = vec![
             "nosuid".to_string(),
@@ -387,6 +397,14 @@ mod tests {
                 destination: "/data".into(),
                 read_only: true,
             }],
+            volumes: vec![crate::record::VolumeMount {
+                name: "cache".into(),
+                source: "/var/lib/skiff/volumes/cache/_data".into(),
+                destination: "/cache".into(),
+                read_only: false,
+                anonymous: false,
+                no_copy: false,
+            }],
             tmpfs: vec![],
             read_only: false,
             resources: Resources {
@@ -406,6 +424,7 @@ mod tests {
             stop_signal: String::new(),
             rootfs_dir: String::new(),
             join_namespaces: vec![],
+            join_containers: vec![],
             stdin: false,
             stdin_once: false,
             tty: false,
@@ -479,6 +498,12 @@ mod tests {
         let data = mounts.iter().find(|m| m["destination"] == "/data").unwrap();
         assert!(data["options"].as_array().unwrap().contains(&json!("ro")));
         assert!(mounts.iter().any(|m| m["destination"] == "/etc/hosts"));
+        let cache = mounts
+            .iter()
+            .find(|m| m["destination"] == "/cache")
+            .unwrap();
+        assert_eq!(cache["source"], "/var/lib/skiff/volumes/cache/_data");
+        assert!(!cache["options"].as_array().unwrap().contains(&json!("ro")));
     }
 
     #[test]

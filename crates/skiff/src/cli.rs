@@ -47,6 +47,14 @@ enum Command {
     Inspect(crate::engine_cli::InspectArgs),
     /// Create a new image from a container's changes.
     Commit(crate::engine_cli::CommitArgs),
+    /// Show the processes of a running container.
+    Top(crate::engine_cli::TopArgs),
+    /// Show containers' resource use (CPU, memory, network, block I/O, processes).
+    Stats(crate::engine_cli::StatsArgs),
+    /// Manage the engine's data: prune, df.
+    System(crate::engine_cli::SystemArgs),
+    /// Manage volumes: create, ls, inspect, rm, prune.
+    Volume(crate::engine_cli::VolumeArgs),
     /// The per-container monitor (internal).
     #[command(hide = true)]
     Shim(crate::engine_cli::ShimArgs),
@@ -89,6 +97,10 @@ impl Cli {
             Command::Rm(args) => args.run(),
             Command::Inspect(args) => args.run(),
             Command::Commit(args) => args.run(),
+            Command::Top(args) => args.run(),
+            Command::Stats(args) => args.run(),
+            Command::System(args) => args.run(),
+            Command::Volume(args) => args.run(),
             Command::Shim(args) => args.run(),
             Command::Server(args) => args.run(),
             Command::Agent(args) => args.run(),

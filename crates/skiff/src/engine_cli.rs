@@ -1,5 +1,5 @@
 //! The docker-like container commands: `run`, `attach`, `ps`, `exec`, `logs`, `stop`, `kill`, `start`,
-//! `restart`, `rm`, `inspect`, `commit`, and the hidden `shim` (the per-container monitor),
+//! `restart`, `rm`, `inspect`, `commit`, `top`, `stats`, `volume`, `system`, and the hidden `shim` (the per-container monitor),
 //! over the engine of `--data-root`. Exit codes are Docker's: `run` exits with the container's
 //! code, 125 when the engine failed, 126/127 when the command could not be run.
 //!
@@ -11,7 +11,11 @@ mod attach;
 mod commit;
 mod ops;
 mod run;
+mod stats;
+mod system;
 mod table;
+mod top;
+mod volume;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -25,6 +29,10 @@ pub use ops::{
     ExecArgs, InspectArgs, KillArgs, LogsArgs, PsArgs, RestartArgs, RmArgs, StartArgs, StopArgs,
 };
 pub use run::RunArgs;
+pub use stats::StatsArgs;
+pub use system::SystemArgs;
+pub use top::TopArgs;
+pub use volume::VolumeArgs;
 
 /// The data root every Skiff state lives under.
 const DEFAULT_DATA_ROOT: &str = "/var/lib/skiff";
@@ -47,6 +55,17 @@ impl EngineRoot {
 fn report(err: &EngineError, code: u8) -> ExitCode {
     eprintln!("Error response from daemon: {err}");
     ExitCode::from(code)
+}
+
+/// Asks `question` and "Are you sure you want to continue? [y/N]" on the terminal, as Docker's
+/// prune commands do; true for a yes.
+fn confirm(question: &str) -> anyhow::Result<bool> {
+    use std::io::Write;
+    print!("{question}\nAre you sure you want to continue? [y/N] ");
+    std::io::stdout().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "Yes"))
 }
 
 /// The exit code for a container's exit status (0-255).

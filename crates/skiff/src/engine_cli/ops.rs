@@ -338,6 +338,9 @@ pub struct RmArgs {
     /// Kill and remove running containers.
     #[arg(short, long)]
     force: bool,
+    /// Remove the containers' anonymous volumes too.
+    #[arg(short, long)]
+    volumes: bool,
     /// The containers.
     #[arg(required = true)]
     containers: Vec<String>,
@@ -347,8 +350,13 @@ impl RmArgs {
     /// Removes containers.
     pub fn run(self) -> anyhow::Result<ExitCode> {
         let force = self.force;
+        let volumes = self.volumes;
         each(&self.root, &self.containers, |engine, c| {
-            engine.remove(c, force)
+            if volumes {
+                engine.remove_with_volumes(c, force)
+            } else {
+                engine.remove(c, force)
+            }
         })
     }
 }

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use clap::Args;
 use skiff_engine::logs::{LogPrinter, LogReader};
-use skiff_engine::record::{BindMount, NetworkMode, Resources, RestartPolicy, TmpfsMount};
+use skiff_engine::record::{
+    ContainerJoin, MountFlag, NetworkMode, Resources, RestartPolicy, TmpfsMount,
+};
 use skiff_engine::{CreateRequest, Engine, EngineError, Frame};
 
 use super::attach::{Relayed, relay, terminal_size};
@@ -44,9 +46,13 @@ pub struct RunArgs {
     /// Override the image's entrypoint.
     #[arg(long)]
     entrypoint: Option<String>,
-    /// Bind-mount a host directory: /HOST:/CONTAINER[:ro].
+    /// Mount a host directory (/HOST:/CONTAINER[:ro]), a named volume (NAME:/CONTAINER[:ro],
+    /// made if missing) or a new anonymous volume (/CONTAINER).
     #[arg(short, long = "volume")]
     volume: Vec<String>,
+    /// Mount the volumes and host directories of another container: NAME[:ro|:rw].
+    #[arg(long)]
+    volumes_from: Vec<String>,
     /// Mount a tmpfs: /PATH[:OPTIONS].
     #[arg(long)]
     tmpfs: Vec<String>,
@@ -80,9 +86,16 @@ pub struct RunArgs {
     /// Add a supplementary group (numeric id).
     #[arg(long)]
     group_add: Vec<u32>,
-    /// Network: none (the default until pod networking exists) or host.
+    /// Network: none (the default until pod networking exists), host, or container:NAME
+    /// (another running container's network and hostname).
     #[arg(long, alias = "net", default_value = "none")]
     network: String,
+    /// PID namespace: container:NAME shares another running container's processes.
+    #[arg(long)]
+    pid: Option<String>,
+    /// IPC namespace: container:NAME shares another running container's IPC objects.
+    #[arg(long)]
+    ipc: Option<String>,
     /// Restart policy: no, on-failure[:N], always, unless-stopped.
     #[arg(long, default_value = "no")]
     restart: String,
@@ -119,15 +132,52 @@ pub fn parse_bytes(text: &str) -> Result<i64, EngineError> {
 
 impl RunArgs {
     fn request(&self) -> Result<CreateRequest, EngineError> {
+        let mut join_containers = Vec::new();
         let network = match self.network.as_str() {
             "none" => NetworkMode::None,
             "host" => NetworkMode::Host,
-            other => {
-                return Err(EngineError::InvalidArgument(format!(
-                    "network {other} not found (only none and host exist until pod networking lands)"
-                )));
-            }
+            other => match container_mode("--network", other)? {
+                Some(container) => {
+                    join_containers.push(ContainerJoin {
+                        kind: "network".into(),
+                        container,
+                    });
+                    NetworkMode::None
+                }
+                None => {
+                    return Err(EngineError::InvalidArgument(format!(
+                        "network {other} not found (none, host and container:NAME exist until pod networking lands)"
+                    )));
+                }
+            },
         };
+        if !join_containers.is_empty() && self.hostname.is_some() {
+            return Err(EngineError::InvalidArgument(
+                "conflicting options: hostname and the network mode (a container:NAME network has that container's hostname)".into(),
+            ));
+        }
+        for (flag, kind, value) in [("--pid", "pid", &self.pid), ("--ipc", "ipc", &self.ipc)] {
+            let Some(value) = value else { continue };
+            match container_mode(flag, value)? {
+                Some(container) => join_containers.push(ContainerJoin {
+                    kind: kind.into(),
+                    container,
+                }),
+                None => {
+                    return Err(EngineError::InvalidArgument(format!(
+                        "invalid {flag} {value:?}: only container:NAME is supported"
+                    )));
+                }
+            }
+        }
+        let mut binds = Vec::new();
+        let mut volumes = Vec::new();
+        for flag in &self.volume {
+            match MountFlag::parse(flag)? {
+                MountFlag::Bind(bind) => binds.push(bind),
+                MountFlag::Volume(volume) => volumes.push(volume),
+            }
+        }
         let restart = RestartPolicy::parse(&self.restart)?;
         if self.rm && restart != RestartPolicy::No {
             return Err(EngineError::InvalidArgument(
@@ -149,11 +199,11 @@ impl RunArgs {
             working_dir: self.workdir.clone(),
             user: self.user.clone(),
             hostname: self.hostname.clone(),
-            binds: self
-                .volume
-                .iter()
-                .map(|v| BindMount::parse(v))
-                .collect::<Result<_, _>>()?,
+            binds,
+            volumes,
+            volumes_from: self.volumes_from.clone(),
+            image_volumes: true,
+            join_containers,
             tmpfs: self
                 .tmpfs
                 .iter()
@@ -222,7 +272,7 @@ impl RunArgs {
             Err(err) => {
                 if self.rm {
                     if let Ok(container) = engine.load(&config.id) {
-                        let _ = engine.remove(&container, true);
+                        let _ = engine.remove_with_volumes(&container, true);
                     }
                 }
                 return Err(err);
@@ -263,6 +313,17 @@ impl RunArgs {
         };
         handle.finish();
         Ok(exit_code(code))
+    }
+}
+
+/// The NAME of `container:NAME` (none for another mode); an empty NAME is an error.
+fn container_mode(flag: &str, value: &str) -> Result<Option<String>, EngineError> {
+    match value.strip_prefix("container:") {
+        Some("") => Err(EngineError::InvalidArgument(format!(
+            "invalid {flag} {value:?}: name the container, as in container:NAME"
+        ))),
+        Some(name) => Ok(Some(name.to_string())),
+        None => Ok(None),
     }
 }
 

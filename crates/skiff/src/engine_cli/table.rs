@@ -6,6 +6,11 @@ use skiff_engine::{Container, Status};
 /// Lays out rows as `docker ps` does: every column but the last padded to its widest cell
 /// plus three spaces (at least ten characters).
 pub fn render(rows: &[Vec<String>]) -> String {
+    render_min(rows, 10)
+}
+
+/// [`render`] with columns at least `min` characters wide (`docker top` uses 20).
+pub fn render_min(rows: &[Vec<String>], min: usize) -> String {
     let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..columns)
         .map(|c| {
@@ -14,7 +19,7 @@ pub fn render(rows: &[Vec<String>]) -> String {
                 .map(|cell| cell.chars().count() + 3)
                 .max()
                 .unwrap_or(0)
-                .max(10)
+                .max(min)
         })
         .collect();
     let mut out = String::new();
@@ -43,6 +48,40 @@ pub fn ellipsis(text: &str, max: usize) -> String {
     let mut cut: String = text.chars().take(max.saturating_sub(1)).collect();
     cut.push('…');
     cut
+}
+
+/// Docker's `units.HumanSize`: decimal units, four significant digits (`1.982MB`, `6B`), as
+/// `system df` and the prune commands print sizes.
+pub fn human_size(bytes: u64) -> String {
+    human_size_precision(bytes, 4)
+}
+
+/// Docker's `units.HumanSizeWithPrecision`: decimal units, `digits` significant digits (the
+/// network and block I/O of `stats` use three: `1.23kB`).
+pub fn human_size_precision(bytes: u64, digits: usize) -> String {
+    const UNITS: [&str; 7] = ["B", "kB", "MB", "GB", "TB", "PB", "EB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1000.0 && unit + 1 < UNITS.len() {
+        value /= 1000.0;
+        unit += 1;
+    }
+    significant(value, digits, UNITS[unit])
+}
+
+/// `value` with `digits` significant digits (Go's `%.Ng`, trailing zeros dropped) and `unit`.
+pub fn significant(value: f64, digits: usize, unit: &str) -> String {
+    let whole = if value < 1.0 {
+        1
+    } else {
+        value.log10().floor() as usize + 1
+    };
+    let decimals = digits.saturating_sub(whole);
+    let mut text = format!("{value:.decimals$}");
+    if text.contains('.') {
+        text = text.trim_end_matches('0').trim_end_matches('.').to_string();
+    }
+    format!("{text}{unit}")
 }
 
 /// The STATUS column.
@@ -105,6 +144,16 @@ mod tests {
             render(&rows),
             "CONTAINER ID   IMAGE     NAMES\n0123456789ab   busybox   web\n"
         );
+    }
+
+    #[test]
+    fn sizes_have_four_significant_digits() {
+        assert_eq!(human_size(0), "0B");
+        assert_eq!(human_size(6), "6B");
+        assert_eq!(human_size(1_982_464), "1.982MB");
+        assert_eq!(human_size(123_456), "123.5kB");
+        assert_eq!(human_size(1000), "1kB");
+        assert_eq!(human_size_precision(1234, 3), "1.23kB");
     }
 
     #[test]
