@@ -78,6 +78,7 @@ const NODE_ONLY: &[&str] = &[
     "skiff-runtime",
     "skiff-engine",
     "skiff-net",
+    "skiff-procfs",
 ];
 const NODE_CRATES: &[&str] = &[
     "skiff-sys",
@@ -85,6 +86,7 @@ const NODE_CRATES: &[&str] = &[
     "skiff-runtime",
     "skiff-image",
     "skiff-net",
+    "skiff-procfs",
     "skiff-engine",
     "skiff-agent",
 ];
@@ -95,7 +97,7 @@ fn layer_of(name: &str) -> Option<u8> {
     Some(match name {
         "skiff-apimachinery" => 0,
         "skiff-sys" | "skiff-cgroups" => 1,
-        "skiff-runtime" | "skiff-image" | "skiff-net" | "skiff-store" => 2,
+        "skiff-runtime" | "skiff-image" | "skiff-net" | "skiff-store" | "skiff-procfs" => 2,
         "skiff-engine" | "skiff-apiserver" => 3,
         "skiff-scheduler" | "skiff-controllers" | "skiff-agent" => 4,
         "skiff" => 5,
@@ -170,6 +172,7 @@ fn every_crate_of_the_architecture_exists_with_a_readme() {
         "skiff-image",
         "skiff-net",
         "skiff-store",
+        "skiff-procfs",
         "skiff-engine",
         "skiff-apiserver",
         "skiff-scheduler",

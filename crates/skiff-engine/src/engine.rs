@@ -95,6 +95,12 @@ pub struct CreateRequest {
     /// `--cgroup-parent`: the cgroup the container's own cgroup goes under (`/skiff` if none);
     /// the node agent's pod cgroup.
     pub cgroup_parent: Option<String>,
+    /// `--no-procfs`: keep the host's `/proc` files ([`crate::procview`]).
+    pub no_procfs: bool,
+    /// With the `/proc` view, a CPU quota also gives the container a cpuset of
+    /// `ceil(quota)` CPUs so that `nproc` agrees (the docker-like CLI asks for it; the node
+    /// agent does not: pods' CPU limits never pin them, as under the kubelet).
+    pub quota_cpuset: bool,
 }
 
 /// What `exec` asks for.
@@ -311,6 +317,8 @@ impl Engine {
             stdin_once: request.stdin_once,
             tty: request.tty,
             cgroup_parent: request.cgroup_parent.clone().unwrap_or_default(),
+            no_procfs: request.no_procfs,
+            quota_cpuset: request.quota_cpuset,
         };
         let mut config = config;
         self.reserve_name(&name, id.as_str())?;

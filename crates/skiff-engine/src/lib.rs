@@ -23,6 +23,7 @@ pub mod inspect;
 pub mod layout;
 pub mod logs;
 pub mod naming;
+pub mod procview;
 pub mod record;
 pub mod rootfs;
 pub mod sharing;

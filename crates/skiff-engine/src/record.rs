@@ -354,6 +354,13 @@ pub struct ContainerConfig {
     /// go under the pod cgroup.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub cgroup_parent: String,
+    /// `--no-procfs`: the host's `/proc/meminfo`, `cpuinfo`, `stat`, `uptime`, `loadavg`
+    /// and CPU affinity instead of the container's own ([`crate::procview`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_procfs: bool,
+    /// A CPU quota also pins `ceil(quota)` CPUs (`skiff run`; never pods).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub quota_cpuset: bool,
 }
 
 /// A namespace a container joins instead of creating its own.

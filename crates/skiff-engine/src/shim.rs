@@ -177,6 +177,8 @@ pub fn run(data_root: &Path, id: &str, wait_attach: bool) -> Result<()> {
         report.send("listening");
         hub.wait_first(REPORT_GRACE);
     }
+    // Unregisters the container from the /proc server however the monitor ends.
+    let _procfs_user = crate::procview::Registration { data_root, id };
     if let Err(err) = prepare(data_root, &dir, &config) {
         hub.finish_run(err.run_exit_code());
         return fail(&dir, &mut state, &mut report, &err);
@@ -322,7 +324,8 @@ fn prepare(data_root: &Path, dir: &ContainerDir, config: &ContainerConfig) -> Re
         hosts: &hosts,
         resolv_conf: &resolv,
     };
-    let spec = crate::spec::build(config, &user, &files)?;
+    let view = crate::procview::prepare(data_root, config);
+    let spec = crate::spec::build(config, &user, &files, &view)?;
     record::write_json(&dir.bundle().join("config.json"), &spec)
 }
 

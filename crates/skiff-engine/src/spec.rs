@@ -7,6 +7,7 @@ use std::path::Path;
 use serde_json::{Value, json};
 
 use crate::EngineError;
+use crate::procview::ProcView;
 use crate::record::{ContainerConfig, NetworkMode};
 use crate::users::ResolvedUser;
 
@@ -89,11 +90,13 @@ pub struct InitFiles<'a> {
     pub resolv_conf: &'a Path,
 }
 
-/// Builds the bundle's `config.json`. `rootfs` is relative to the bundle.
+/// Builds the bundle's `config.json`. `rootfs` is relative to the bundle; `view` adds the
+/// container's own `/proc` files and, under a CPU quota, its cpuset ([`ProcView`]).
 pub fn build(
     config: &ContainerConfig,
     user: &ResolvedUser,
     files: &InitFiles<'_>,
+    view: &ProcView,
 ) -> Result<Value, EngineError> {
     let argv = config.argv();
     if argv.is_empty() {
@@ -140,6 +143,7 @@ pub fn build(
             "options": ["rbind", "rprivate"],
         }));
     }
+    mounts.extend(view.mounts());
     for bind in &config.binds {
         let mut options = vec!["rbind", "rprivate"];
         if bind.read_only {
@@ -220,6 +224,12 @@ pub fn build(
             let period: i64 = 100_000;
             cpu["period"] = json!(period);
             cpu["quota"] = json!(r.nano_cpus * period / 1_000_000_000);
+            if let Some(cpus) = view
+                .cpuset(&config.id, r.nano_cpus)
+                .filter(|_| config.quota_cpuset)
+            {
+                cpu["cpus"] = json!(cpus);
+            }
         }
         if r.cpu_shares > 0 {
             cpu["shares"] = json!(r.cpu_shares);
@@ -429,6 +439,8 @@ mod tests {
             stdin_once: false,
             tty: false,
             cgroup_parent: String::new(),
+            no_procfs: false,
+            quota_cpuset: true,
         }
     }
 
@@ -485,7 +497,7 @@ mod tests {
 
     #[test]
     fn the_spec_parses_and_carries_the_flags() {
-        let spec = build(&config(), &user(), &files()).unwrap();
+        let spec = build(&config(), &user(), &files(), &ProcView::none()).unwrap();
         let parsed: oci_spec::runtime::Spec = serde_json::from_value(spec.clone()).unwrap();
         let linux = parsed.linux().clone().unwrap();
         let resources = linux.resources().clone().unwrap();
@@ -507,11 +519,42 @@ mod tests {
     }
 
     #[test]
+    fn the_proc_view_adds_the_files_and_a_cpuset_under_a_quota() {
+        let view = ProcView {
+            mount_point: Some("/data/procfs/mnt".into()),
+            host_cpus: vec![0, 1, 2, 3],
+        };
+        let mut c = config();
+        c.resources.nano_cpus = 1_000_000_000;
+        let spec = build(&c, &user(), &files(), &view).unwrap();
+        let mounts = spec["mounts"].as_array().unwrap();
+        let meminfo = mounts
+            .iter()
+            .find(|m| m["destination"] == "/proc/meminfo")
+            .unwrap();
+        assert_eq!(meminfo["source"], "/data/procfs/mnt/meminfo");
+        // After the /proc mount, which they cover.
+        let proc_at = mounts.iter().position(|m| m["destination"] == "/proc");
+        let meminfo_at = mounts
+            .iter()
+            .position(|m| m["destination"] == "/proc/meminfo");
+        assert!(proc_at < meminfo_at);
+        // "aaaaaaaa..." picks CPU 0xaaaaaaaa % 4 = 2.
+        assert_eq!(spec["linux"]["resources"]["cpu"]["cpus"], json!("2"));
+        let _: oci_spec::runtime::Spec = serde_json::from_value(spec).unwrap();
+        // Without a view: neither.
+        let spec = build(&c, &user(), &files(), &ProcView::none()).unwrap();
+        assert!(spec["linux"]["resources"]["cpu"].get("cpus").is_none());
+        let mounts = spec["mounts"].as_array().unwrap();
+        assert!(!mounts.iter().any(|m| m["destination"] == "/proc/meminfo"));
+    }
+
+    #[test]
     fn unconfined_and_host_network_change_the_spec() {
         let mut c = config();
         c.security_opt = vec!["seccomp=unconfined".into(), "no-new-privileges".into()];
         c.network = NetworkMode::Host;
-        let spec = build(&c, &user(), &files()).unwrap();
+        let spec = build(&c, &user(), &files(), &ProcView::none()).unwrap();
         assert!(spec["linux"].get("seccomp").is_none());
         assert_eq!(spec["process"]["noNewPrivileges"], json!(true));
         let ns = spec["linux"]["namespaces"].as_array().unwrap();
@@ -527,7 +570,7 @@ mod tests {
         let mut c = config();
         c.privileged = true;
         c.group_add = vec![10, 2000];
-        let spec = build(&c, &user(), &files()).unwrap();
+        let spec = build(&c, &user(), &files(), &ProcView::none()).unwrap();
         assert!(spec["linux"].get("seccomp").is_none());
         assert!(spec["linux"].get("maskedPaths").is_none());
         assert!(spec["linux"].get("readonlyPaths").is_none());
@@ -554,7 +597,7 @@ mod tests {
         .unwrap();
         let mut c = config();
         c.security_opt = vec![format!("seccomp={}", path.display())];
-        let spec = build(&c, &user(), &files()).unwrap();
+        let spec = build(&c, &user(), &files(), &ProcView::none()).unwrap();
         assert_eq!(
             spec["linux"]["seccomp"]["syscalls"][0]["names"],
             json!(["mkdir"])
@@ -562,7 +605,7 @@ mod tests {
         assert!(spec["linux"]["seccomp"].get("archMap").is_none());
         let _: oci_spec::runtime::Spec = serde_json::from_value(spec).unwrap();
         c.security_opt = vec![format!("seccomp={}/missing.json", dir.path().display())];
-        assert!(build(&c, &user(), &files()).is_err());
+        assert!(build(&c, &user(), &files(), &ProcView::none()).is_err());
     }
 
     #[test]
@@ -572,7 +615,7 @@ mod tests {
             kind: "pid".into(),
             path: String::new(),
         }];
-        let spec = build(&c, &user(), &files()).unwrap();
+        let spec = build(&c, &user(), &files(), &ProcView::none()).unwrap();
         let ns = spec["linux"]["namespaces"].as_array().unwrap();
         assert!(ns.iter().all(|n| n["type"] != "pid"), "{ns:?}");
         assert!(ns.iter().any(|n| n["type"] == "ipc"), "{ns:?}");
@@ -591,7 +634,7 @@ mod tests {
                 path: "/proc/42/ns/uts".into(),
             },
         ];
-        let spec = build(&c, &user(), &files()).unwrap();
+        let spec = build(&c, &user(), &files(), &ProcView::none()).unwrap();
         let ns = spec["linux"]["namespaces"].as_array().unwrap();
         let net: Vec<_> = ns.iter().filter(|n| n["type"] == "network").collect();
         assert_eq!(net.len(), 1);

@@ -58,6 +58,9 @@ enum Command {
     /// The per-container monitor (internal).
     #[command(hide = true)]
     Shim(crate::engine_cli::ShimArgs),
+    /// The server of container-sized /proc files (internal).
+    #[command(hide = true)]
+    Procfs(crate::procfs_cli::ProcfsArgs),
     /// Start a single-node cluster: the Kubernetes API server over its store.
     Server(crate::server::ServerArgs),
     /// Join a cluster as a node: register the Node and run its pods.
@@ -102,6 +105,7 @@ impl Cli {
             Command::System(args) => args.run(),
             Command::Volume(args) => args.run(),
             Command::Shim(args) => args.run(),
+            Command::Procfs(args) => args.run(),
             Command::Server(args) => args.run(),
             Command::Agent(args) => args.run(),
             Command::Pause(args) => args.run(),

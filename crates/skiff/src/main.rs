@@ -12,6 +12,7 @@ mod engine_cli;
 mod image_cli;
 mod info;
 mod priority_classes;
+mod procfs_cli;
 mod runtime_cli;
 mod server;
 mod storage_class;

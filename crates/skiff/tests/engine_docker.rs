@@ -136,6 +136,8 @@ impl Drop for Peers {
                 let _ = engine.remove(&container, true);
             }
         }
+        // The containers' /proc server of this data root, and its mount.
+        let _ = skiff_procfs::stop(self.data.path(), std::time::Duration::from_secs(10));
     }
 }
 

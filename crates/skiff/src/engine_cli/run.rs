@@ -71,6 +71,10 @@ pub struct RunArgs {
     /// Process limit.
     #[arg(long)]
     pids_limit: Option<i64>,
+    /// Keep the host's /proc/meminfo, cpuinfo, stat, uptime and loadavg (and CPU affinity)
+    /// instead of the container's own figures.
+    #[arg(long)]
+    no_procfs: bool,
     /// Add a capability.
     #[arg(long)]
     cap_add: Vec<String>,
@@ -228,6 +232,8 @@ impl RunArgs {
             // Docker closes an attached stdin when its client lets go of it.
             stdin_once: self.interactive && !self.detach,
             tty: self.tty,
+            no_procfs: self.no_procfs,
+            quota_cpuset: true,
             ..CreateRequest::default()
         })
     }

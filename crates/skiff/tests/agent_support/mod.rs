@@ -234,6 +234,8 @@ impl Drop for Cluster {
                 .arg(dir.path())
                 .args(&ids));
         }
+        // The containers' /proc server of this data root, and its mount.
+        let _ = skiff_procfs::stop(dir.path(), std::time::Duration::from_secs(10));
         remove_pod_cgroups(&uids);
         if std::env::var_os("SKIFF_KEEP_TEST_DIR").is_some() {
             let _ = dir.keep();

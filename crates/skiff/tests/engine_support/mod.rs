@@ -76,6 +76,8 @@ impl Drop for Skiff {
                 let _ = engine.remove(&container, true);
             }
         }
+        // The containers' /proc server of this data root, and its mount.
+        let _ = skiff_procfs::stop(self.data.path(), Duration::from_secs(10));
     }
 }
 

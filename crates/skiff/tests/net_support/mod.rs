@@ -382,6 +382,8 @@ fn remove_containers(root: &Path) {
             .arg(root)
             .args(&ids));
     }
+    // The containers' /proc server of this data root, and its mount.
+    let _ = skiff_procfs::stop(root, std::time::Duration::from_secs(10));
 }
 
 /// Runs a command; its output.
