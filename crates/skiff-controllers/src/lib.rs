@@ -22,6 +22,8 @@
 //! - [`volume`]: PersistentVolume binding, claim protection, `local-path` provisioning;
 //! - [`disruption`]: the status of PodDisruptionBudgets (healthy, desired, disruptions
 //!   allowed), which evictions and preemption read;
+//! - [`podgc`]: pods of Nodes that are gone, unscheduled terminating pods, finished pods
+//!   beyond `--terminated-pod-gc-threshold`;
 //! - [`nodelifecycle`]: nodes whose Lease goes stale become `Unknown` and are tainted
 //!   unreachable (not-ready when they report so), pods leave `NoExecute` taints they do not
 //!   tolerate (after `tolerationSeconds`), pods stuck terminating on lost nodes are removed.
@@ -45,6 +47,7 @@ pub mod leader;
 pub mod namespace;
 pub mod nodeipam;
 pub mod nodelifecycle;
+pub mod podgc;
 pub mod replicaset;
 pub mod rootca;
 pub mod serviceaccount;
@@ -127,6 +130,10 @@ pub struct ControllerOptions {
     pub volume: bool,
     /// The disruption controller (PodDisruptionBudget status).
     pub disruption: bool,
+    /// The pod garbage collector.
+    pub pod_gc: bool,
+    /// Its period and finished-pod threshold.
+    pub pod_gc_options: podgc::Options,
     /// The pod network the node IPAM controller splits (`--cluster-cidr`, default
     /// `10.42.0.0/16`).
     pub cluster_cidr: String,
@@ -159,6 +166,8 @@ impl Default for ControllerOptions {
             service_lb: true,
             volume: true,
             disruption: true,
+            pod_gc: true,
+            pod_gc_options: podgc::Options::default(),
             cluster_cidr: nodeipam::DEFAULT_CLUSTER_CIDR.to_string(),
             node_cidr_mask_size: nodeipam::DEFAULT_NODE_CIDR_MASK_SIZE,
             root_ca_pem: String::new(),
@@ -245,6 +254,17 @@ pub async fn run_with(
     }
     if options.disruption {
         tasks.push(disruption::run(client.clone(), &pods, shutdown.clone()).boxed());
+    }
+    if options.pod_gc {
+        tasks.push(
+            podgc::run(
+                client.clone(),
+                &pods,
+                options.pod_gc_options,
+                shutdown.clone(),
+            )
+            .boxed(),
+        );
     }
     if options.node_ipam {
         match nodeipam::CidrSet::new(&options.cluster_cidr, options.node_cidr_mask_size) {

@@ -125,6 +125,13 @@ pub struct ServerArgs {
     /// tainted unreachable and its pods evicted (seconds, or a duration such as `40s`, `1m`).
     #[arg(long, value_name = "DURATION", default_value = "40s", value_parser = parse_duration)]
     node_monitor_grace_period: std::time::Duration,
+    /// Finished pods (Succeeded or Failed) kept before the pod garbage collector deletes the
+    /// oldest (0: keep all).
+    #[arg(long, value_name = "COUNT", default_value_t = skiff_controllers::podgc::DEFAULT_TERMINATED_THRESHOLD)]
+    terminated_pod_gc_threshold: usize,
+    /// How often the pod garbage collector looks (seconds, or a duration such as `20s`).
+    #[arg(long, value_name = "DURATION", default_value = "20s", value_parser = parse_duration)]
+    pod_gc_period: std::time::Duration,
     /// The `tolerationSeconds` of the `node.kubernetes.io/not-ready:NoExecute` toleration
     /// every new pod without one gets.
     #[arg(long, value_name = "SECONDS", default_value_t = skiff_apiserver::default_tolerations::DEFAULT_SECONDS)]
@@ -369,6 +376,10 @@ impl ServerArgs {
             node_cidr_mask_size: self.node_cidr_mask_size,
             root_ca_pem: pki.ca_pem.clone(),
             node_monitor_grace_period: self.node_monitor_grace_period,
+            pod_gc_options: skiff_controllers::podgc::Options {
+                period: self.pod_gc_period,
+                terminated_threshold: self.terminated_pod_gc_threshold,
+            },
             ..skiff_controllers::ControllerOptions::default()
         };
         let controllers = (!self.disable_controllers).then(|| {

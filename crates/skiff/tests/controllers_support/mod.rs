@@ -54,7 +54,12 @@ impl Cluster {
     /// Starts a server running the chosen components (its own scheduler and controllers, as
     /// `skiff server` runs them) and, in the test process, the fake kubelet if chosen.
     pub fn start_with(components: Components) -> Cluster {
-        let mut extra = Vec::new();
+        Cluster::start_with_args(components, &[])
+    }
+
+    /// As [`Cluster::start_with`], with more `skiff server` flags.
+    pub fn start_with_args(components: Components, args: &[&str]) -> Cluster {
+        let mut extra: Vec<&str> = args.to_vec();
         if !components.scheduler {
             extra.push("--disable-scheduler");
         }
