@@ -169,6 +169,7 @@ pub async fn run(
     }
     tracing::info!(node = %ctx.config.node_name, port, "node agent running");
     let heartbeat = tokio::spawn(node::heartbeat(Arc::clone(&ctx)));
+    let trim = tokio::spawn(release_memory());
     let api = tokio::spawn(nodeapi::serve(Arc::clone(&ctx), listener, tls));
     let storage = tokio::spawn(volumes::claims::run(Arc::clone(&ctx)));
     let pods = tokio::spawn({
@@ -196,8 +197,20 @@ pub async fn run(
     });
     shutdown.await;
     heartbeat.abort();
+    trim.abort();
     pods.abort();
     api.abort();
     storage.abort();
     Ok(())
+}
+
+/// Every half minute, hands the memory the allocator keeps free back to the kernel, so that
+/// an agent that started many pods does not stay at its peak once they are gone.
+async fn release_memory() {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let _ = tokio::task::spawn_blocking(skiff_sys::process::release_free_memory).await;
+    }
 }
