@@ -303,6 +303,16 @@ const BUILTIN: &[Row] = &[
         &["status"],
     ),
     (
+        "certificates.k8s.io",
+        "v1",
+        "CertificateSigningRequest",
+        "certificatesigningrequests",
+        false,
+        &["csr"],
+        NONE,
+        &["status"],
+    ),
+    (
         "coordination.k8s.io",
         "v1",
         "Lease",

@@ -86,6 +86,7 @@ fn generate() -> Schemas {
         ("apps", "v1", "ControllerRevision", apps::v1::ControllerRevision),
         ("batch", "v1", "Job", k8s_openapi::api::batch::v1::Job),
         ("batch", "v1", "CronJob", k8s_openapi::api::batch::v1::CronJob),
+        ("certificates.k8s.io", "v1", "CertificateSigningRequest", k8s_openapi::api::certificates::v1::CertificateSigningRequest),
         ("coordination.k8s.io", "v1", "Lease", coordination::v1::Lease),
         ("discovery.k8s.io", "v1", "EndpointSlice", discovery::v1::EndpointSlice),
         ("networking.k8s.io", "v1", "Ingress", networking::v1::Ingress),

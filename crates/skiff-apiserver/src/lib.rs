@@ -4,7 +4,8 @@
 //! update, patch, delete, deletecollection, watch, subresources), parameterised by the
 //! resource's [`skiff_apimachinery::ResourceInfo`] and the small rules of [`strategy`]. Every
 //! resource has one watch cache fed by a single store watch ([`watchcache`]), which serves all
-//! client watches. Around it: discovery (legacy and aggregated), bearer-token authentication,
+//! client watches. Around it: discovery (legacy and aggregated), client-certificate and bearer-token
+//! authentication, node credentials ([`certificates`]),
 //! `Status` errors, Prometheus metrics, CRDs, TLS material for a fresh cluster ([`pki`]), and
 //! Service addresses and the default Services ([`services`]).
 //!
@@ -24,12 +25,14 @@
 
 pub mod admission;
 pub mod authz;
+pub mod certificates;
 pub mod crd;
 pub mod default_storage_class;
 pub mod default_tolerations;
 pub mod discovery;
 pub mod handlers;
 pub mod metrics;
+pub mod noderestriction;
 pub mod object;
 pub mod pki;
 pub mod priority;

@@ -1,6 +1,10 @@
-//! The server's TLS material and admin credentials, kept in `DATA_DIR/server/`: a CA, a
-//! serving certificate signed by it, and the admin bearer token. Generated on first start,
-//! reused afterwards (the serving certificate is re-issued when the names it must cover change).
+//! The server's TLS material and credentials, kept in `DATA_DIR/server/`: a CA, a serving
+//! certificate signed by it, the admin bearer token (`token`) and the node join token
+//! (`node-token`, a bootstrap token `ID.SECRET` that lets a node ask for its client
+//! certificate and nothing else). Generated on first start, reused afterwards (the serving
+//! certificate is re-issued when the names it must cover change; a join token equal to the
+//! admin token, as older versions wrote, is replaced). The server asks clients for a
+//! certificate and accepts those the CA signed; clients without one use a bearer token.
 
 use std::fs;
 use std::io::Write;
@@ -62,6 +66,10 @@ pub struct ServerPki {
     pub key_pem: String,
     /// The admin bearer token.
     pub admin_token: String,
+    /// The node join token (`ID.SECRET`).
+    pub join_token: String,
+    /// The CA key.
+    pub ca_key_pem: String,
     /// The directory the files live in.
     pub dir: PathBuf,
 }
@@ -97,6 +105,36 @@ pub fn write_private(path: &Path, contents: &str, mode: u32) -> Result<(), PkiEr
         .map_err(|e| io("write", e))?;
     file.sync_all().map_err(|e| io("sync", e))?;
     fs::rename(&tmp, path).map_err(|e| io("rename", e))
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    crate::object::random_bytes(&mut buf);
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The id of a bootstrap token `ID.SECRET` (6 and 16 characters of `[a-z0-9]`), if `token`
+/// is one.
+pub fn join_token_id(token: &str) -> Option<&str> {
+    let (id, secret) = token.split_once('.')?;
+    let ok = |s: &str, n: usize| {
+        s.len() == n
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    };
+    (ok(id, 6) && ok(secret, 16)).then_some(id)
+}
+
+/// Who the join token is: `system:bootstrap:ID` in `system:bootstrappers`.
+pub fn join_identity(token: &str) -> Option<crate::state::Identity> {
+    let id = join_token_id(token)?;
+    Some(crate::state::Identity {
+        username: format!("system:bootstrap:{id}"),
+        groups: vec![
+            crate::certificates::BOOTSTRAPPERS.into(),
+            "system:authenticated".into(),
+        ],
+    })
 }
 
 /// Bumped when the serving certificate's profile changes, so stored ones are re-issued.
@@ -212,19 +250,29 @@ impl ServerPki {
         let admin_token = match read(&token_path)? {
             Some(token) if !token.trim().is_empty() => token.trim().to_string(),
             _ => {
-                let mut bytes = [0u8; 32];
-                crate::object::random_bytes(&mut bytes);
-                let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+                let token = random_hex(32);
                 write_private(&token_path, &token, 0o600)?;
                 token
             }
         };
 
+        let join_path = dir.join("node-token");
+        let join_token = match read(&join_path)? {
+            Some(token) if join_token_id(token.trim()).is_some() => token.trim().to_string(),
+            _ => {
+                let token = format!("{}.{}", random_hex(3), random_hex(8));
+                write_private(&join_path, &format!("{token}\n"), 0o600)?;
+                token
+            }
+        };
+
         Ok(ServerPki {
+            ca_key_pem: ca_key.serialize_pem(),
             ca_pem,
             cert_pem,
             key_pem,
             admin_token,
+            join_token,
             dir: dir.to_path_buf(),
         })
     }
@@ -245,12 +293,41 @@ impl ServerPki {
             }
         })?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        for ca in CertificateDer::pem_slice_iter(self.ca_pem.as_bytes()) {
+            let ca = ca.map_err(|e| PkiError::Parse {
+                path: self.dir.join("ca.crt"),
+                reason: e.to_string(),
+            })?;
+            roots.add(ca)?;
+        }
+        // Client certificates are optional: clients without one authenticate with a token.
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            Arc::clone(&provider),
+        )
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| PkiError::Parse {
+            path: self.dir.join("ca.crt"),
+            reason: e.to_string(),
+        })?;
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()?
-            .with_no_client_auth()
+            .with_client_cert_verifier(verifier)
             .with_single_cert(certs, key)?;
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(Arc::new(config))
+    }
+
+    /// The signer of client certificates (node certificates) with this CA.
+    pub fn client_signer(&self) -> Result<crate::certificates::ClientSigner, PkiError> {
+        crate::certificates::ClientSigner::new(&self.ca_pem, &self.ca_key_pem).map_err(|e| {
+            PkiError::Parse {
+                path: self.dir.join("ca.key"),
+                reason: e.to_string(),
+            }
+        })
     }
 
     /// A kubeconfig for the admin: the CA, `server` (e.g. `https://127.0.0.1:6443`) and the
@@ -279,6 +356,16 @@ mod tests {
         assert_eq!(first.cert_pem, second.cert_pem);
         assert_eq!(first.admin_token, second.admin_token);
         assert_eq!(first.admin_token.len(), 64);
+        assert_eq!(first.join_token, second.join_token);
+        assert_ne!(first.join_token, first.admin_token);
+        let identity = join_identity(&first.join_token).unwrap();
+        assert!(identity.username.starts_with("system:bootstrap:"));
+        assert_eq!(identity.groups[0], "system:bootstrappers");
+        assert!(join_token_id(&first.admin_token).is_none());
+        // A join token that was the admin token (older versions) is replaced.
+        std::fs::write(dir.path().join("node-token"), &first.admin_token).unwrap();
+        let upgraded = ServerPki::load_or_create(dir.path(), &sans).unwrap();
+        assert!(join_token_id(&upgraded.join_token).is_some());
         first.rustls_config().unwrap();
 
         let more = vec![sans[0].clone(), sans[1].clone(), "10.0.0.1".to_string()];

@@ -174,7 +174,7 @@ impl ApiServer {
                 () = &mut shutdown => break,
             };
             let acceptor = acceptor.clone();
-            let service = TowerToHyperService::new(router.clone());
+            let router = router.clone();
             let watcher = graceful.watcher();
             tokio::spawn(async move {
                 let _ = tcp.set_nodelay(true);
@@ -191,6 +191,23 @@ impl ApiServer {
                         return;
                     }
                 };
+                // A client certificate the CA signed names the connection's user.
+                let client = tls
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|certs| certs.first())
+                    .and_then(|leaf| crate::certificates::signer::identity_of(leaf))
+                    .map(ClientCertificate);
+                let service = TowerToHyperService::new(tower::ServiceExt::map_request(
+                    router,
+                    move |mut request: axum::http::Request<hyper::body::Incoming>| {
+                        if let Some(client) = &client {
+                            request.extensions_mut().insert(client.clone());
+                        }
+                        request
+                    },
+                ));
                 let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
                 let conn = builder
                     .serve_connection_with_upgrades(TokioIo::new(tls), service)
@@ -237,6 +254,10 @@ async fn bootstrap_namespaces(state: &Arc<AppState>) -> Result<(), ServerError> 
     Ok(())
 }
 
+/// The user a connection's client certificate names.
+#[derive(Debug, Clone)]
+struct ClientCertificate(Identity);
+
 async fn health() -> Response {
     response::text(StatusCode::OK, "ok".into(), "text/plain; charset=utf-8")
 }
@@ -278,9 +299,14 @@ async fn api(State(state): State<Arc<AppState>>, request: Request) -> Response {
     let path = parts.uri.path().to_string();
     let query = Query::parse(parts.uri.query());
     let upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
-    let authenticated = match bearer_token(&parts.headers) {
-        Some(token) => crate::serviceaccount::authenticate(&state, token).await,
-        None => None,
+    // As kube-apiserver: a verified client certificate first, then a bearer token.
+    let authenticated = match (
+        parts.extensions.get::<ClientCertificate>(),
+        bearer_token(&parts.headers),
+    ) {
+        (Some(ClientCertificate(identity)), _) => Some(identity.clone()),
+        (None, Some(token)) => crate::serviceaccount::authenticate(&state, token).await,
+        (None, None) => None,
     };
     let authenticated = match authenticated {
         Some(requester) => {
@@ -399,7 +425,8 @@ async fn authorize_request(
             }
         };
     let attrs = crate::authz::Attributes::of_request(&identity, method, path, query, headers);
-    match crate::authz::authorize(state, &attrs).await {
+    let field_selector = query.get("fieldSelector").unwrap_or("");
+    match crate::authz::authorize_with_selector(state, &attrs, field_selector).await {
         Ok(()) => Ok(identity),
         Err(err) => Err(refused(&attrs, err)),
     }

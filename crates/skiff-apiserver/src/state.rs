@@ -50,6 +50,9 @@ pub struct ServerOptions {
     pub service_account_admission: bool,
     /// The DefaultTolerationSeconds admission of new pods (`None`: off).
     pub default_toleration_seconds: Option<crate::default_tolerations::DefaultTolerationSeconds>,
+    /// Signs the node client certificates that CertificateSigningRequests ask for (`None`:
+    /// requests stay pending).
+    pub csr_signer: Option<std::sync::Arc<crate::certificates::ClientSigner>>,
 }
 
 impl Default for ServerOptions {
@@ -67,6 +70,7 @@ impl Default for ServerOptions {
             token_signer: None,
             service_account_admission: false,
             default_toleration_seconds: None,
+            csr_signer: None,
         }
     }
 }

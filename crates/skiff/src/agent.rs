@@ -1,6 +1,7 @@
 //! `skiff agent`: the node agent joining a cluster through its API server (and the hidden
 //! `skiff pause`, the pod sandbox's infra process). `skiff server` runs the same agent
-//! embedded, for its own node, with [`embedded`].
+//! embedded, for its own node, with [`embedded`]. The join token only gets the node its
+//! client certificate ([`crate::node_credentials`]); the agent talks to the API with that.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
@@ -14,7 +15,9 @@ pub struct AgentArgs {
     /// The API server's URL (`https://HOST:6443`).
     #[arg(long, value_name = "URL")]
     server: String,
-    /// A file holding the node's join token (`DATA_DIR/server/node-token` on the server).
+    /// A file holding the node's join token (`DATA_DIR/server/node-token` on the server). It
+    /// only lets the node ask for its client certificate (kept in
+    /// `DATA_DIR/node-credentials/`).
     #[arg(long, value_name = "FILE")]
     token_file: PathBuf,
     /// The CA certificate of the API server (`DATA_DIR/server/ca.crt` on the server); without
@@ -84,7 +87,6 @@ impl AgentArgs {
                     .parse()
                     .with_context(|| format!("invalid server URL {}", self.server))?,
             );
-            config.auth_info.token = Some(token.clone().into());
             match &self.ca_file {
                 Some(ca) => {
                     let pem = std::fs::read(ca)
@@ -96,13 +98,23 @@ impl AgentArgs {
                     config.accept_invalid_certs = true;
                 }
             }
+            let node_name = self
+                .node_name
+                .clone()
+                .or_else(crate::server::hostname)
+                .unwrap_or_else(|| "skiff-node".into());
+            let mut bootstrap_config = config.clone();
+            bootstrap_config.auth_info.token = Some(token.clone().into());
+            let bootstrap = kube::Client::try_from(bootstrap_config)
+                .context("cannot build the bootstrap API client")?;
+            let credentials =
+                crate::node_credentials::bootstrap(&self.data_dir, &node_name, bootstrap)
+                    .await
+                    .context("cannot get the node's client certificate")?;
+            credentials.apply(&mut config);
             let client = kube::Client::try_from(config).context("cannot build the API client")?;
             let agent = skiff_agent::AgentConfig {
-                node_name: self
-                    .node_name
-                    .clone()
-                    .or_else(crate::server::hostname)
-                    .unwrap_or_else(|| "skiff-node".into()),
+                node_name,
                 data_dir: self.data_dir.clone(),
                 program: std::env::current_exe().context("cannot locate the skiff binary")?,
                 node_ip: self.node_ip,
@@ -147,7 +159,8 @@ fn pem_to_der(pem: &[u8]) -> anyhow::Result<Vec<Vec<u8>>> {
     Ok(out)
 }
 
-/// The agent `skiff server` runs for its own node, over the server's admin client.
+/// The agent `skiff server` runs for its own node (its client comes from
+/// [`crate::node_credentials::embedded`]).
 pub fn embedded(
     data_dir: &Path,
     node_name: String,

@@ -11,6 +11,7 @@ mod cluster_network;
 mod engine_cli;
 mod image_cli;
 mod info;
+mod node_credentials;
 mod priority_classes;
 mod procfs_cli;
 mod runtime_cli;

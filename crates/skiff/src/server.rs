@@ -263,9 +263,12 @@ impl ServerArgs {
             // The garbage collector below runs: foreground and orphan deletes may wait for it.
             garbage_collector: !self.disable_controllers,
             namespace_controller: !self.disable_controllers,
-            // For now node agents are trusted with the admin token, and the server presents it
-            // to them: one credential both ways until nodes get their own identities.
-            node_api_token: pki.admin_token.clone(),
+            // The server presents the join token to node agents' APIs (they have it).
+            node_api_token: pki.join_token.clone(),
+            csr_signer: Some(Arc::new(
+                pki.client_signer()
+                    .context("cannot prepare the node certificate signer")?,
+            )),
             service_ranges,
             default_services: Some(skiff_apiserver::services::DefaultServices {
                 advertise: SocketAddr::new(advertise, port),
@@ -290,11 +293,11 @@ impl ServerArgs {
         let kubeconfig = server_dir.join("admin.kubeconfig");
         write_private(&kubeconfig, &pki.admin_kubeconfig(&url), 0o600)
             .context("cannot write the admin kubeconfig")?;
-        // The join token of `skiff agent --token-file`: the admin token for now (nodes get
-        // their own, narrower credentials later).
-        let node_token = server_dir.join("node-token");
-        write_private(&node_token, &format!("{}\n", pki.admin_token), 0o600)
-            .context("cannot write the node join token")?;
+        // The join token of `skiff agent --token-file` (`node-token`, written by the PKI): it
+        // only lets a node ask for its client certificate.
+        let join = skiff_apiserver::pki::join_identity(&pki.join_token)
+            .context("the node join token is malformed")?;
+        server.state().add_token(&pki.join_token, join);
         tracing::info!(%url, store = ?self.store, "API server listening");
         println!("skiff server: listening on {url}");
         println!("skiff server: kubeconfig {}", kubeconfig.display());
@@ -309,7 +312,7 @@ impl ServerArgs {
                 .await
                 .context("cannot load the admin kubeconfig")?;
         let client =
-            kube::Client::try_from(client_config).context("cannot build the API client")?;
+            kube::Client::try_from(client_config.clone()).context("cannot build the API client")?;
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let until = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|stopped| *stopped).await;
@@ -356,18 +359,28 @@ impl ServerArgs {
                 .clone()
                 .or_else(hostname)
                 .unwrap_or_else(|| "skiff-node".to_string());
+            // The embedded agent is a node like any other: its own certificate, minted here.
+            let credentials = crate::node_credentials::embedded(
+                &self.data_dir,
+                &node_name,
+                &pki.client_signer()?,
+            )?;
+            let mut node_config = client_config.clone();
+            credentials.apply(&mut node_config);
+            let node_client = kube::Client::try_from(node_config)
+                .context("cannot build the node agent's API client")?;
             let config = crate::agent::embedded(
                 &self.data_dir,
                 node_name,
                 client_host,
                 self.agent_port,
-                pki.admin_token.clone(),
+                pki.join_token.clone(),
                 self.pod_network,
                 crate::agent::IngressPorts(self.ingress_http_port, self.ingress_https_port),
             )?;
             Some(tokio::spawn(skiff_agent::run(
                 config,
-                client.clone(),
+                node_client,
                 until(stopped.clone()),
             )))
         };

@@ -5,7 +5,8 @@
 //! `system:masters`), the aggregated `admin`, `edit` and `view` with their
 //! `system:aggregate-to-*` parts, `system:discovery`, `system:basic-user`,
 //! `system:public-info-viewer`, `system:service-account-issuer-discovery`,
-//! `system:monitoring`, `system:node` and `system:node-proxier`.
+//! `system:monitoring`, `system:node` (bound to nobody: the Node authorizer decides for nodes),
+//! `system:node-bootstrapper` (for `system:bootstrappers`) and `system:node-proxier`.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -402,6 +403,16 @@ pub fn cluster_roles() -> Vec<Value> {
                 ),
             ],
         ),
+        // What the join token may do: ask for a node client certificate and read the answer.
+        cluster_role(
+            "system:node-bootstrapper",
+            &[],
+            vec![rule(
+                &["create", "get"],
+                &["certificates.k8s.io"],
+                &["certificatesigningrequests"],
+            )],
+        ),
         cluster_role(
             "system:node-proxier",
             &[],
@@ -468,7 +479,13 @@ pub fn cluster_role_bindings() -> Vec<Value> {
             "system:monitoring",
             &[("Group", "system:monitoring")],
         ),
-        binding("system:node", "system:node", &[("Group", "system:nodes")]),
+        // As in Kubernetes 1.8 and later: no subjects, the Node authorizer decides for nodes.
+        binding("system:node", "system:node", &[]),
+        binding(
+            "system:node-bootstrapper",
+            "system:node-bootstrapper",
+            &[("Group", "system:bootstrappers")],
+        ),
         binding(
             "system:node-proxier",
             "system:node-proxier",

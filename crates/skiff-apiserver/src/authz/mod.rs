@@ -1,7 +1,8 @@
 //! Authorization: every authenticated request is checked as kube-apiserver checks it with
 //! `--authorization-mode=RBAC`. The request's [`attributes`] (user, groups, verb, group,
 //! resource, subresource, namespace, name, or a non-resource path) are decided by members of
-//! `system:masters` (always allowed) or by [`rbac`] over an in-memory index of the roles and
+//! `system:masters` (always allowed), for node identities' resource requests by the [`node`]
+//! authorizer alone, or by [`rbac`] over an in-memory index of the roles and
 //! bindings ([`cache`]) that the store's watch keeps current. A refusal is kube-apiserver's
 //! 403 `Forbidden` Status. Impersonation ([`impersonation`]), escalation prevention
 //! ([`escalation`]), the access reviews ([`review`]), the default roles created at start
@@ -13,6 +14,7 @@ pub mod bootstrap;
 pub mod cache;
 pub mod escalation;
 pub mod impersonation;
+pub mod node;
 pub mod rbac;
 pub mod review;
 
@@ -65,11 +67,26 @@ impl From<AuthzError> for ApiError {
 /// Decides a request: members of `system:masters` may do everything; everyone else what
 /// RBAC allows.
 pub async fn decide(state: &AppState, attrs: &Attributes) -> Result<Verdict, AuthzError> {
+    decide_with_selector(state, attrs, "").await
+}
+
+/// [`decide`] for a request with `fieldSelector` `field_selector` (the node authorizer lets
+/// nodes list only TLS Secrets).
+pub async fn decide_with_selector(
+    state: &AppState,
+    attrs: &Attributes,
+    field_selector: &str,
+) -> Result<Verdict, AuthzError> {
     if attrs.groups.iter().any(|g| g == SYSTEM_MASTERS) {
         return Ok(Verdict {
             allowed: true,
             reason: String::new(),
         });
+    }
+    if let Some(node) = node::node_of(attrs)
+        && attrs.resource_attributes().is_some()
+    {
+        return node::decide(state, node, attrs, field_selector).await;
     }
     let snapshot = state.rbac.snapshot(state).await?;
     Ok(snapshot.authorize(attrs))
@@ -77,7 +94,16 @@ pub async fn decide(state: &AppState, attrs: &Attributes) -> Result<Verdict, Aut
 
 /// `Ok` when the request is allowed, kube-apiserver's 403 Forbidden otherwise.
 pub async fn authorize(state: &AppState, attrs: &Attributes) -> Result<(), ApiError> {
-    let verdict = decide(state, attrs).await?;
+    authorize_with_selector(state, attrs, "").await
+}
+
+/// [`authorize`] for a request with `fieldSelector` `field_selector`.
+pub async fn authorize_with_selector(
+    state: &AppState,
+    attrs: &Attributes,
+    field_selector: &str,
+) -> Result<(), ApiError> {
+    let verdict = decide_with_selector(state, attrs, field_selector).await?;
     if verdict.allowed {
         Ok(())
     } else {

@@ -69,6 +69,7 @@ pub async fn create(ctx: &Ctx, body: &[u8]) -> Result<Response, ApiError> {
         storage::check_namespace(ctx.state.store.as_ref(), ns, true).await?;
     }
     crate::admission::admit_create(&ctx.state, &ctx.info, ctx.ns(), &mut obj).await?;
+    crate::noderestriction::admit_create(&ctx.identity, &ctx.info, &obj)?;
     let generate = object::name(&obj).is_empty();
     let prefix = object::meta_str(&obj, "generateName").to_string();
     if generate && prefix.is_empty() {
@@ -89,6 +90,7 @@ pub async fn create(ctx: &Ctx, body: &[u8]) -> Result<Response, ApiError> {
             object::meta_mut(&mut candidate).insert("name".into(), json!(name));
         }
         strategy::prepare_create(&ctx.info, &mut candidate)?;
+        crate::certificates::admit_create(&ctx.state, &ctx.identity, &ctx.info, &mut candidate)?;
         if ctx.query.dry_run() {
             services::admit_create(&ctx.state, &ctx.info, &mut candidate, true)
                 .await?
