@@ -3,6 +3,7 @@
 //! ```text
 //! /skiff/kubepods/                      Guaranteed pods' parent
 //! /skiff/kubepods/pod<uid>/             a Guaranteed pod
+//! /skiff/kubepods/burstable/            cpu.shares: the sum of its pods' (kubelet's QoS manager)
 //! /skiff/kubepods/burstable/pod<uid>/   a Burstable pod
 //! /skiff/kubepods/besteffort/           cpu.shares 2 (cpu.weight 1)
 //! /skiff/kubepods/besteffort/pod<uid>/  a BestEffort pod
@@ -138,11 +139,13 @@ fn apply(
 /// Creates the QoS parents and the pod cgroup with its figures; returns the pod cgroup's path.
 ///
 /// A marker `DATA/agent/pod-cgroups/<uid>` is written first: [`remove_except`] only ever
-/// removes pod cgroups this agent made (agents of other data dirs share the host's tree).
+/// removes pod cgroups this agent made (agents of other data dirs share the host's tree). It
+/// holds the pod's class and cpu shares, from which the Burstable parent's shares are summed.
 pub fn ensure(uid: &str, figures: &PodFigures, data_dir: &Path) -> Result<String, PodCgroupError> {
     let marker = markers(data_dir).join(uid);
+    let record = format!("{} {}\n", figures.qos.as_str(), figures.cpu_shares);
     std::fs::create_dir_all(markers(data_dir))
-        .and_then(|()| std::fs::write(&marker, b""))
+        .and_then(|()| std::fs::write(&marker, record))
         .map_err(|source| PodCgroupError::Marker {
             path: marker.clone(),
             source,
@@ -162,7 +165,40 @@ pub fn ensure(uid: &str, figures: &PodFigures, data_dir: &Path) -> Result<String
         figures.cpu_quota,
         figures.memory_limit,
     )?;
+    if figures.qos == QosClass::Burstable {
+        update_burstable(&mounts, data_dir)?;
+    }
     Ok(path)
+}
+
+/// The Burstable parent's cpu shares: the sum of its pods' (pods without a cpu request count
+/// nothing), at least [`MIN_SHARES`], as the kubelet's QoS container manager sets them, so
+/// that Burstable pods together weigh what they asked for against Guaranteed ones.
+pub fn burstable_shares(records: &[String]) -> u64 {
+    let sum: u64 = records
+        .iter()
+        .filter_map(|r| {
+            let (class, shares) = r.trim().split_once(' ')?;
+            (class == QosClass::Burstable.as_str()).then(|| shares.parse::<u64>().ok())?
+        })
+        .filter(|&shares| shares > MIN_SHARES)
+        .sum();
+    sum.max(MIN_SHARES)
+}
+
+/// Sets the Burstable parent's shares from this agent's pod records.
+fn update_burstable(mounts: &Mounts, data_dir: &Path) -> Result<(), PodCgroupError> {
+    let dir = markers(data_dir);
+    let records: Vec<String> = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries
+            .flatten()
+            .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+            .collect(),
+        Err(source) => return Err(PodCgroupError::List { path: dir, source }),
+    };
+    let parent = qos_parent(QosClass::Burstable);
+    let m = create(mounts, &parent)?;
+    apply(&m, &parent, burstable_shares(&records), None, None)
 }
 
 fn destroy(mounts: &Mounts, path: &str) -> Result<(), PodCgroupError> {
@@ -187,13 +223,21 @@ pub fn remove(uid: &str, data_dir: &Path) -> Result<(), PodCgroupError> {
         destroy(&mounts, &pod_path(qos, uid))?;
     }
     let marker = markers(data_dir).join(uid);
+    let was_burstable =
+        std::fs::read_to_string(&marker).is_ok_and(|r| r.starts_with(QosClass::Burstable.as_str()));
     match std::fs::remove_file(&marker) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(PodCgroupError::Marker {
-            path: marker,
-            source: e,
-        }),
-        _ => Ok(()),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(PodCgroupError::Marker {
+                path: marker,
+                source: e,
+            });
+        }
+        _ => {}
     }
+    if was_burstable {
+        update_burstable(&mounts, data_dir)?;
+    }
+    Ok(())
 }
 
 /// Where the agent of `data_dir` records the pod cgroups it made.
@@ -241,6 +285,27 @@ pub fn remove_except(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_burstable_parent_weighs_the_sum_of_its_pods() {
+        let records = |r: &[&str]| r.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(burstable_shares(&[]), MIN_SHARES);
+        assert_eq!(
+            burstable_shares(&records(&["Burstable 512\n", "Burstable 102\n"])),
+            614
+        );
+        // Guaranteed and BestEffort pods, pods without a cpu request and old empty markers
+        // add nothing.
+        assert_eq!(
+            burstable_shares(&records(&[
+                "Guaranteed 1024",
+                "BestEffort 2",
+                "Burstable 2",
+                ""
+            ])),
+            MIN_SHARES
+        );
+    }
 
     #[test]
     fn pods_go_under_their_class() {
