@@ -24,6 +24,12 @@ const ERROR: u8 = 3;
 const RESIZE: u8 = 4;
 const CLOSE: u8 = 255;
 
+/// How long after the session is set up output waits. client-go before 1.33 starts reading
+/// the socket before it has registered its streams and drops what arrives for a stream not
+/// yet registered (kubernetes/kubernetes#131189): a command that prints at once lost its
+/// output and status, and kubectl 1.27-1.32 failed with "closed all streams".
+const HEAD_START: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// Which streams the client asked for.
 #[derive(Debug, Clone, Copy)]
 pub struct Streams {
@@ -54,6 +60,7 @@ where
         output: out_tx,
     };
     let mut done = tokio::spawn(session(io));
+    let output_from = tokio::time::Instant::now() + HEAD_START;
     // An empty message on the lowest writable channel tells the client the session is set up.
     let first = if streams.stdout {
         STDOUT
@@ -108,6 +115,7 @@ where
                     output_open = false;
                     continue;
                 };
+                tokio::time::sleep_until(output_from).await;
                 let channel = match which {
                     Output::Stdout => STDOUT,
                     Output::Stderr if streams.stderr => STDERR,
@@ -132,6 +140,7 @@ where
             }
         }
     };
+    tokio::time::sleep_until(output_from).await;
     // Whatever output is still queued goes before the status.
     while let Ok((which, chunk)) = out_rx.try_recv() {
         let channel = match which {
