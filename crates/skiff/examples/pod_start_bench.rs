@@ -394,7 +394,8 @@ fn skiff_side(pods: usize) -> SkiffResult {
             .expect("tokio runtime");
         runtime.block_on(skiff_rounds(kubeconfig, node_dir, pods, agent))
     });
-    std::thread::sleep(Duration::from_secs(5));
+    // Idle again: longer than the agent's period for handing free memory back.
+    std::thread::sleep(skiff_agent::RELEASE_MEMORY_PERIOD + Duration::from_secs(2));
     let agent_rss_idle = rss_kib(agent);
     let server_rss_idle = rss_kib(server).0;
     if std::env::var_os("SKIFF_POD_BENCH_LOG").is_some() {
