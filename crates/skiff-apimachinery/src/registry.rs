@@ -310,7 +310,7 @@ const BUILTIN: &[Row] = &[
         false,
         &["csr"],
         NONE,
-        &["status"],
+        &["status", "approval"],
     ),
     (
         "coordination.k8s.io",

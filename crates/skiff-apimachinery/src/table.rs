@@ -7,6 +7,7 @@
 //! (`NAME`, `CREATED AT`). Custom resources use their CRD's `additionalPrinterColumns` through
 //! [`to_table_with_columns`].
 
+mod certificates;
 mod cluster;
 mod pod;
 mod printers;

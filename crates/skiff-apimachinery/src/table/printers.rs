@@ -5,6 +5,7 @@ use std::time::SystemTime;
 
 use serde_json::{Value, json};
 
+use super::certificates::{CSR, csr};
 use super::cluster::*;
 use super::pod::{POD, has_condition, pod};
 use super::{Column, NAME_DESCRIPTION, name_of};
@@ -66,6 +67,7 @@ pub(crate) fn printer_for(group: &str, kind: &str) -> Option<(&'static [Column],
         ("networking.k8s.io", "IngressClass") => (INGRESS_CLASS, ingress_class),
         ("networking.k8s.io", "NetworkPolicy") => (NETWORK_POLICY, network_policy),
         ("coordination.k8s.io", "Lease") => (LEASE, lease),
+        ("certificates.k8s.io", "CertificateSigningRequest") => (CSR, csr),
         ("rbac.authorization.k8s.io", "RoleBinding" | "ClusterRoleBinding") => {
             (ROLE_BINDING, role_binding)
         }

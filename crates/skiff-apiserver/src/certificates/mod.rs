@@ -1,16 +1,16 @@
-//! CertificateSigningRequests (`certificates.k8s.io/v1`) and how nodes get their client
-//! certificates, as kube-apiserver and kube-controller-manager's `csrapproving` and
-//! `csrsigning` controllers do it, but at create time: a new request gets `spec.username` and
-//! `spec.groups` of its requester; a request for the `kubernetes.io/kube-apiserver-client-kubelet`
-//! signer whose subject is `CN=system:node:NAME, O=system:nodes` is approved (condition
+//! CertificateSigningRequests (`certificates.k8s.io/v1`) and how nodes and users get their
+//! client certificates, as kube-apiserver and kube-controller-manager's `csrapproving` and
+//! `csrsigning` controllers do it. A new request gets `spec.username` and `spec.groups` of its
+//! requester; a request for the `kubernetes.io/kube-apiserver-client-kubelet` signer whose
+//! subject is `CN=system:node:NAME, O=system:nodes` is approved at create (condition
 //! `Approved`, reason `AutoApproved`) and signed by the cluster CA ([`signer`]) when the
 //! requester is a bootstrapper (the join token, group `system:bootstrappers`), an admin, or
-//! that very node renewing its own certificate. Any other request stays pending (there is no
-//! `approval` subresource yet).
+//! that very node renewing its own certificate. Any other request waits for a user with the
+//! signer's `approve` permission to approve or deny it through the `approval` subresource
+//! ([`approval`]), which signs it as soon as it is approved.
 
+pub mod approval;
 pub mod signer;
-
-use std::time::Duration;
 
 use base64::Engine as _;
 use serde_json::{Value, json};
@@ -51,7 +51,7 @@ fn invalid(info: &ResourceInfo, name: &str, field: &str, message: String) -> Api
 
 /// The node a request is for, when it is a node client certificate request: its subject is
 /// `CN=system:node:NAME, O=system:nodes` and it asks only for client usages.
-fn node_of_request(csr: &Value, subject: &signer::Subject) -> Option<String> {
+pub(crate) fn node_of_request(csr: &Value, subject: &signer::Subject) -> Option<String> {
     let spec = csr.get("spec")?;
     if spec.get("signerName").and_then(Value::as_str) != Some(KUBELET_CLIENT_SIGNER) {
         return None;
@@ -112,6 +112,24 @@ pub fn admit_create(
             "Required value".into(),
         ));
     }
+    if let Some(seconds) = csr["spec"]
+        .get("expirationSeconds")
+        .filter(|v| !v.is_null())
+    {
+        if seconds
+            .as_u64()
+            .is_none_or(|s| s < approval::MIN_EXPIRATION_SECONDS)
+        {
+            return Err(invalid(
+                info,
+                &name,
+                "spec.expirationSeconds",
+                format!(
+                    "Invalid value: {seconds}: may not specify a duration less than 600 seconds (10 minutes)"
+                ),
+            ));
+        }
+    }
     let encoded = csr["spec"]["request"].as_str().unwrap_or("");
     let request_pem = base64::engine::general_purpose::STANDARD
         .decode(encoded)
@@ -137,12 +155,8 @@ pub fn admit_create(
     if !may_auto_approve(requester, &node) {
         return Ok(());
     }
-    let validity = csr["spec"]["expirationSeconds"]
-        .as_u64()
-        .map(|s| Duration::from_secs(s.max(600)))
-        .unwrap_or(signer::DEFAULT_VALIDITY);
     let cert = ca
-        .sign_request(&request_pem, validity)
+        .sign_request(&request_pem, approval::validity(csr))
         .map_err(|e| ApiError::internal(e.to_string()))?;
     let now = crate::object::now();
     csr["status"] = json!({

@@ -2,6 +2,7 @@
 //! parameterised by its [`ResourceInfo`] and the small per-resource rules in
 //! [`crate::strategy`].
 
+mod approval;
 mod delete;
 mod eviction;
 mod node_proxy;

@@ -1,4 +1,5 @@
-//! Subresources: `status` (owns `.status`), `scale` (autoscaling/v1 Scale), `pods/binding`,
+//! Subresources: `status` (owns `.status`), `approval` (CertificateSigningRequests' decision,
+//! [`super::approval`]), `scale` (autoscaling/v1 Scale), `pods/binding`,
 //! `pods/eviction`, `pods/ephemeralcontainers`, `namespaces/finalize`, and the node-proxied
 //! ones (`log`, `exec`, `attach`, `portforward`, `proxy`) that need a node agent.
 
@@ -24,6 +25,9 @@ pub async fn handle(
         ("status" | "ephemeralcontainers" | "finalize", Method::GET) => get_object(ctx).await,
         ("status", Method::PUT) => replace_field(ctx, body, "status").await,
         ("status", Method::PATCH) => patch(ctx, body).await,
+        ("approval", Method::GET) => get_object(ctx).await,
+        ("approval", Method::PUT) => super::approval::update(ctx, body, None).await,
+        ("approval", Method::PATCH) => super::approval::update(ctx, &[], Some(body)).await,
         ("ephemeralcontainers", Method::PUT) => {
             replace_spec_field(ctx, body, "ephemeralContainers", None).await
         }
