@@ -611,4 +611,68 @@ mod tests {
         widget.kind = "Widget".into();
         assert!(unknown_fields(&widget, &json!({"spec": {"x": 1}})).is_empty());
     }
+
+    #[test]
+    fn per_index_backoff_and_success_policies_need_an_indexed_job() {
+        let job = |spec: serde_json::Value| {
+            let mut spec = spec;
+            spec["template"] = json!({"spec": {"restartPolicy": "Never",
+                "containers": [{"name": "c", "image": "busybox"}]}});
+            validate(
+                &info("jobs"),
+                &json!({"metadata": {"name": "j", "namespace": "default"}, "spec": spec}),
+            )
+        };
+        let fields = |errors: Vec<FieldError>| -> Vec<String> {
+            errors.into_iter().map(|e| e.field).collect()
+        };
+        let ok = job(json!({"completionMode": "Indexed", "completions": 3,
+            "backoffLimitPerIndex": 1, "maxFailedIndexes": 2,
+            "successPolicy": {"rules": [{"succeededIndexes": "0", "succeededCount": 1}]}}));
+        assert!(ok.is_empty(), "{ok:?}");
+        assert_eq!(
+            fields(job(json!({"completions": 3, "backoffLimitPerIndex": 1}))),
+            ["spec.backoffLimitPerIndex"]
+        );
+        assert_eq!(
+            fields(job(
+                json!({"completionMode": "Indexed", "completions": 3, "maxFailedIndexes": 1})
+            )),
+            ["spec.backoffLimitPerIndex"]
+        );
+        assert_eq!(
+            fields(job(json!({"completionMode": "Indexed", "completions": 3,
+                "backoffLimitPerIndex": 1, "maxFailedIndexes": 4}))),
+            ["spec.maxFailedIndexes"]
+        );
+        assert_eq!(
+            fields(job(json!({"completions": 3,
+                "successPolicy": {"rules": [{"succeededCount": 1}]}}))),
+            ["spec.completionMode"]
+        );
+        assert_eq!(
+            fields(job(json!({"completionMode": "Indexed", "completions": 3,
+                "successPolicy": {"rules": [{}]}}))),
+            ["spec.successPolicy.rules[0]"]
+        );
+        let policy = |rule: serde_json::Value| {
+            fields(job(
+                json!({"completions": 3, "podFailurePolicy": {"rules": [rule]}}),
+            ))
+        };
+        assert!(
+            policy(json!({"action": "FailJob",
+                "onExitCodes": {"operator": "In", "values": [42]}}))
+            .is_empty()
+        );
+        assert_eq!(
+            policy(json!({"action": "FailIndex",
+                "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]})),
+            ["spec.podFailurePolicy.rules[0].action"]
+        );
+        assert_eq!(
+            policy(json!({"action": "Ignore"})),
+            ["spec.podFailurePolicy.rules[0]"]
+        );
+    }
 }

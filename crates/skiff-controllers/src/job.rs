@@ -1,11 +1,15 @@
 //! The Job controller: runs pods until `completions` succeed, at most `parallelism` at a time,
 //! replacing failed ones until `backoffLimit` is passed or `activeDeadlineSeconds` runs out,
-//! and reports `Complete` or `Failed` (after `SuccessCriteriaMet` / `FailureTarget`).
+//! and reports `Complete` or `Failed`: first `SuccessCriteriaMet` / `FailureTarget` while the
+//! remaining pods are deleted, then the final condition (same reason) once none runs or
+//! terminates, as kube-controller-manager 1.31+ does.
 //!
 //! `completionMode: Indexed` Jobs run one pod per completion index `0..completions` (the
 //! `batch.kubernetes.io/job-completion-index` annotation and label, `JOB_COMPLETION_INDEX`,
 //! hostname `<job>-<index>`, pod names `<job>-<index>-<random>`), each index succeeding once,
-//! reported in `status.completedIndexes` (`"0-2,4"`). A finished Job with
+//! reported in `status.completedIndexes` (`"0-2,4"`); `backoffLimitPerIndex`,
+//! `maxFailedIndexes` and `successPolicy` are decided in [`crate::job_policy`] (reasons
+//! `FailedIndexes`, `MaxFailedIndexesExceeded`, `SuccessPolicy`). A finished Job with
 //! `ttlSecondsAfterFinished` is deleted (its pods in background cascading) that long after it
 //! finished, as the TTL-after-finished controller does.
 //!
@@ -29,10 +33,11 @@ use kube::{Client, ResourceExt};
 use crate::backoff::ItemBackoff;
 use crate::expectations::Expectations;
 use crate::informer::Informer;
+use crate::job_policy;
 use crate::replicaset::{create_pods, deletion_order};
 use crate::util::{
-    controller_of, controller_ref, is_conflict, is_not_found, key_of, pod_is_active, pod_is_ready,
-    pod_phase, record_event,
+    controller_of, controller_ref, is_conflict, is_not_found, key_of, pod_is_active,
+    pod_is_finished, pod_is_ready, pod_phase, record_event,
 };
 use crate::{ControllerError, Shutdown};
 
@@ -50,6 +55,9 @@ pub struct Plan {
     pub create: usize,
     /// For an Indexed Job, the completion indexes of the pods to create (`create` of them).
     pub create_indexes: Vec<i32>,
+    /// For an Indexed Job with `backoffLimitPerIndex`, the failures so far of each index
+    /// (the new pods' `batch.kubernetes.io/job-index-failure-count`).
+    pub index_failures: BTreeMap<i32, i32>,
     /// Pods (name, uid) to delete.
     pub delete: Vec<(String, String)>,
     /// The status to report.
@@ -167,8 +175,8 @@ pub fn ttl_left(job: &Job, status: &JobStatus, now: SystemTime) -> Option<Durati
 }
 
 /// What an Indexed Job's pods say: the indexes that succeeded (with those already reported),
-/// and the active pods to keep per index; active pods of an invalid, completed or duplicated
-/// index go in `extra`.
+/// and the active pods to keep per index; active pods of an invalid, completed, failed or
+/// duplicated index go in `extra`.
 struct IndexedPods<'a> {
     completed: BTreeSet<i32>,
     active: BTreeMap<i32, &'a Arc<Pod>>,
@@ -179,6 +187,7 @@ fn indexed_pods<'a>(
     pods: &'a [Arc<Pod>],
     completions: i32,
     previous: &JobStatus,
+    failed: &BTreeSet<i32>,
 ) -> IndexedPods<'a> {
     let valid = |i: &i32| (0..completions).contains(i);
     let mut completed: BTreeSet<i32> =
@@ -195,7 +204,7 @@ fn indexed_pods<'a>(
     let mut by_index: BTreeMap<i32, Vec<&Arc<Pod>>> = BTreeMap::new();
     let mut extra = Vec::new();
     for p in pods.iter().filter(|p| pod_is_active(p)) {
-        match pod_index(p).filter(|i| valid(i) && !completed.contains(i)) {
+        match pod_index(p).filter(|i| valid(i) && !completed.contains(i) && !failed.contains(i)) {
             Some(i) => by_index.entry(i).or_default().push(p),
             None => extra.push(p),
         }
@@ -230,13 +239,37 @@ pub fn decide(job: &Job, pods: &[Arc<Pod>], manage: bool, now: SystemTime) -> Pl
     let active: Vec<&Arc<Pod>> = pods.iter().filter(|p| pod_is_active(p)).collect();
     let count = |phase: &str| pods.iter().filter(|p| pod_phase(p) == phase).count();
     let as_i32 = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
-    let indexed = is_indexed(job)
-        .then(|| indexed_pods(pods, spec.completions.unwrap_or(0).max(0), &previous));
+    let completions = spec.completions.unwrap_or(0).max(0);
+    let per_index_limit = spec.backoff_limit_per_index.filter(|_| is_indexed(job));
+    if per_index_limit.is_some() {
+        plan.index_failures = job_policy::index_failure_counts(job, pods, completions);
+    }
+    let mut failed_indexes = per_index_limit.map_or_else(BTreeSet::new, |limit| {
+        let mut failed = job_policy::failed_indexes(
+            &plan.index_failures,
+            limit,
+            previous.failed_indexes.as_deref(),
+            completions,
+        );
+        failed.extend(job_policy::indexes_failed_by_policy(job, pods, completions));
+        failed
+    });
+    let indexed =
+        is_indexed(job).then(|| indexed_pods(pods, completions, &previous, &failed_indexes));
+    if let Some(ix) = &indexed {
+        failed_indexes.retain(|i| !ix.completed.contains(i));
+    }
     let succeeded = match &indexed {
         Some(ix) => as_i32(ix.completed.len()),
         None => as_i32(count("Succeeded")).max(previous.succeeded.unwrap_or(0)),
     };
-    let failed = as_i32(count("Failed")).max(previous.failed.unwrap_or(0));
+    // Failures a podFailurePolicy `Ignore` rule matches are not counted.
+    let failed = as_i32(
+        pods.iter()
+            .filter(|p| pod_phase(p) == "Failed" && !job_policy::is_ignored(job, p))
+            .count(),
+    )
+    .max(previous.failed.unwrap_or(0));
     let mut status = JobStatus {
         active: Some(as_i32(active.len())),
         succeeded: Some(succeeded),
@@ -258,6 +291,9 @@ pub fn decide(job: &Job, pods: &[Arc<Pod>], manage: bool, now: SystemTime) -> Pl
     if let Some(ix) = &indexed {
         status.completed_indexes = Some(format_indexes(&ix.completed)).filter(|s| !s.is_empty());
     }
+    if per_index_limit.is_some() {
+        status.failed_indexes = Some(format_indexes(&failed_indexes));
+    }
     let delete_active = |plan: &mut Plan| {
         plan.delete = active.iter().map(|p| name_uid(p)).collect();
     };
@@ -268,7 +304,52 @@ pub fn decide(job: &Job, pods: &[Arc<Pod>], manage: bool, now: SystemTime) -> Pl
         plan.status = status;
         return plan;
     }
-    let backoff_limit = spec.backoff_limit.unwrap_or(6);
+    // As kube-controller-manager 1.31+: `FailureTarget` / `SuccessCriteriaMet` first, the
+    // remaining pods deleted, then `Failed` / `Complete` once none runs or terminates.
+    let settled = active.is_empty()
+        && !pods
+            .iter()
+            .any(|p| p.metadata.deletion_timestamp.is_some() && !pod_is_finished(p));
+    let interim = previous
+        .conditions
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .find(|c| {
+            (c.type_ == "FailureTarget" || c.type_ == "SuccessCriteriaMet") && c.status == "True"
+        })
+        .cloned();
+    if let Some(target) = interim {
+        if manage {
+            delete_active(&mut plan);
+        }
+        if settled {
+            let terminal = if target.type_ == "FailureTarget" {
+                "Failed"
+            } else {
+                status.completion_time = Some(now_time.clone());
+                "Complete"
+            };
+            status
+                .conditions
+                .get_or_insert_with(Vec::new)
+                .push(condition(
+                    terminal,
+                    target.reason.as_deref().unwrap_or_default(),
+                    target.message.as_deref().unwrap_or_default(),
+                    &now_time,
+                ));
+        }
+        plan.status = status;
+        return plan;
+    }
+    // With backoffLimitPerIndex, backoffLimit defaults to "no limit" (as the API server does).
+    let backoff_limit = spec.backoff_limit.unwrap_or(if per_index_limit.is_some() {
+        i32::MAX
+    } else {
+        6
+    });
+    let failed_index_count = as_i32(failed_indexes.len());
     let started = status
         .start_time
         .as_ref()
@@ -276,7 +357,10 @@ pub fn decide(job: &Job, pods: &[Arc<Pod>], manage: bool, now: SystemTime) -> Pl
     let deadline = spec
         .active_deadline_seconds
         .map(|s| started + Duration::from_secs(u64::try_from(s.max(0)).unwrap_or(0)));
-    let failure = if failed > backoff_limit {
+    let policy_failure = job_policy::job_failed_by_policy(job, pods);
+    let failure = if let Some(message) = &policy_failure {
+        Some(("PodFailurePolicy", message.as_str()))
+    } else if failed > backoff_limit {
         Some((
             "BackoffLimitExceeded",
             "Job has reached the specified backoff limit",
@@ -286,13 +370,26 @@ pub fn decide(job: &Job, pods: &[Arc<Pod>], manage: bool, now: SystemTime) -> Pl
             "DeadlineExceeded",
             "Job was active longer than specified deadline",
         ))
+    } else if spec
+        .max_failed_indexes
+        .is_some_and(|max| failed_index_count > max)
+    {
+        Some((
+            "MaxFailedIndexesExceeded",
+            "Job has exceeded the specified maximal number of failed indexes",
+        ))
+    } else if failed_index_count > 0 && failed_index_count.saturating_add(succeeded) >= completions
+    {
+        Some(("FailedIndexes", "Job has failed indexes"))
     } else {
         None
     };
     let conditions = status.conditions.get_or_insert_with(Vec::new);
     if let Some((reason, message)) = failure {
         conditions.push(condition("FailureTarget", reason, message, &now_time));
-        conditions.push(condition("Failed", reason, message, &now_time));
+        if settled {
+            conditions.push(condition("Failed", reason, message, &now_time));
+        }
         if manage {
             delete_active(&mut plan);
         }
@@ -304,30 +401,31 @@ pub fn decide(job: &Job, pods: &[Arc<Pod>], manage: bool, now: SystemTime) -> Pl
         Some(c) => succeeded >= c,
         None => succeeded > 0 && active.is_empty(),
     };
-    if done {
-        let message = "Reached expected number of succeeded pods";
-        conditions.push(condition(
-            "SuccessCriteriaMet",
-            "CompletionsReached",
-            message,
-            &now_time,
-        ));
-        conditions.push(condition(
-            "Complete",
-            "CompletionsReached",
-            message,
-            &now_time,
-        ));
-        status.completion_time = Some(now_time);
-        if manage && let Some(ix) = &indexed {
-            // Leftover pods of indexes that already succeeded.
-            plan.delete = ix.extra.iter().map(|p| name_uid(p)).collect();
+    let rule_met = indexed
+        .as_ref()
+        .and_then(|ix| job_policy::success_rule_met(job, &ix.completed));
+    if done || rule_met.is_some() {
+        let (reason, message) = match rule_met.filter(|_| !done) {
+            Some(rule) => ("SuccessPolicy", format!("Matched rules at index {rule}")),
+            None => (
+                "CompletionsReached",
+                "Reached expected number of succeeded pods".to_string(),
+            ),
+        };
+        conditions.push(condition("SuccessCriteriaMet", reason, &message, &now_time));
+        if settled {
+            conditions.push(condition("Complete", reason, &message, &now_time));
+            status.completion_time = Some(now_time);
+        }
+        if manage {
+            // Pods still running: of indexes that already succeeded, or past a success policy.
+            delete_active(&mut plan);
         }
         plan.status = status;
         return plan;
     }
     let wanted = match spec.completions {
-        Some(c) => parallelism.min(c - succeeded),
+        Some(c) => parallelism.min(c - succeeded - failed_index_count),
         None if succeeded > 0 => 0,
         None => parallelism,
     }
@@ -336,12 +434,15 @@ pub fn decide(job: &Job, pods: &[Arc<Pod>], manage: bool, now: SystemTime) -> Pl
     if manage && spec.suspend == Some(true) {
         delete_active(&mut plan);
     } else if manage && let Some(ix) = &indexed {
-        let completions = spec.completions.unwrap_or(0).max(0);
         plan.delete = ix.extra.iter().map(|p| name_uid(p)).collect();
         let kept = ix.active.len();
         if kept < wanted {
             plan.create_indexes = (0..completions)
-                .filter(|i| !ix.completed.contains(i) && !ix.active.contains_key(i))
+                .filter(|i| {
+                    !ix.completed.contains(i)
+                        && !failed_indexes.contains(i)
+                        && !ix.active.contains_key(i)
+                })
                 .take(wanted - kept)
                 .collect();
             plan.create = plan.create_indexes.len();
@@ -461,13 +562,24 @@ async fn create_indexed_pods(
     api: &Api<Pod>,
     job: &Job,
     indexes: &[i32],
+    failures: &BTreeMap<i32, i32>,
 ) -> (Vec<String>, Option<kube::Error>) {
     let params = &PostParams::default();
-    let results = futures::future::join_all(
-        indexes
-            .iter()
-            .map(|&i| async move { api.create(params, &pod_for_index(job, i)).await }),
-    )
+    let per_index = job
+        .spec
+        .as_ref()
+        .is_some_and(|s| s.backoff_limit_per_index.is_some());
+    let results = futures::future::join_all(indexes.iter().map(|&i| async move {
+        let mut pod = pod_for_index(job, i);
+        if per_index {
+            let count = failures.get(&i).copied().unwrap_or(0);
+            pod.metadata
+                .annotations
+                .get_or_insert_with(BTreeMap::new)
+                .insert(job_policy::INDEX_FAILURE_COUNT.into(), count.to_string());
+        }
+        api.create(params, &pod).await
+    }))
     .await;
     let mut created = Vec::new();
     let mut failure = None;
@@ -515,7 +627,7 @@ pub async fn reconcile(job: Arc<Job>, ctx: Arc<Context>) -> Result<Action, Contr
         let (created, failure) = if plan.create_indexes.is_empty() {
             create_pods(&api, &pod_from_template(&job), plan.create).await
         } else {
-            create_indexed_pods(&api, &job, &plan.create_indexes).await
+            create_indexed_pods(&api, &job, &plan.create_indexes, &plan.index_failures).await
         };
         ctx.expectations.expect(&key, created.iter().cloned(), []);
         for name in &created {

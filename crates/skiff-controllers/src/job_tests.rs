@@ -210,3 +210,254 @@ fn a_finished_job_expires_ttl_seconds_after_it_finished() {
         Some(Duration::from_secs(5))
     );
 }
+
+fn with_annotation(pod: Arc<Pod>, key: &str, value: &str) -> Arc<Pod> {
+    let mut pod = (*pod).clone();
+    pod.metadata
+        .annotations
+        .get_or_insert_with(BTreeMap::new)
+        .insert(key.into(), value.into());
+    Arc::new(pod)
+}
+
+fn per_index(completions: i32, limit: i32, max_failed: Option<i32>, status: Value) -> Job {
+    job(
+        json!({"completionMode": "Indexed", "completions": completions,
+            "parallelism": completions, "backoffLimitPerIndex": limit,
+            "maxFailedIndexes": max_failed}),
+        status,
+    )
+}
+
+fn reason_of(plan: &Plan, type_: &str) -> Option<String> {
+    plan.status
+        .conditions
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .find(|c| c.type_ == type_)
+        .and_then(|c| c.reason.clone())
+}
+
+#[test]
+fn a_failed_index_is_retried_with_its_failure_count_until_it_passes_its_limit() {
+    use crate::job_policy::INDEX_FAILURE_COUNT;
+    let first = pod("w1a", Some(1), "Failed");
+    let pods = [pod("w0", Some(0), "Running"), first.clone()];
+    let plan = decide(&per_index(2, 1, None, json!({})), &pods, true, at(1));
+    assert_eq!(plan.create_indexes, [1], "index 1 is retried");
+    assert_eq!(plan.index_failures.get(&1), Some(&1));
+    assert_eq!(plan.status.failed_indexes.as_deref(), Some(""));
+    assert_eq!(reason_of(&plan, "Failed"), None);
+
+    // The retry fails too: its count was 1, so index 1 has failed twice, over the limit of 1.
+    let second = with_annotation(pod("w1b", Some(1), "Failed"), INDEX_FAILURE_COUNT, "1");
+    let pods = [pod("w0", Some(0), "Running"), first, second];
+    let plan = decide(&per_index(2, 1, None, json!({})), &pods, true, at(2));
+    assert!(plan.create_indexes.is_empty(), "{:?}", plan.create_indexes);
+    assert_eq!(plan.status.failed_indexes.as_deref(), Some("1"));
+    assert_eq!(plan.status.failed, Some(2));
+    assert_eq!(reason_of(&plan, "Failed"), None, "index 0 still runs");
+
+    // Once index 0 succeeds every index is finished, one failed: the Job fails.
+    let pods = [pod("w0", Some(0), "Succeeded")];
+    let status = json!({"failedIndexes": "1", "failed": 2});
+    let plan = decide(&per_index(2, 1, None, status), &pods, true, at(3));
+    assert_eq!(
+        reason_of(&plan, "FailureTarget").as_deref(),
+        Some("FailedIndexes")
+    );
+    assert_eq!(reason_of(&plan, "Failed").as_deref(), Some("FailedIndexes"));
+    assert_eq!(plan.status.completed_indexes.as_deref(), Some("0"));
+}
+
+#[test]
+fn more_failed_indexes_than_max_failed_indexes_fail_the_job_at_once() {
+    let pods = [
+        pod("w0", Some(0), "Failed"),
+        pod("w1", Some(1), "Failed"),
+        pod("w2", Some(2), "Running"),
+    ];
+    let plan = decide(&per_index(4, 0, Some(1), json!({})), &pods, true, at(1));
+    assert_eq!(plan.status.failed_indexes.as_deref(), Some("0-1"));
+    assert_eq!(
+        reason_of(&plan, "FailureTarget").as_deref(),
+        Some("MaxFailedIndexesExceeded")
+    );
+    assert_eq!(reason_of(&plan, "Failed"), None, "w2 still runs");
+    assert_eq!(plan.delete, [("w2".to_string(), "uid-w2".to_string())]);
+    // Once w2 is gone, the Job is Failed with the FailureTarget's reason.
+    let status = serde_json::to_value(&plan.status).unwrap();
+    let plan = decide(&per_index(4, 0, Some(1), status), &pods[..2], true, at(2));
+    assert_eq!(
+        reason_of(&plan, "Failed").as_deref(),
+        Some("MaxFailedIndexesExceeded")
+    );
+    // Within the maximum, the other indexes go on and the global backoffLimit is not used.
+    let plan = decide(&per_index(4, 0, Some(2), json!({})), &pods, true, at(1));
+    assert_eq!(reason_of(&plan, "Failed"), None);
+    assert_eq!(plan.create_indexes, [3]);
+}
+
+#[test]
+fn a_met_success_policy_completes_the_job_and_ends_the_other_pods() {
+    let policy = |rules: Value| {
+        job(
+            json!({"completionMode": "Indexed", "completions": 4, "parallelism": 4,
+                "successPolicy": {"rules": rules}}),
+            json!({}),
+        )
+    };
+    let pods = [
+        pod("w0", Some(0), "Succeeded"),
+        pod("w1", Some(1), "Running"),
+        pod("w2", Some(2), "Succeeded"),
+        pod("w3", Some(3), "Running"),
+    ];
+    let plan = decide(
+        &policy(json!([{"succeededIndexes": "0-1"}])),
+        &pods,
+        true,
+        at(1),
+    );
+    assert_eq!(reason_of(&plan, "Complete"), None, "index 1 still runs");
+    let plan = decide(
+        &policy(
+            json!([{"succeededIndexes": "0-1"}, {"succeededIndexes": "1-3", "succeededCount": 1}]),
+        ),
+        &pods,
+        true,
+        at(1),
+    );
+    assert_eq!(
+        reason_of(&plan, "SuccessCriteriaMet").as_deref(),
+        Some("SuccessPolicy")
+    );
+    assert_eq!(reason_of(&plan, "Complete"), None, "w1 and w3 still run");
+    assert!(plan.status.completion_time.is_none());
+    let mut deleted: Vec<String> = plan.delete.iter().map(|(n, _)| n.clone()).collect();
+    deleted.sort();
+    assert_eq!(deleted, ["w1", "w3"]);
+    // Once they are gone: Complete, with the SuccessCriteriaMet condition's reason and message.
+    let rules =
+        json!([{"succeededIndexes": "0-1"}, {"succeededIndexes": "1-3", "succeededCount": 1}]);
+    let mut next = policy(rules);
+    next.status = Some(plan.status.clone());
+    let plan = decide(&next, &[pods[0].clone(), pods[2].clone()], true, at(2));
+    let complete = plan
+        .status
+        .conditions
+        .as_deref()
+        .unwrap()
+        .iter()
+        .find(|c| c.type_ == "Complete")
+        .unwrap();
+    assert_eq!(complete.reason.as_deref(), Some("SuccessPolicy"));
+    assert_eq!(
+        complete.message.as_deref(),
+        Some("Matched rules at index 1")
+    );
+    assert!(plan.status.completion_time.is_some());
+    let finished = [pods[0].clone(), pods[2].clone()];
+    let plan = decide(
+        &policy(json!([{"succeededCount": 2}])),
+        &finished,
+        true,
+        at(1),
+    );
+    assert_eq!(
+        reason_of(&plan, "Complete").as_deref(),
+        Some("SuccessPolicy")
+    );
+}
+
+fn exited(name: &str, index: Option<i32>, container: &str, code: i32) -> Arc<Pod> {
+    let mut pod = (*pod(name, index, "Failed")).clone();
+    pod.status = Some(
+        serde_json::from_value(json!({"phase": "Failed", "containerStatuses": [
+            {"name": container, "image": "busybox", "imageID": "", "ready": false,
+             "restartCount": 0, "state": {"terminated": {"exitCode": code}}}]}))
+        .unwrap(),
+    );
+    Arc::new(pod)
+}
+
+fn with_failure_policy(rules: Value, extra: Value) -> Job {
+    let mut spec = json!({"completions": 2, "parallelism": 2, "backoffLimit": 0,
+        "podFailurePolicy": {"rules": rules}});
+    if let Value::Object(extra) = extra {
+        for (k, v) in extra {
+            spec[k] = v;
+        }
+    }
+    job(spec, json!({}))
+}
+
+#[test]
+fn pod_failure_policy_rules_fail_the_job_ignore_or_count_by_exit_code_and_condition() {
+    let rules = json!([
+        {"action": "FailJob", "onExitCodes": {"containerName": "c", "operator": "In", "values": [42]}},
+        {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+        {"action": "Count", "onExitCodes": {"operator": "NotIn", "values": [42]}},
+    ]);
+    let job = with_failure_policy(rules, json!({}));
+    let plan = decide(&job, &[exited("p1", None, "c", 42)], true, at(1));
+    assert_eq!(
+        reason_of(&plan, "FailureTarget").as_deref(),
+        Some("PodFailurePolicy")
+    );
+    let failed = plan
+        .status
+        .conditions
+        .as_deref()
+        .unwrap()
+        .iter()
+        .find(|c| c.type_ == "Failed")
+        .unwrap();
+    assert_eq!(
+        failed.message.as_deref(),
+        Some("Container c for pod ns/p1 failed with exit code 42 matching FailJob rule at index 0")
+    );
+    // Exit code 42 in another container matches no rule: counted, past backoffLimit 0.
+    let other = decide(&job, &[exited("p1", None, "d", 42)], true, at(1));
+    assert_eq!(
+        reason_of(&other, "Failed").as_deref(),
+        Some("BackoffLimitExceeded")
+    );
+    assert_eq!(other.status.failed, Some(1));
+    // A disrupted pod is ignored: not counted against backoffLimit 0, and replaced.
+    let mut disrupted = (*pod("p2", None, "Failed")).clone();
+    disrupted.status = Some(
+        serde_json::from_value(json!({"phase": "Failed", "conditions": [
+            {"type": "DisruptionTarget", "status": "True"}]}))
+        .unwrap(),
+    );
+    let plan = decide(&job, &[Arc::new(disrupted)], true, at(1));
+    assert_eq!(reason_of(&plan, "Failed"), None);
+    assert_eq!(plan.status.failed, Some(0));
+    assert_eq!(plan.create, 2);
+    // Counted: exit code 1 is NotIn [42], past backoffLimit 0.
+    let plan = decide(&job, &[exited("p3", None, "c", 1)], true, at(1));
+    assert_eq!(
+        reason_of(&plan, "Failed").as_deref(),
+        Some("BackoffLimitExceeded")
+    );
+}
+
+#[test]
+fn a_fail_index_rule_fails_the_index_without_retries() {
+    let rules = json!([{"action": "FailIndex",
+        "onExitCodes": {"operator": "In", "values": [3]}}]);
+    let job = with_failure_policy(
+        rules,
+        json!({"completionMode": "Indexed", "backoffLimitPerIndex": 5, "backoffLimit": null}),
+    );
+    let pods = [exited("w0", Some(0), "c", 3), pod("w1", Some(1), "Running")];
+    let plan = decide(&job, &pods, true, at(1));
+    assert_eq!(plan.status.failed_indexes.as_deref(), Some("0"));
+    assert!(plan.create_indexes.is_empty(), "{:?}", plan.create_indexes);
+    let pods = [exited("w0", Some(0), "c", 4), pod("w1", Some(1), "Running")];
+    let plan = decide(&job, &pods, true, at(1));
+    assert_eq!(plan.status.failed_indexes.as_deref(), Some(""));
+    assert_eq!(plan.create_indexes, [0], "another exit code is retried");
+}

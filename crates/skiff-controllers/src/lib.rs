@@ -43,6 +43,7 @@ pub mod expectations;
 pub mod garbage_collector;
 pub mod informer;
 pub mod job;
+pub mod job_policy;
 pub mod leader;
 pub mod namespace;
 pub mod nodeipam;

@@ -1,7 +1,9 @@
-//! Jobs end to end: `completionMode: Indexed` and `ttlSecondsAfterFinished`, on a real
-//! `skiff server` with fake nodes and the fake kubelet (pods finish in the phase their
-//! `test.skiff.dev/phase` annotation asks for), and an Indexed Job whose busybox pods really
-//! run on the server's node agent and print their index.
+//! Jobs end to end: `completionMode: Indexed`, `backoffLimitPerIndex`/`maxFailedIndexes`,
+//! `successPolicy`, `podFailurePolicy` and `ttlSecondsAfterFinished`, on a real `skiff server`
+//! with fake nodes and the fake kubelet (pods finish in the phase their `test.skiff.dev/phase`
+//! annotation asks for; where one pod's end matters, the test patches that pod's status as its
+//! kubelet would), and an Indexed Job whose busybox pods really run on the server's node agent
+//! and print their index.
 // Both harnesses include server_support; each gets its own copy.
 #![allow(clippy::unwrap_used, clippy::duplicate_mod)]
 
@@ -211,4 +213,263 @@ spec:
         assert!(pod.starts_with(&format!("echo-{i}-")), "{pod}");
         assert_eq!(c.k(&["logs", &pod]), format!("{i} echo-{i}\n"));
     }
+}
+
+fn condition_reason(job: &Job, type_: &str) -> Option<String> {
+    job.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == "True")?
+        .reason
+        .clone()
+}
+
+fn wait_for_condition(cluster: &Cluster, name: &'static str, type_: &'static str) -> Job {
+    cluster.wait(
+        &format!("{name} to get condition {type_}"),
+        DEADLINE,
+        |client| async move {
+            let job = Api::<Job>::namespaced(client, "default")
+                .get(name)
+                .await
+                .ok()?;
+            job_condition(&job, type_).then_some(job)
+        },
+    )
+}
+
+#[test]
+fn backoff_limit_per_index_fails_indexes_and_max_failed_indexes_stops_the_job() {
+    let cluster = Cluster::start();
+    cluster.add_node("n1", "8", "8Gi");
+    cluster.apply(
+        r#"
+apiVersion: batch/v1
+kind: Job
+metadata: {name: per-index}
+spec:
+  completionMode: Indexed
+  completions: 2
+  parallelism: 2
+  backoffLimitPerIndex: 1
+  template:
+    metadata:
+      annotations: {test.skiff.dev/phase: Failed}
+    spec:
+      restartPolicy: Never
+      containers:
+      - {name: c, image: busybox}
+---
+apiVersion: batch/v1
+kind: Job
+metadata: {name: max-failed}
+spec:
+  completionMode: Indexed
+  completions: 3
+  parallelism: 1
+  backoffLimitPerIndex: 0
+  maxFailedIndexes: 0
+  template:
+    metadata:
+      annotations: {test.skiff.dev/phase: Failed}
+    spec:
+      restartPolicy: Never
+      containers:
+      - {name: c, image: busybox}
+"#,
+    );
+    let job = wait_for_condition(&cluster, "per-index", "Failed");
+    assert_eq!(
+        condition_reason(&job, "Failed").as_deref(),
+        Some("FailedIndexes")
+    );
+    assert_eq!(
+        condition_reason(&job, "FailureTarget").as_deref(),
+        Some("FailedIndexes")
+    );
+    let status = job.status.unwrap();
+    assert_eq!(status.failed_indexes.as_deref(), Some("0-1"));
+    assert_eq!(status.failed, Some(4), "each index ran twice");
+    let mut counts: Vec<(String, String)> = job_pods(&cluster, "per-index")
+        .iter()
+        .map(|p| {
+            let a = p.metadata.annotations.as_ref().unwrap();
+            (
+                a[INDEX].clone(),
+                a["batch.kubernetes.io/job-index-failure-count"].clone(),
+            )
+        })
+        .collect();
+    counts.sort();
+    let expected: Vec<(String, String)> = [("0", "0"), ("0", "1"), ("1", "0"), ("1", "1")]
+        .iter()
+        .map(|(i, c)| (i.to_string(), c.to_string()))
+        .collect();
+    assert_eq!(counts, expected);
+
+    let job = wait_for_condition(&cluster, "max-failed", "Failed");
+    assert_eq!(
+        condition_reason(&job, "Failed").as_deref(),
+        Some("MaxFailedIndexesExceeded")
+    );
+    assert_eq!(job.status.unwrap().failed_indexes.as_deref(), Some("0"));
+    assert_eq!(
+        job_pods(&cluster, "max-failed").len(),
+        1,
+        "no index after 0"
+    );
+}
+
+#[test]
+fn a_met_success_policy_completes_the_job_and_ends_the_other_pods() {
+    let cluster = Cluster::start();
+    cluster.add_node("n1", "8", "8Gi");
+    cluster.apply(
+        r#"
+apiVersion: batch/v1
+kind: Job
+metadata: {name: leader}
+spec:
+  completionMode: Indexed
+  completions: 3
+  parallelism: 3
+  successPolicy:
+    rules:
+    - {succeededIndexes: "0"}
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+      - {name: c, image: busybox}
+"#,
+    );
+    // The fake kubelet runs the pods; the test finishes index 0 as its kubelet would.
+    let leader = cluster.wait("three running pods", DEADLINE, |client| async move {
+        let pods = Api::<Pod>::namespaced(client, "default")
+            .list(&ListParams::default().labels("batch.kubernetes.io/job-name=leader"))
+            .await
+            .ok()?
+            .items;
+        let running = pods
+            .iter()
+            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+            .count();
+        (running == 3).then(|| {
+            pods.into_iter()
+                .find(|p| p.metadata.labels.as_ref().unwrap()[INDEX] == "0")
+                .unwrap()
+        })
+    });
+    let api: Api<Pod> = Api::namespaced(cluster.client.clone(), "default");
+    let name = leader.metadata.name.clone().unwrap();
+    cluster.block_on(async {
+        api.patch_status(
+            &name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(serde_json::json!({"status": {"phase": "Succeeded"}})),
+        )
+        .await
+        .unwrap()
+    });
+    let job = wait_for_condition(&cluster, "leader", "Complete");
+    assert_eq!(
+        condition_reason(&job, "Complete").as_deref(),
+        Some("SuccessPolicy")
+    );
+    assert_eq!(
+        condition_reason(&job, "SuccessCriteriaMet").as_deref(),
+        Some("SuccessPolicy")
+    );
+    let status = job.status.unwrap();
+    let types: Vec<&str> = status
+        .conditions
+        .iter()
+        .flatten()
+        .map(|c| c.type_.as_str())
+        .collect();
+    assert_eq!(types, ["SuccessCriteriaMet", "Complete"]);
+    assert_eq!(status.completed_indexes.as_deref(), Some("0"));
+    cluster.wait(
+        "the other pods to be deleted",
+        DEADLINE,
+        |client| async move {
+            let pods = Api::<Pod>::namespaced(client, "default")
+                .list(&ListParams::default().labels("batch.kubernetes.io/job-name=leader"))
+                .await
+                .ok()?
+                .items;
+            (pods.len() == 1).then_some(())
+        },
+    );
+}
+
+#[test]
+fn a_pod_failure_policy_fails_the_job_on_an_exit_code() {
+    let cluster = Cluster::start();
+    cluster.add_node("n1", "8", "8Gi");
+    cluster.apply(
+        r#"
+apiVersion: batch/v1
+kind: Job
+metadata: {name: exits}
+spec:
+  completions: 2
+  parallelism: 1
+  backoffLimit: 6
+  podFailurePolicy:
+    rules:
+    - action: FailJob
+      onExitCodes: {containerName: c, operator: In, values: [42]}
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+      - {name: c, image: busybox}
+"#,
+    );
+    // The fake kubelet runs the pod; the test ends it with exit code 42 as its kubelet would.
+    let pod = cluster.wait("a running pod", DEADLINE, |client| async move {
+        let pods = Api::<Pod>::namespaced(client, "default")
+            .list(&ListParams::default().labels("batch.kubernetes.io/job-name=exits"))
+            .await
+            .ok()?
+            .items;
+        pods.into_iter()
+            .find(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+    });
+    let name = pod.metadata.name.clone().unwrap();
+    let api: Api<Pod> = Api::namespaced(cluster.client.clone(), "default");
+    let status = serde_json::json!({"status": {"phase": "Failed", "containerStatuses": [
+        {"name": "c", "image": "busybox", "imageID": "", "ready": false, "restartCount": 0,
+         "state": {"terminated": {"exitCode": 42, "reason": "Error"}}}]}});
+    cluster.block_on(async {
+        api.patch_status(
+            &name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(status),
+        )
+        .await
+        .unwrap()
+    });
+    let job = wait_for_condition(&cluster, "exits", "Failed");
+    assert_eq!(
+        condition_reason(&job, "Failed").as_deref(),
+        Some("PodFailurePolicy")
+    );
+    let message = job
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| c.iter().find(|c| c.type_ == "Failed"))
+        .and_then(|c| c.message.clone())
+        .unwrap();
+    assert_eq!(
+        message,
+        format!(
+            "Container c for pod default/{name} failed with exit code 42 matching FailJob rule at index 0"
+        )
+    );
+    assert_eq!(job_pods(&cluster, "exits").len(), 1, "not retried");
 }

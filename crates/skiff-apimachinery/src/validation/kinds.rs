@@ -275,6 +275,84 @@ fn validate_job_spec(spec: &Value, path: &str, errors: &mut Vec<FieldError>) {
             &["NonIndexed", "Indexed"],
         )),
     }
+    validate_job_indexes(spec, path, errors);
+}
+
+/// `backoffLimitPerIndex`, `maxFailedIndexes` and `successPolicy`: Indexed Jobs only, as the
+/// API server of Kubernetes 1.33 says.
+fn validate_job_indexes(spec: &Value, path: &str, errors: &mut Vec<FieldError>) {
+    let indexed = text(spec, "/completionMode") == "Indexed";
+    let set = |key: &str| spec.get(key).is_some_and(|v| !v.is_null());
+    for key in ["backoffLimitPerIndex", "maxFailedIndexes"] {
+        non_negative(spec, key, &format!("{path}.{key}"), errors);
+        if set(key) && !indexed {
+            errors.push(FieldError::forbidden(
+                &format!("{path}.{key}"),
+                "requires indexed completion mode",
+            ));
+        }
+    }
+    if set("maxFailedIndexes") && !set("backoffLimitPerIndex") {
+        errors.push(FieldError::required(
+            &format!("{path}.backoffLimitPerIndex"),
+            "when maxFailedIndexes is specified",
+        ));
+    }
+    let completions = spec.get("completions").and_then(Value::as_i64);
+    if let (Some(max), Some(completions)) = (
+        spec.get("maxFailedIndexes").and_then(Value::as_i64),
+        completions,
+    ) && max > completions
+    {
+        errors.push(FieldError::invalid(
+            &format!("{path}.maxFailedIndexes"),
+            &Value::from(max),
+            "must be less than or equal to completions",
+        ));
+    }
+    validate_pod_failure_policy(spec, path, errors);
+    let Some(policy) = spec.get("successPolicy").filter(|v| !v.is_null()) else {
+        return;
+    };
+    if !indexed {
+        errors.push(FieldError::invalid(
+            &format!("{path}.completionMode"),
+            &Value::from(text(spec, "/completionMode")),
+            "requires indexed completion mode",
+        ));
+    }
+    let rules = policy
+        .get("rules")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    if rules.is_empty() || rules.len() > 20 {
+        errors.push(FieldError::invalid(
+            &format!("{path}.successPolicy.rules"),
+            &Value::from(rules.len()),
+            "must have at least one rule and at most 20",
+        ));
+    }
+    for (i, rule) in rules.iter().enumerate() {
+        let field = format!("{path}.successPolicy.rules[{i}]");
+        let count = rule.get("succeededCount").and_then(Value::as_i64);
+        let indexes = rule.get("succeededIndexes").and_then(Value::as_str);
+        if count.is_none() && indexes.is_none() {
+            errors.push(FieldError::required(
+                &field,
+                "at least one of succeededCount or succeededIndexes must be specified",
+            ));
+        }
+        if let Some(n) = count
+            && (n < 0 || completions.is_some_and(|c| n > c))
+        {
+            errors.push(FieldError::invalid(
+                &format!("{field}.succeededCount"),
+                &Value::from(n),
+                "must be between 0 and completions",
+            ));
+        }
+    }
 }
 
 fn validate_service(spec: &Value, errors: &mut Vec<FieldError>) {
@@ -502,5 +580,66 @@ fn validate_int_or_percent(value: &Value, field: &str, errors: &mut Vec<FieldErr
             other,
             "must be an integer or a percentage",
         )),
+    }
+}
+
+/// `podFailurePolicy`: `restartPolicy: Never`, known actions and operators, and `FailIndex`
+/// only with `backoffLimitPerIndex`.
+fn validate_pod_failure_policy(spec: &Value, path: &str, errors: &mut Vec<FieldError>) {
+    let Some(policy) = spec.get("podFailurePolicy").filter(|v| !v.is_null()) else {
+        return;
+    };
+    let restart = text(spec, "/template/spec/restartPolicy");
+    if restart != "Never" {
+        errors.push(FieldError::invalid(
+            &format!("{path}.template.spec.restartPolicy"),
+            &Value::from(restart),
+            "only \"Never\" is supported when podFailurePolicy is specified",
+        ));
+    }
+    let per_index = spec
+        .get("backoffLimitPerIndex")
+        .is_some_and(|v| !v.is_null());
+    let rules = policy
+        .get("rules")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    for (i, rule) in rules.iter().enumerate() {
+        let field = format!("{path}.podFailurePolicy.rules[{i}]");
+        let action = text(rule, "/action");
+        match action {
+            "FailJob" | "Ignore" | "Count" => {}
+            "FailIndex" if per_index => {}
+            "FailIndex" => errors.push(FieldError::invalid(
+                &format!("{field}.action"),
+                &Value::from(action),
+                "requires the backoffLimitPerIndex to be set",
+            )),
+            other => errors.push(FieldError::not_supported(
+                &format!("{field}.action"),
+                &Value::from(other),
+                &["Count", "FailIndex", "FailJob", "Ignore"],
+            )),
+        }
+        let exit_codes = rule.get("onExitCodes").filter(|v| !v.is_null());
+        let conditions = rule.get("onPodConditions").filter(|v| !v.is_null());
+        if exit_codes.is_some() == conditions.is_some() {
+            errors.push(FieldError::invalid(
+                &field,
+                rule,
+                "specifying one of OnExitCodes and OnPodConditions is required",
+            ));
+        }
+        if let Some(codes) = exit_codes {
+            match text(codes, "/operator") {
+                "In" | "NotIn" => {}
+                other => errors.push(FieldError::not_supported(
+                    &format!("{field}.onExitCodes.operator"),
+                    &Value::from(other),
+                    &["In", "NotIn"],
+                )),
+            }
+        }
     }
 }
