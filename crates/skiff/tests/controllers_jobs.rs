@@ -33,6 +33,42 @@ fn job_pods(cluster: &Cluster, job: &str) -> Vec<Pod> {
     cluster.block_on(async { api.list(&params).await.unwrap().items })
 }
 
+/// Waits until `check` finds what it wants among job `job`'s pods.
+fn wait_job_pods<T>(
+    cluster: &Cluster,
+    job: &'static str,
+    what: &str,
+    check: impl Fn(Vec<Pod>) -> Option<T> + Copy,
+) -> T {
+    cluster.wait(what, DEADLINE, move |client| async move {
+        let params = ListParams::default().labels(&format!("batch.kubernetes.io/job-name={job}"));
+        let pods = Api::<Pod>::namespaced(client, "default")
+            .list(&params)
+            .await
+            .ok()?
+            .items;
+        check(pods)
+    })
+}
+
+fn is_running(pod: &Pod) -> bool {
+    pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+}
+
+/// Merge-patches pod `name`'s status, as its kubelet would.
+fn set_pod_status(cluster: &Cluster, name: &str, status: serde_json::Value) {
+    let api: Api<Pod> = Api::namespaced(cluster.client.clone(), "default");
+    cluster.block_on(async {
+        api.patch_status(
+            name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(status),
+        )
+        .await
+        .unwrap()
+    });
+}
+
 #[test]
 fn an_indexed_job_runs_each_index_once_and_reports_completed_indexes() {
     let cluster = Cluster::start();
@@ -346,33 +382,19 @@ spec:
 "#,
     );
     // The fake kubelet runs the pods; the test finishes index 0 as its kubelet would.
-    let leader = cluster.wait("three running pods", DEADLINE, |client| async move {
-        let pods = Api::<Pod>::namespaced(client, "default")
-            .list(&ListParams::default().labels("batch.kubernetes.io/job-name=leader"))
-            .await
-            .ok()?
-            .items;
-        let running = pods
-            .iter()
-            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
-            .count();
-        (running == 3).then(|| {
+    let leader = wait_job_pods(&cluster, "leader", "three running pods", |pods| {
+        (pods.iter().filter(|p| is_running(p)).count() == 3).then(|| {
             pods.into_iter()
                 .find(|p| p.metadata.labels.as_ref().unwrap()[INDEX] == "0")
                 .unwrap()
         })
     });
-    let api: Api<Pod> = Api::namespaced(cluster.client.clone(), "default");
     let name = leader.metadata.name.clone().unwrap();
-    cluster.block_on(async {
-        api.patch_status(
-            &name,
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(serde_json::json!({"status": {"phase": "Succeeded"}})),
-        )
-        .await
-        .unwrap()
-    });
+    set_pod_status(
+        &cluster,
+        &name,
+        serde_json::json!({"status": {"phase": "Succeeded"}}),
+    );
     let job = wait_for_condition(&cluster, "leader", "Complete");
     assert_eq!(
         condition_reason(&job, "Complete").as_deref(),
@@ -391,18 +413,9 @@ spec:
         .collect();
     assert_eq!(types, ["SuccessCriteriaMet", "Complete"]);
     assert_eq!(status.completed_indexes.as_deref(), Some("0"));
-    cluster.wait(
-        "the other pods to be deleted",
-        DEADLINE,
-        |client| async move {
-            let pods = Api::<Pod>::namespaced(client, "default")
-                .list(&ListParams::default().labels("batch.kubernetes.io/job-name=leader"))
-                .await
-                .ok()?
-                .items;
-            (pods.len() == 1).then_some(())
-        },
-    );
+    wait_job_pods(&cluster, "leader", "the other pods to be deleted", |pods| {
+        (pods.len() == 1).then_some(())
+    });
 }
 
 #[test]
@@ -430,29 +443,14 @@ spec:
 "#,
     );
     // The fake kubelet runs the pod; the test ends it with exit code 42 as its kubelet would.
-    let pod = cluster.wait("a running pod", DEADLINE, |client| async move {
-        let pods = Api::<Pod>::namespaced(client, "default")
-            .list(&ListParams::default().labels("batch.kubernetes.io/job-name=exits"))
-            .await
-            .ok()?
-            .items;
-        pods.into_iter()
-            .find(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+    let pod = wait_job_pods(&cluster, "exits", "a running pod", |pods| {
+        pods.into_iter().find(is_running)
     });
     let name = pod.metadata.name.clone().unwrap();
-    let api: Api<Pod> = Api::namespaced(cluster.client.clone(), "default");
     let status = serde_json::json!({"status": {"phase": "Failed", "containerStatuses": [
         {"name": "c", "image": "busybox", "imageID": "", "ready": false, "restartCount": 0,
          "state": {"terminated": {"exitCode": 42, "reason": "Error"}}}]}});
-    cluster.block_on(async {
-        api.patch_status(
-            &name,
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(status),
-        )
-        .await
-        .unwrap()
-    });
+    set_pod_status(&cluster, &name, status);
     let job = wait_for_condition(&cluster, "exits", "Failed");
     assert_eq!(
         condition_reason(&job, "Failed").as_deref(),
