@@ -39,13 +39,12 @@ pub const CONDITION: &str = "DisruptionAllowed";
 /// The pods a budget selects: same namespace, matching its selector (a nil selector selects
 /// none, an empty one every pod of the namespace).
 pub fn selected<'a>(pdb: &PodDisruptionBudget, pods: &'a [Arc<Pod>]) -> Vec<&'a Arc<Pod>> {
-    let spec = pdb.spec.clone().unwrap_or_default();
-    let Some(matcher) = selector(spec.selector.as_ref()) else {
+    let Some(matcher) = selector(pdb.spec.as_ref().and_then(|s| s.selector.as_ref())) else {
         return Vec::new();
     };
     pods.iter()
         .filter(|p| p.metadata.namespace == pdb.metadata.namespace)
-        .filter(|p| matcher.matches(&p.labels().clone()))
+        .filter(|p| matcher.matches(p.labels()))
         .collect()
 }
 
@@ -74,7 +73,9 @@ pub fn expected_and_desired(
     pod_count: i32,
     controllers_scale: i32,
 ) -> (i32, i32) {
-    let spec = pdb.spec.clone().unwrap_or_default();
+    let Some(spec) = pdb.spec.as_ref() else {
+        return (0, 0);
+    };
     if let Some(max) = &spec.max_unavailable {
         let unavailable = scaled(max, controllers_scale).unwrap_or(0);
         (controllers_scale, (controllers_scale - unavailable).max(0))

@@ -142,11 +142,11 @@ fn split_by_budgets(
         .collect();
     let (mut violating, mut fine) = (Vec::new(), Vec::new());
     for pod in pods {
-        let labels = pod.labels().clone();
+        let labels = pod.labels();
         let mut violated = false;
         for (i, budget) in budgets.iter().enumerate() {
             if budget.metadata.namespace != pod.metadata.namespace
-                || !selectors[i].as_ref().is_some_and(|s| s.matches(&labels))
+                || !selectors[i].as_ref().is_some_and(|s| s.matches(labels))
             {
                 continue;
             }
