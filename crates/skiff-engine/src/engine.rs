@@ -322,6 +322,14 @@ impl Engine {
         };
         let mut config = config;
         self.reserve_name(&name, id.as_str())?;
+        // No volume this container finds may be removed until its record names it.
+        let volume_lock = match self.volumes().and_then(|v| v.lock(false)) {
+            Ok(lock) => lock,
+            Err(err) => {
+                let _ = std::fs::remove_file(layout::names_dir(&self.data_root).join(&name));
+                return Err(err);
+            }
+        };
         let (volumes, made_volumes) = match self.prepare_volumes(&volume_requests) {
             Ok(made) => made,
             Err(err) => {
@@ -350,6 +358,7 @@ impl Engine {
             record::write_json(&dir.state(), &State::created())?;
             record::write_json(&dir.config(), &config)
         })();
+        drop(volume_lock);
         if let Err(err) = made {
             let _ = std::fs::remove_dir_all(dir.path());
             let _ = std::fs::remove_file(layout::names_dir(&self.data_root).join(&name));

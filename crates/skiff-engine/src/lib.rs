@@ -43,7 +43,7 @@ pub use commit::{CommitOptions, CommitOutcome};
 pub use engine::{Container, CreateRequest, Engine, ExecRequest, ShimHandle};
 pub use naming::{ContainerId, NamingError, resolve_prefix, validate_name};
 pub use record::{ContainerConfig, RestartPolicy, State, Status};
-pub use volume::{Volume, VolumeError, Volumes};
+pub use volume::{Volume, VolumeError, VolumeLock, Volumes};
 
 /// Why an engine operation failed. The messages are Docker's where users know them.
 #[derive(Debug, thiserror::Error)]

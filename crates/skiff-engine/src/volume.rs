@@ -11,10 +11,17 @@
 //! records (every container, running or not, holds its volumes as Docker's do), so a volume in
 //! use is never removed, not even with `--force`. An empty volume is filled from the image's
 //! directory at its mount point when a container starts ([`crate::tree::copy_contents`]).
+//!
+//! `DATA/volumes/.lock` (`flock`) closes the window between a new container finding its
+//! volumes and its record naming them: `create` holds it shared from the first until the
+//! second, `volume rm` and `volume prune` hold it exclusive while they look for users and
+//! remove, so a volume a concurrent `run` is about to use is either gone before that `run`
+//! looks (and made again) or refused as in use.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
 use crate::engine::Engine;
@@ -165,6 +172,26 @@ impl Volumes {
         self.root.join(name)
     }
 
+    /// Waits for and takes the volumes' lock: shared while a container is made, exclusive
+    /// while volumes are removed. Held until dropped.
+    pub fn lock(&self, exclusive: bool) -> Result<VolumeLock> {
+        let path = self.root.join(LOCK_FILE);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(EngineError::io("open lock", &path))?;
+        let arg = if exclusive {
+            FlockArg::LockExclusive
+        } else {
+            FlockArg::LockShared
+        };
+        let flock = Flock::lock(file, arg)
+            .map_err(|(_, errno)| EngineError::io("lock", &path)(errno.into()))?;
+        Ok(VolumeLock { _flock: flock })
+    }
+
     /// Creates volume `name` (a random 64-hex-digit name if none) with `labels`; an existing
     /// volume of that name is returned as it is, as Docker does.
     pub fn create(&self, name: Option<&str>, labels: &BTreeMap<String, String>) -> Result<Volume> {
@@ -255,6 +282,15 @@ impl Volumes {
     }
 }
 
+/// The lock file under `DATA/volumes` (hidden from listings by its leading dot).
+const LOCK_FILE: &str = ".lock";
+
+/// The volumes' lock ([`Volumes::lock`]), released on drop.
+#[derive(Debug)]
+pub struct VolumeLock {
+    _flock: Flock<std::fs::File>,
+}
+
 /// What a prune removed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct VolumePrune {
@@ -284,6 +320,7 @@ impl Engine {
     /// use, as with Docker); `force` ignores a missing volume. Returns the bytes freed.
     pub fn remove_volume(&self, name: &str, force: bool) -> Result<u64> {
         let volumes = self.volumes()?;
+        let _lock = volumes.lock(true)?;
         match volumes.get(name) {
             Ok(_) => {}
             Err(EngineError::Volume(VolumeError::NoSuchVolume { .. })) if force => return Ok(0),
@@ -302,6 +339,7 @@ impl Engine {
 
     /// Removes the volumes no container uses: anonymous ones only unless `all`.
     pub fn prune_volumes(&self, all: bool) -> Result<VolumePrune> {
+        let _lock = self.volumes()?.lock(true)?;
         let used: std::collections::BTreeSet<String> = self
             .list()?
             .into_iter()

@@ -25,6 +25,8 @@ enum Command {
     Info(info::InfoArgs),
     /// Run a command in a new container.
     Run(crate::engine_cli::RunArgs),
+    /// Create a new container (start it with `skiff start`).
+    Create(crate::engine_cli::CreateArgs),
     /// List containers.
     Ps(crate::engine_cli::PsArgs),
     /// Run a command in a running container.
@@ -37,7 +39,7 @@ enum Command {
     Stop(crate::engine_cli::StopArgs),
     /// Send a signal to containers.
     Kill(crate::engine_cli::KillArgs),
-    /// Start stopped containers.
+    /// Start stopped containers (one attached with -a/-i).
     Start(crate::engine_cli::StartArgs),
     /// Restart containers.
     Restart(crate::engine_cli::RestartArgs),
@@ -70,6 +72,10 @@ enum Command {
     Pause(crate::agent::PauseArgs),
     /// Pull an image from a registry.
     Pull(crate::image_cli::PullArgs),
+    /// Log in to a registry (credentials checked, then kept in the docker config.json).
+    Login(crate::image_cli::LoginArgs),
+    /// Log out from a registry.
+    Logout(crate::image_cli::LogoutArgs),
     /// List images.
     Images(crate::image_cli::ImagesArgs),
     /// Remove images (and the content only they used).
@@ -89,6 +95,7 @@ impl Cli {
             Command::Runtime(args) => args.run(),
             Command::Info(args) => args.run(),
             Command::Run(args) => args.run(),
+            Command::Create(args) => args.run(),
             Command::Ps(args) => args.run(),
             Command::Exec(args) => args.run(),
             Command::Attach(args) => args.run(),
@@ -110,6 +117,8 @@ impl Cli {
             Command::Agent(args) => args.run(),
             Command::Pause(args) => args.run(),
             Command::Pull(args) => args.run(),
+            Command::Login(args) => args.run(),
+            Command::Logout(args) => args.run(),
             Command::Images(args) => args.run(),
             Command::Rmi(args) => args.run(),
             Command::Image(args) => args.run(),

@@ -1,4 +1,4 @@
-//! The docker-like container commands: `run`, `attach`, `ps`, `exec`, `logs`, `stop`, `kill`, `start`,
+//! The docker-like container commands: `run`, `create`, `attach`, `ps`, `exec`, `logs`, `stop`, `kill`, `start`,
 //! `restart`, `rm`, `inspect`, `commit`, `top`, `stats`, `volume`, `system`, and the hidden `shim` (the per-container monitor),
 //! over the engine of `--data-root`. Exit codes are Docker's: `run` exits with the container's
 //! code, 125 when the engine failed, 126/127 when the command could not be run.
@@ -9,8 +9,13 @@
 
 mod attach;
 mod commit;
+mod container_options;
+mod create;
+mod detach_keys;
+mod format;
 mod ops;
 mod run;
+mod start;
 mod stats;
 mod system;
 mod table;
@@ -25,10 +30,10 @@ use skiff_engine::{Engine, EngineError};
 
 pub use attach::AttachArgs;
 pub use commit::CommitArgs;
-pub use ops::{
-    ExecArgs, InspectArgs, KillArgs, LogsArgs, PsArgs, RestartArgs, RmArgs, StartArgs, StopArgs,
-};
+pub use create::CreateArgs;
+pub use ops::{ExecArgs, InspectArgs, KillArgs, LogsArgs, PsArgs, RestartArgs, RmArgs, StopArgs};
 pub use run::RunArgs;
+pub use start::StartArgs;
 pub use stats::StatsArgs;
 pub use system::SystemArgs;
 pub use top::TopArgs;

@@ -1,4 +1,4 @@
-//! The image commands, docker-like: `pull`, `images`, `rmi`, `load`, `save` and
+//! The image commands, docker-like: `pull`, `login`, `logout`, `images`, `rmi`, `load`, `save` and
 //! `image inspect|import|export|prune|ls|rm`, over the image store of `--data-root`.
 
 use std::io::IsTerminal;
@@ -10,8 +10,11 @@ use clap::{Args, Subcommand, ValueEnum};
 use skiff_image::archive::{ExportFormat, ImportOptions};
 use skiff_image::{ImageRecord, ImageStore, Platform, PullOptions, Reference};
 
+mod login;
 mod progress;
 mod table;
+
+pub use self::login::{LoginArgs, LogoutArgs};
 
 use self::progress::Progress;
 use self::table as image_table;

@@ -186,3 +186,155 @@ fn attach_pipes_stdin_to_a_detached_container() {
     assert_eq!(text(&out.stdout), "got:hello\n", "{out:?}");
     assert_eq!(out.status.code(), Some(2), "{out:?}");
 }
+
+#[test]
+fn create_then_start_a_streams_the_output_and_exits_with_its_code() {
+    let skiff = Skiff::new();
+    let id = skiff.ok(&[
+        "create",
+        "--name",
+        "job",
+        IMAGE,
+        "sh",
+        "-c",
+        "echo out; echo err >&2; exit 7",
+    ]);
+    assert_eq!(id.trim().len(), 64, "{id:?}");
+    assert_eq!(skiff.format("job", "{{.State.Status}}"), "created");
+    for _ in 0..2 {
+        let out = skiff.run(&["start", "-a", "job"]);
+        assert_eq!(out.status.code(), Some(7), "{out:?}");
+        assert_eq!(text(&out.stdout), "out\n");
+        assert_eq!(text(&out.stderr), "err\n");
+    }
+    skiff.wait_exited("job");
+    skiff.ok(&["create", "--name", "other", IMAGE, "true"]);
+    let both = skiff.run(&["start", "-a", "job", "other"]);
+    assert_eq!(both.status.code(), Some(1));
+    assert_eq!(
+        text(&both.stderr),
+        "you cannot start and attach multiple containers at once\n"
+    );
+    assert_eq!(skiff.format("other", "{{.State.Status}}"), "created");
+    // A bad create makes nothing and exits 125.
+    let bad = skiff.run(&["create", "--memory", "lots", IMAGE, "true"]);
+    assert_eq!(bad.status.code(), Some(125), "{bad:?}");
+}
+
+#[test]
+fn create_i_then_start_ai_pipes_stdin_and_closes_it_at_its_end() {
+    let skiff = Skiff::new();
+    skiff.ok(&[
+        "create",
+        "-i",
+        "--name",
+        "reader",
+        IMAGE,
+        "sh",
+        "-c",
+        "read x; echo got:$x; cat; exit 3",
+    ]);
+    let out = run_with(
+        Command::new(skiff_bin())
+            .args(["start", "-ai", "reader"])
+            .env("SKIFF_DATA_ROOT", skiff.data.path()),
+        &[("", b"hello\nmore\n")],
+    );
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert_eq!(text(&out.stdout), "got:hello\nmore\n");
+}
+
+#[test]
+fn create_it_then_start_ai_gets_its_terminal_and_detaches_with_custom_keys() {
+    let skiff = Skiff::new();
+    skiff.ok(&[
+        "create",
+        "-it",
+        "--name",
+        "shell",
+        IMAGE,
+        "sh",
+        "-c",
+        "tty; read x; printf %s \"$x\" | od -An -tx1; while read l; do echo \"got-$l\"; done",
+    ]);
+    let out = run_with(
+        &mut on_a_terminal(&skiff, "start -ai --detach-keys ctrl-x,x shell"),
+        &[
+            // ctrl-x then another key reaches the container as typed.
+            ("/dev/pts/", b"\x18ab\n"),
+            ("18 61 62", b"\x18x"),
+        ],
+    );
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout:?} {out:?}");
+    assert_eq!(skiff.format("shell", "{{.State.Status}}"), "running");
+    // A running container is attached to as it is; ctrl-p ctrl-q is the default again.
+    let out = run_with(
+        &mut on_a_terminal(&skiff, "start -ai shell"),
+        &[("", b"ping1\n"), ("got-ping1", b"\x10\x11")],
+    );
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let out = run_with(
+        &mut on_a_terminal(&skiff, "attach --detach-keys ctrl-@,ctrl-_ shell"),
+        &[("", b"ping2\n"), ("got-ping2", b"\x00\x1f")],
+    );
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(skiff.format("shell", "{{.State.Status}}"), "running");
+}
+
+#[test]
+fn bad_detach_keys_are_refused_in_one_line() {
+    let skiff = Skiff::new();
+    skiff.ok(&["run", "-dit", "--name", "box", IMAGE, "sh"]);
+    let run = skiff.run(&["run", "-i", "--detach-keys", "ctrl-1", IMAGE, "true"]);
+    assert_eq!(run.status.code(), Some(125), "{run:?}");
+    assert!(
+        text(&run.stderr).starts_with("skiff: Invalid detach keys (ctrl-1) provided\n"),
+        "{run:?}"
+    );
+    for args in [
+        &["attach", "--detach-keys", "ctrl-,x", "box"][..],
+        &["start", "-a", "--detach-keys", "ctrl-,x", "box"][..],
+    ] {
+        let out = skiff.run(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?} {out:?}");
+        assert_eq!(
+            text(&out.stderr),
+            "Error response from daemon: Invalid detach keys (ctrl-,x) provided\n",
+            "{args:?}"
+        );
+    }
+    let exec = skiff.run(&["exec", "--detach-keys", "xy", "box", "true"]);
+    assert_eq!(exec.status.code(), Some(1), "{exec:?}");
+    assert_eq!(
+        text(&exec.stderr),
+        "Error response from daemon: Invalid escape keys (xy) provided\n"
+    );
+    // Only the CLI runs one container: nothing was made.
+    assert_eq!(skiff.ok(&["ps", "-a", "-q"]).lines().count(), 1);
+}
+
+#[test]
+fn a_terminal_from_input_that_is_not_one_is_refused_as_docker_does() {
+    let skiff = Skiff::new();
+    skiff.ok(&["run", "-dit", "--name", "box", IMAGE, "sh"]);
+    // Skiff::run gives the CLI /dev/null as stdin.
+    for args in [
+        &["run", "-it", "--rm", IMAGE, "sh"][..],
+        &["exec", "-it", "box", "sh"][..],
+        &["attach", "box"][..],
+    ] {
+        let out = skiff.run(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?} {out:?}");
+        assert_eq!(
+            text(&out.stderr),
+            "the input device is not a TTY\n",
+            "{args:?}"
+        );
+    }
+    assert_eq!(skiff.ok(&["ps", "-a", "-q"]).lines().count(), 1);
+    // A terminal without stdin needs none.
+    let out = skiff.run(&["run", "-t", "--rm", IMAGE, "echo", "hi"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(text(&out.stdout).trim_end(), "hi");
+}

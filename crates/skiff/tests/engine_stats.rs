@@ -268,3 +268,71 @@ fn system_prune_removes_what_nothing_uses_and_df_counts_it() {
         "Total reclaimed space: 0B\n"
     );
 }
+
+#[test]
+fn stats_and_ps_formats_take_dockers_table_prefix() {
+    let skiff = Skiff::new();
+    skiff.ok(&["run", "-d", "--name", "idle", IMAGE, "sleep", "1000"]);
+    skiff.ok(&["create", "--name", "fresh", IMAGE, "true"]);
+    let id = skiff.format("idle", "{{.Id}}");
+    let table = skiff.ok(&[
+        "stats",
+        "--no-stream",
+        "--format",
+        "table {{.Name}}\\t{{.Container}}\\t{{.PIDs}}",
+        "idle",
+    ]);
+    assert_eq!(
+        table,
+        "NAME      CONTAINER   PIDS\nidle      idle        1\n"
+    );
+    let table = skiff.ok(&[
+        "stats",
+        "--no-stream",
+        "--format",
+        "table {{.ID}}\t{{.MemPerc}}",
+    ]);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines[0], "CONTAINER ID   MEM %", "{table}");
+    assert!(
+        lines[1].starts_with(&format!("{}   ", &id[..12])),
+        "{table}"
+    );
+    assert!(lines[1].ends_with('%'), "{table}");
+    // `table` alone is the default table.
+    let default = skiff.ok(&["stats", "--no-stream", "--format", "table", "idle"]);
+    assert!(
+        default.starts_with("CONTAINER ID   NAME      CPU %     MEM USAGE / LIMIT"),
+        "{default}"
+    );
+    let bad = skiff.run(&["stats", "--no-stream", "--format", "{{.Nope}}", "idle"]);
+    assert_eq!(bad.status.code(), Some(1), "{bad:?}");
+
+    let ps = skiff.ok(&[
+        "ps",
+        "-a",
+        "--format",
+        "table {{.Names}}\\t{{.State}}\\t{{.Command}}",
+    ]);
+    assert_eq!(
+        ps,
+        "NAMES     STATE     COMMAND\nfresh     created   \"true\"\nidle      running   \"sleep 1000\"\n"
+    );
+    assert_eq!(
+        skiff.ok(&["ps", "--format", "{{.ID}} {{.Names}} {{.Networks}}"]),
+        format!("{} idle none\n", &id[..12])
+    );
+    let json = skiff.ok(&["ps", "-a", "--format", "json", "--no-trunc"]);
+    let first: serde_json::Value = serde_json::from_str(json.lines().next().unwrap()).unwrap();
+    assert_eq!(first["Names"], "fresh");
+    assert_eq!(first["ID"].as_str().unwrap().len(), 64);
+    assert!(
+        first["CreatedAt"].as_str().unwrap().ends_with(" +0000 UTC"),
+        "{first}"
+    );
+    let plain = skiff.ok(&["ps"]);
+    assert!(
+        plain.starts_with("CONTAINER ID   IMAGE ") && plain.lines().count() == 2,
+        "{plain}"
+    );
+}

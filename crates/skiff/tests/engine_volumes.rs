@@ -447,3 +447,106 @@ fn an_images_volume_paths_get_anonymous_volumes_filled_from_the_image() {
     skiff.ok(&["run", "--rm", "skiff.test/withvolume", "true"]);
     assert_eq!(skiff.volume_names(), vec!["mine"]);
 }
+
+#[test]
+fn volume_rm_never_removes_a_volume_a_concurrent_run_is_about_to_use() {
+    let skiff = Skiff::new();
+    let data = skiff.data.path().to_path_buf();
+    for round in 0..6 {
+        let name = format!("racer{round}");
+        skiff.ok(&["volume", "create", "shared"]);
+        // Both at once: the run finds the volume and names it in its record while `volume rm`
+        // looks for users; whichever goes first, no container may be left without its volume.
+        let run = {
+            let data = data.clone();
+            let name = name.clone();
+            std::thread::spawn(move || {
+                std::process::Command::new(env!("CARGO_BIN_EXE_skiff"))
+                    .args([
+                        "create",
+                        "--name",
+                        &name,
+                        "-v",
+                        "shared:/data",
+                        IMAGE,
+                        "true",
+                    ])
+                    .env("SKIFF_DATA_ROOT", &data)
+                    .output()
+                    .unwrap()
+            })
+        };
+        let rm = skiff.run(&["volume", "rm", "shared"]);
+        let run = run.join().unwrap();
+        assert!(run.status.success(), "{run:?}");
+        let id = skiff.format(&name, "{{.Id}}");
+        assert!(
+            skiff.volume_names().contains(&"shared".to_string()),
+            "round {round}: the container's volume is gone ({rm:?})"
+        );
+        if !rm.status.success() {
+            assert_eq!(
+                text(&rm.stderr),
+                format!("Error response from daemon: remove shared: volume is in use - [{id}]\n")
+            );
+        }
+        skiff.ok(&["rm", &name]);
+        skiff.ok(&["volume", "rm", "shared"]);
+    }
+}
+
+#[test]
+fn volume_rm_waits_for_a_container_being_made_and_then_refuses() {
+    let skiff = Skiff::new();
+    skiff.ok(&["volume", "create", "shared"]);
+    let volumes = skiff_engine::Volumes::open(skiff.data.path()).unwrap();
+    // What `create` holds from finding its volumes until its record names them.
+    let making = volumes.lock(false).unwrap();
+    let rm = std::process::Command::new(env!("CARGO_BIN_EXE_skiff"))
+        .args(["volume", "rm", "shared"])
+        .env("SKIFF_DATA_ROOT", skiff.data.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut rm = KillOnDrop(Some(rm));
+    // The kernel lists a blocked flock waiter with "->" in /proc/locks.
+    let pid = rm.0.as_ref().unwrap().id();
+    skiff_testkit::wait::wait_for(
+        "volume rm to wait for the lock",
+        std::time::Duration::from_secs(20),
+        || {
+            let locks = std::fs::read_to_string("/proc/locks").ok()?;
+            locks
+                .lines()
+                .any(|l| {
+                    l.contains("-> FLOCK") && l.split_whitespace().nth(5) == Some(&pid.to_string())
+                })
+                .then_some(())
+        },
+    )
+    .unwrap();
+    let id = skiff.ok(&["create", "-v", "shared:/data", IMAGE, "true"]);
+    drop(making);
+    let out = rm.0.take().unwrap().wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_eq!(
+        text(&out.stderr),
+        format!(
+            "Error response from daemon: remove shared: volume is in use - [{}]\n",
+            id.trim()
+        )
+    );
+}
+
+/// A child killed (and reaped) on drop unless taken.
+struct KillOnDrop(Option<std::process::Child>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

@@ -285,3 +285,118 @@ fn save_load_import_export_and_prune_round_trip() {
     let table = skiff.ok(&["images"]);
     assert!(table.contains("skiff.test/busybox"), "{table}");
 }
+
+/// Runs `skiff ARGS` with `input` on its stdin.
+fn run_with_input(skiff: &Skiff, args: &[&str], input: &str) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_skiff"))
+        .args(args)
+        .env("SKIFF_DATA_ROOT", skiff.data.path())
+        .env("DOCKER_CONFIG", skiff.docker_config.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// Login with wrong credentials fails in one line and writes nothing; the right ones are
+/// stored where docker keeps them (mode 0600, other settings kept), a pull then works, and
+/// after logout it fails again.
+fn login_then_logout_against(auth: RegistryAuth) {
+    use std::os::unix::fs::PermissionsExt;
+    let images = ImageSet::build().unwrap();
+    let registry = Registry::with_fixtures(auth, &images).unwrap();
+    let skiff = Skiff::new();
+    let config_path = skiff.docker_config.path().join("config.json");
+    std::fs::write(&config_path, "{\"auths\":{},\"detachKeys\":\"ctrl-x,x\"}").unwrap();
+    let (user, password) = registry.credentials().unwrap();
+    let server = registry.addr();
+    let image = registry.image_reference("busybox");
+
+    let wrong = run_with_input(
+        &skiff,
+        &["login", "-u", user, "--password-stdin", &server],
+        "not-the-password\n",
+    );
+    assert_eq!(wrong.status.code(), Some(1), "{wrong:?}");
+    let err = text(&wrong.stderr);
+    assert!(err.starts_with("Error response from daemon: "), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert_eq!(
+        std::fs::read_to_string(&config_path).unwrap(),
+        "{\"auths\":{},\"detachKeys\":\"ctrl-x,x\"}"
+    );
+
+    let ok = run_with_input(
+        &skiff,
+        &["login", "-u", user, "--password-stdin", &server],
+        &format!("{password}\n"),
+    );
+    assert_eq!(ok.status.code(), Some(0), "{ok:?}");
+    assert_eq!(text(&ok.stdout), "Login Succeeded\n");
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&config_path).unwrap()).unwrap();
+    assert_eq!(
+        config["auths"][&server]["auth"],
+        base64_of(&format!("{user}:{password}"))
+    );
+    assert_eq!(config["detachKeys"], "ctrl-x,x", "other settings kept");
+    let mode = std::fs::metadata(&config_path)
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    skiff.ok(&["pull", "-q", &image]);
+
+    let out = skiff.ok(&["logout", &server]);
+    assert_eq!(out, format!("Removing login credentials for {server}\n"));
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&config_path).unwrap()).unwrap();
+    assert!(config["auths"].get(&server).is_none(), "{config}");
+    skiff.ok(&["rmi", &image]);
+    if auth == RegistryAuth::Basic {
+        let err = skiff.fails(&["pull", &image]);
+        assert!(err.contains("unauthorized"), "{err}");
+    }
+}
+
+#[test]
+fn login_checks_basic_credentials_and_logout_forgets_them() {
+    login_then_logout_against(RegistryAuth::Basic);
+}
+
+#[test]
+fn login_checks_credentials_with_the_token_server() {
+    login_then_logout_against(RegistryAuth::Token);
+}
+
+#[test]
+fn login_without_a_terminal_needs_both_credentials() {
+    let skiff = Skiff::new();
+    let out = skiff.run(&["login", "-u", "someone", "127.0.0.1:1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr),
+        "Error: Cannot perform an interactive login from a non TTY device\n"
+    );
+    let out = skiff.run(&["login", "--password-stdin", "127.0.0.1:1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr),
+        "Must provide --username with --password-stdin\n"
+    );
+    // Docker Hub's key when no server is named.
+    let out = skiff.ok(&["logout"]);
+    assert_eq!(
+        out,
+        "Removing login credentials for https://index.docker.io/v1/\n"
+    );
+}

@@ -175,16 +175,11 @@ pub fn store_credentials(
     registry: &str,
     credentials: &Credentials,
 ) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
     let mut config: serde_json::Value = std::fs::read(path)
         .ok()
         .and_then(|d| serde_json::from_slice(&d).ok())
         .unwrap_or_else(|| serde_json::json!({}));
-    let key = if auth_key(registry) == "docker.io" {
-        "https://index.docker.io/v1/".to_string()
-    } else {
-        registry.to_string()
-    };
+    let key = config_key(registry);
     let encoded = STANDARD.encode(format!("{}:{}", credentials.username, credentials.password));
     if !config.is_object() {
         config = serde_json::json!({});
@@ -195,9 +190,51 @@ pub fn store_credentials(
     if let Some(serde_json::Value::Object(auths)) = auths {
         auths.insert(key, serde_json::json!({ "auth": encoded }));
     }
+    write_config(path, &config)
+}
+
+/// The `auths` key `docker login` stores `registry`'s credentials under: Docker Hub's is
+/// `https://index.docker.io/v1/`, any other registry's is its `host[:port]`.
+pub fn config_key(registry: &str) -> String {
+    match auth_key(registry).as_str() {
+        "docker.io" => DOCKER_HUB_KEY.to_string(),
+        host => host.to_string(),
+    }
+}
+
+/// Docker Hub's key in `auths`.
+pub const DOCKER_HUB_KEY: &str = "https://index.docker.io/v1/";
+
+/// Removes every `auths` entry for `registry` (with or without scheme or path, Docker Hub's
+/// aliases as one) from the docker-style config at `path`, keeping every other setting; true
+/// when one was there. A missing file has none.
+pub fn remove_credentials(path: &Path, registry: &str) -> std::io::Result<bool> {
+    let data = match std::fs::read(path) {
+        Ok(data) => data,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&data).map_err(std::io::Error::other)?;
+    let wanted = auth_key(registry);
+    let Some(auths) = config.get_mut("auths").and_then(|a| a.as_object_mut()) else {
+        return Ok(false);
+    };
+    let before = auths.len();
+    auths.retain(|key, _| auth_key(key) != wanted);
+    if auths.len() == before {
+        return Ok(false);
+    }
+    write_config(path, &config)?;
+    Ok(true)
+}
+
+/// Writes the config atomically, readable by the owner only.
+fn write_config(path: &Path, config: &serde_json::Value) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
-    let data = serde_json::to_vec_pretty(&config).map_err(std::io::Error::other)?;
+    let data = serde_json::to_vec_pretty(config).map_err(std::io::Error::other)?;
     let temp = tempfile::NamedTempFile::new_in(dir)?;
     std::fs::write(temp.path(), data)?;
     std::fs::set_permissions(temp.path(), std::fs::Permissions::from_mode(0o600))?;
@@ -228,6 +265,14 @@ mod tests {
     }
 
     #[test]
+    fn login_keys_are_docker_s() {
+        assert_eq!(config_key("docker.io"), "https://index.docker.io/v1/");
+        assert_eq!(config_key("https://index.docker.io/v1/"), DOCKER_HUB_KEY);
+        assert_eq!(config_key("127.0.0.1:5000"), "127.0.0.1:5000");
+        assert_eq!(config_key("https://Quay.io/v2/"), "quay.io");
+    }
+
+    #[test]
     fn docker_config_auths_match_with_or_without_scheme() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config.json");
@@ -247,5 +292,11 @@ mod tests {
         store_credentials(&path, "quay.io", &creds).unwrap();
         assert!(credentials_from_docker_config(&path, "quay.io").is_some());
         assert!(credentials_from_docker_config(&path, "docker.io").is_some());
+        assert!(remove_credentials(&path, "127.0.0.1:5000").unwrap());
+        assert!(!remove_credentials(&path, "127.0.0.1:5000").unwrap());
+        assert!(remove_credentials(&path, "index.docker.io").unwrap());
+        assert!(credentials_from_docker_config(&path, "docker.io").is_none());
+        assert!(credentials_from_docker_config(&path, "quay.io").is_some());
+        assert!(!remove_credentials(&dir.path().join("missing.json"), "quay.io").unwrap());
     }
 }

@@ -7,6 +7,7 @@
 
 pub mod auth;
 mod http;
+mod login;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -305,15 +306,22 @@ impl RegistryClient {
     }
 
     async fn fetch_token(&self, realm: &str, service: Option<&str>) -> Result<String> {
-        let mut url = String::from(realm);
-        url.push(if realm.contains('?') { '&' } else { '?' });
+        let mut params = Vec::new();
         if let Some(service) = service {
-            url.push_str(&format!("service={}&", query_escape(service)));
+            params.push(format!("service={}", query_escape(service)));
         }
-        url.push_str(&format!(
-            "scope={}",
-            query_escape(&format!("repository:{}:pull", self.repository))
-        ));
+        // A login asks for no repository: a token that says who the user is.
+        if !self.repository.is_empty() {
+            params.push(format!(
+                "scope={}",
+                query_escape(&format!("repository:{}:pull", self.repository))
+            ));
+        }
+        let mut url = String::from(realm);
+        if !params.is_empty() {
+            url.push(if realm.contains('?') { '&' } else { '?' });
+            url.push_str(&params.join("&"));
+        }
         let mut headers = HeaderMap::new();
         if let Some(credentials) = &self.credentials {
             headers.insert(AUTHORIZATION, header_value(&credentials.basic_header())?);

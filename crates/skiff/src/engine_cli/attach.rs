@@ -1,7 +1,8 @@
 //! `skiff attach` and the terminal side of `run -i`/`-t`: this terminal's input goes to the
 //! container's attach socket, its output comes back (stdout and stderr apart without a tty),
-//! with a tty the local terminal is in raw mode, resizes follow SIGWINCH, and ctrl-p ctrl-q
-//! detaches, leaving the container running.
+//! with a tty the local terminal is in raw mode, resizes follow SIGWINCH, and the detach keys
+//! (ctrl-p ctrl-q unless `--detach-keys` or the docker config's `detachKeys` say otherwise)
+//! detach, leaving the container running.
 
 use std::fs::File;
 use std::io::{IsTerminal, Read, Write};
@@ -15,12 +16,8 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::termios::{SetArg, Termios, cfmakeraw, tcgetattr, tcsetattr};
 use skiff_engine::{AttachConn, EngineError, Frame};
 
+use super::detach_keys::{self, Scanner};
 use super::{EngineRoot, exit_code, report};
-
-/// ctrl-p, the first key of the detach sequence.
-const CTRL_P: u8 = 0x10;
-/// ctrl-q, the second.
-const CTRL_Q: u8 = 0x11;
 
 /// Options of `skiff attach`.
 #[derive(Debug, Args)]
@@ -30,6 +27,10 @@ pub struct AttachArgs {
     /// Do not attach stdin.
     #[arg(long)]
     no_stdin: bool,
+    /// The key sequence that detaches: comma-separated keys, each a character or
+    /// ctrl-<a-z|@|[|\|]|^|_> (default ctrl-p,ctrl-q).
+    #[arg(long, value_name = "KEYS")]
+    detach_keys: Option<String>,
     /// The container (name or id prefix).
     container: String,
 }
@@ -37,25 +38,42 @@ pub struct AttachArgs {
 impl AttachArgs {
     /// Attaches until the container exits or the user detaches.
     pub fn run(self) -> anyhow::Result<ExitCode> {
+        let keys = match detach_keys::resolve(self.detach_keys.as_deref()) {
+            Ok(keys) => keys,
+            Err(err) => {
+                eprintln!("Error response from daemon: {err}");
+                return Ok(ExitCode::FAILURE);
+            }
+        };
         let attached = (|| -> Result<Relayed, EngineError> {
             let engine = self.root.open()?;
             let container = engine.find(&self.container)?;
             let stdin = container.config.stdin && !self.no_stdin;
             let tty = container.config.tty;
-            let mut conn = engine.attach(&container, stdin, terminal_size(tty))?;
-            if stdin && tty && !std::io::stdin().is_terminal() {
-                return Err(EngineError::InvalidArgument(
-                    "the input device is not a TTY".into(),
-                ));
+            // Docker refuses a stopped container first.
+            let running = container.status() == skiff_engine::Status::Running;
+            if running && stdin && tty && !std::io::stdin().is_terminal() {
+                return Err(EngineError::InvalidArgument(NOT_A_TTY.into()));
             }
-            relay(&mut conn, stdin, tty)
+            let mut conn = engine.attach(&container, stdin, terminal_size(tty))?;
+            relay(&mut conn, stdin, tty, &keys)
         })();
         match attached {
             Ok(Relayed::Exited(code)) => Ok(exit_code(code)),
             Ok(Relayed::Detached | Relayed::Closed) => Ok(ExitCode::SUCCESS),
+            Err(EngineError::InvalidArgument(message)) if message == NOT_A_TTY => Ok(not_a_tty()),
             Err(err) => Ok(report(&err, 1)),
         }
     }
+}
+
+/// Docker's refusal to relay a terminal from input that is not one.
+pub const NOT_A_TTY: &str = "the input device is not a TTY";
+
+/// Says [`NOT_A_TTY`] as Docker's CLI does (the message alone) and returns its exit code, 1.
+pub fn not_a_tty() -> ExitCode {
+    eprintln!("{NOT_A_TTY}");
+    ExitCode::FAILURE
 }
 
 /// How a relay ended.
@@ -115,27 +133,6 @@ impl Drop for RawMode {
     }
 }
 
-/// Splits typed input at the detach sequence (ctrl-p ctrl-q): what to send, and whether
-/// the user detached. A ctrl-p at the end of `data` waits for the next read.
-fn scan_detach(data: &[u8], held: &mut bool) -> (Vec<u8>, bool) {
-    let mut out = Vec::with_capacity(data.len() + 1);
-    for &byte in data {
-        if *held {
-            *held = false;
-            if byte == CTRL_Q {
-                return (out, true);
-            }
-            out.push(CTRL_P);
-        }
-        if byte == CTRL_P {
-            *held = true;
-        } else {
-            out.push(byte);
-        }
-    }
-    (out, false)
-}
-
 fn write_all(file: &mut File, data: &[u8]) {
     let _ = file.write_all(data);
     let _ = file.flush();
@@ -148,8 +145,13 @@ fn dup_stdio(fd: std::os::fd::BorrowedFd<'_>, what: &'static str) -> Result<File
 }
 
 /// Relays this process's stdin (when `stdin`) and output over `conn` until the container
-/// exits, the connection closes, or (with `tty`) the user detaches.
-pub fn relay(conn: &mut AttachConn, stdin: bool, tty: bool) -> Result<Relayed, EngineError> {
+/// exits, the connection closes, or (with `tty`) the user types `detach_keys`.
+pub fn relay(
+    conn: &mut AttachConn,
+    stdin: bool,
+    tty: bool,
+    detach_keys: &[u8],
+) -> Result<Relayed, EngineError> {
     let mut input = dup_stdio(std::io::stdin().as_fd(), "stdin")?;
     let mut out = dup_stdio(std::io::stdout().as_fd(), "stdout")?;
     let mut err = dup_stdio(std::io::stderr().as_fd(), "stderr")?;
@@ -166,9 +168,9 @@ pub fn relay(conn: &mut AttachConn, stdin: bool, tty: bool) -> Result<Relayed, E
         None
     };
     let _raw = RawMode::enable(tty && stdin);
-    let detach_keys = tty && stdin;
+    // Docker looks for the detach keys only in a terminal's input.
+    let mut scanner = (tty && stdin).then(|| Scanner::new(detach_keys.to_vec()));
     let mut stdin_open = stdin;
-    let mut held = false;
     let mut buf = vec![0u8; 32 * 1024];
     loop {
         while let Some(frame) = conn.next_frame()? {
@@ -209,8 +211,8 @@ pub fn relay(conn: &mut AttachConn, stdin: bool, tty: bool) -> Result<Relayed, E
                     let _ = conn.send(&Frame::CloseStdin);
                 }
                 Ok(n) => {
-                    let (data, detached) = if detach_keys {
-                        scan_detach(&buf[..n], &mut held)
+                    let (data, detached) = if let Some(scanner) = &mut scanner {
+                        scanner.scan(&buf[..n])
                     } else {
                         (buf[..n].to_vec(), false)
                     };
@@ -231,26 +233,5 @@ pub fn relay(conn: &mut AttachConn, stdin: bool, tty: bool) -> Result<Relayed, E
                 let _ = conn.send(&Frame::Resize { cols, rows });
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_detach_sequence_is_found_across_reads() {
-        let mut held = false;
-        assert_eq!(scan_detach(b"ab", &mut held), (b"ab".to_vec(), false));
-        assert_eq!(scan_detach(b"x\x10", &mut held), (b"x".to_vec(), false));
-        assert!(held);
-        assert_eq!(scan_detach(b"\x11rest", &mut held), (Vec::new(), true));
-        let mut held = false;
-        // A ctrl-p followed by anything else is sent as typed.
-        assert_eq!(
-            scan_detach(b"\x10a\x10\x10", &mut held),
-            (b"\x10a\x10".to_vec(), false)
-        );
-        assert!(held);
     }
 }

@@ -1,8 +1,8 @@
-//! The container commands other than `run`: `ps`, `exec`, `logs`, `stop`, `kill`, `start`,
+//! The container commands other than `run`: `ps`, `exec`, `logs`, `stop`, `kill`,
 //! `restart`, `rm`, `inspect`. Each takes names or id prefixes, goes on past a missing one
 //! and exits 1 if any failed, printing what it acted on as Docker does.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -11,11 +11,12 @@ use skiff_engine::logs::{self, LogPrinter, LogReader};
 use skiff_engine::template::Template;
 use skiff_engine::{Engine, EngineError, ExecRequest};
 
+use super::format::ListFormat;
 use super::table;
 use super::{EngineRoot, exit_code, report};
 
 /// Runs `act` on each container, printing each name on success and each error on stderr.
-fn each(
+pub(super) fn each(
     root: &EngineRoot,
     containers: &[String],
     mut act: impl FnMut(&Engine, &skiff_engine::Container) -> Result<(), EngineError>,
@@ -52,6 +53,10 @@ pub struct PsArgs {
     /// Do not truncate ids and commands.
     #[arg(long)]
     no_trunc: bool,
+    /// A Go template per container ({{.ID}} {{.Names}} ...), `table TEMPLATE` for aligned
+    /// columns under a header, `json`, or `table` (the default).
+    #[arg(long)]
+    format: Option<String>,
 }
 
 impl PsArgs {
@@ -70,22 +75,18 @@ impl PsArgs {
             }
             return Ok(ExitCode::SUCCESS);
         }
-        let mut rows = vec![
-            [
-                "CONTAINER ID",
-                "IMAGE",
-                "COMMAND",
-                "CREATED",
-                "STATUS",
-                "PORTS",
-                "NAMES",
-            ]
+        let format = match ListFormat::parse(self.format.as_deref(), table::PS_FORMAT) {
+            Ok(format) => format,
+            Err(err) => {
+                eprintln!("{err}");
+                return Ok(ExitCode::FAILURE);
+            }
+        };
+        let docs: Vec<_> = containers
             .iter()
-            .map(|s| s.to_string())
-            .collect::<Vec<_>>(),
-        ];
-        rows.extend(containers.iter().map(|c| table::ps_row(c, self.no_trunc)));
-        print!("{}", table::render(&rows));
+            .map(|c| table::ps_document(c, self.no_trunc))
+            .collect();
+        print!("{}", format.render(table::PS_HEADERS, &docs)?);
         Ok(ExitCode::SUCCESS)
     }
 }
@@ -116,6 +117,10 @@ pub struct ExecArgs {
     /// The terminal's initial size, WIDTHxHEIGHT (columns x rows).
     #[arg(long = "console-size", value_parser = parse_console_size)]
     console_size: Option<(u16, u16)>,
+    /// The key sequence that detaches (checked as Docker does; the terminal is the console
+    /// socket's, so this command has none to watch).
+    #[arg(long, value_name = "KEYS")]
+    detach_keys: Option<String>,
     /// The container.
     container: String,
     /// The command.
@@ -126,11 +131,22 @@ pub struct ExecArgs {
 impl ExecArgs {
     /// Runs the command in the container; exits with its code.
     pub fn run(self) -> anyhow::Result<ExitCode> {
+        if let Some(spec) = self.detach_keys.as_deref().filter(|s| !s.is_empty())
+            && super::detach_keys::parse(spec).is_err()
+        {
+            // The daemon's wording for exec.
+            eprintln!("Error response from daemon: Invalid escape keys ({spec}) provided");
+            return Ok(ExitCode::FAILURE);
+        }
         let engine = self.root.open()?;
         let container = match engine.find(&self.container) {
             Ok(c) => c,
             Err(err) => return Ok(report(&err, 1)),
         };
+        // Docker looks the container up first.
+        if self.interactive && self.tty && !std::io::stdin().is_terminal() {
+            return Ok(super::attach::not_a_tty());
+        }
         let request = ExecRequest {
             cmd: self.command,
             env: self.env,
@@ -280,30 +296,17 @@ impl KillArgs {
     }
 }
 
-/// Options of `skiff start`.
-#[derive(Debug, Args)]
-pub struct StartArgs {
-    #[command(flatten)]
-    root: EngineRoot,
-    /// The containers.
-    #[arg(required = true)]
-    containers: Vec<String>,
-}
-
-fn start(engine: &Engine, container: &skiff_engine::Container) -> Result<(), EngineError> {
+/// Starts a stopped container in the background (nothing for a running one).
+pub(super) fn start(
+    engine: &Engine,
+    container: &skiff_engine::Container,
+) -> Result<(), EngineError> {
     if container.is_active() {
         return Ok(());
     }
     let program = std::env::current_exe().map_err(EngineError::io("locate", "skiff"))?;
     engine.start(container.id(), &program)?.detach();
     Ok(())
-}
-
-impl StartArgs {
-    /// Starts stopped containers.
-    pub fn run(self) -> anyhow::Result<ExitCode> {
-        each(&self.root, &self.containers, start)
-    }
 }
 
 /// Options of `skiff restart`.

@@ -3,7 +3,8 @@
 //! CPU % is the CPU time used over a sampling window divided by the window (100% is one
 //! whole CPU); `--no-stream` samples once over half a second and prints one table, otherwise
 //! the table is redrawn every second until interrupted. `--format` renders each row through a
-//! Go template over Docker's fields (`{{json .}}`, `{{.Name}} {{.CPUPerc}}` ...).
+//! Go template over Docker's fields (`{{json .}}`, `{{.Name}} {{.CPUPerc}}` ...), in a table
+//! with a header row when it starts with `table` (see [`super::format`]).
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -12,11 +13,27 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use serde_json::{Value, json};
-use skiff_engine::template::Template;
 use skiff_engine::usage::Usage;
 use skiff_engine::{Container, Engine};
 
+use super::format::ListFormat;
 use super::{EngineRoot, report, table};
+
+/// Docker's `stats` table.
+const DEFAULT_FORMAT: &str = "table {{.ID}}\t{{.Name}}\t{{.CPUPerc}}\t{{.MemUsage}}\t{{.MemPerc}}\t{{.NetIO}}\t{{.BlockIO}}\t{{.PIDs}}";
+
+/// The column titles of Docker's stats fields.
+const HEADERS: &[(&str, &str)] = &[
+    ("Container", "CONTAINER"),
+    ("ID", "CONTAINER ID"),
+    ("Name", "NAME"),
+    ("CPUPerc", "CPU %"),
+    ("MemUsage", "MEM USAGE / LIMIT"),
+    ("MemPerc", "MEM %"),
+    ("NetIO", "NET I/O"),
+    ("BlockIO", "BLOCK I/O"),
+    ("PIDs", "PIDS"),
+];
 
 /// The sampling window of `--no-stream`.
 const ONE_SHOT_WINDOW: Duration = Duration::from_millis(500);
@@ -37,7 +54,8 @@ pub struct StatsArgs {
     /// Do not truncate ids.
     #[arg(long)]
     no_trunc: bool,
-    /// A Go template per container ({{json .}}, {{.Name}} {{.CPUPerc}} ...).
+    /// A Go template per container ({{.Name}} {{.CPUPerc}} ...), `table TEMPLATE` for
+    /// aligned columns under a header, `json`, or `table` (the default).
     #[arg(long)]
     format: Option<String>,
     /// The containers (default: every running one).
@@ -59,7 +77,13 @@ impl StatsArgs {
     /// Prints the containers' use.
     pub fn run(self) -> anyhow::Result<ExitCode> {
         let engine = self.root.open()?;
-        let template = self.format.as_deref().map(Template::parse).transpose()?;
+        let format = match ListFormat::parse(self.format.as_deref(), DEFAULT_FORMAT) {
+            Ok(format) => format,
+            Err(err) => {
+                eprintln!("{err}");
+                return Ok(ExitCode::FAILURE);
+            }
+        };
         let host_memory = host_memory();
         // Named containers must exist now; `each` picks them again on every refresh.
         for name in &self.containers {
@@ -102,7 +126,7 @@ impl StatsArgs {
                     elapsed: now.duration_since(at),
                 });
             }
-            let text = self.render(&rows, host_memory, template.as_ref())?;
+            let text = self.render(&rows, host_memory, &format)?;
             let mut out = std::io::stdout().lock();
             if !self.no_stream {
                 // Clear the screen and go home, as Docker's live table does.
@@ -148,46 +172,13 @@ impl StatsArgs {
         &self,
         rows: &[Row],
         host_memory: u64,
-        template: Option<&Template>,
+        format: &ListFormat,
     ) -> anyhow::Result<String> {
         let docs: Vec<Value> = rows
             .iter()
             .map(|r| document(r, host_memory, &self.short(r.container.id())))
             .collect();
-        if let Some(template) = template {
-            let mut out = String::new();
-            for doc in &docs {
-                out.push_str(&template.render(doc)?);
-                out.push('\n');
-            }
-            return Ok(out);
-        }
-        let mut table_rows = vec![
-            [
-                "CONTAINER ID",
-                "NAME",
-                "CPU %",
-                "MEM USAGE / LIMIT",
-                "MEM %",
-                "NET I/O",
-                "BLOCK I/O",
-                "PIDS",
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .collect::<Vec<_>>(),
-        ];
-        for doc in &docs {
-            table_rows.push(
-                [
-                    "ID", "Name", "CPUPerc", "MemUsage", "MemPerc", "NetIO", "BlockIO", "PIDs",
-                ]
-                .iter()
-                .map(|k| doc[*k].as_str().unwrap_or_default().to_string())
-                .collect(),
-            );
-        }
-        Ok(table::render(&table_rows))
+        Ok(format.render(HEADERS, &docs)?)
     }
 }
 

@@ -103,8 +103,27 @@ pub fn status(container: &Container) -> String {
     }
 }
 
-/// One `ps` row.
-pub fn ps_row(container: &Container, no_trunc: bool) -> Vec<String> {
+/// Docker's `ps` table.
+pub const PS_FORMAT: &str = "table {{.ID}}\\t{{.Image}}\\t{{.Command}}\\t{{.RunningFor}}\\t{{.Status}}\\t{{.Ports}}\\t{{.Names}}";
+
+/// The column titles of Docker's `ps` fields.
+pub const PS_HEADERS: &[(&str, &str)] = &[
+    ("ID", "CONTAINER ID"),
+    ("Image", "IMAGE"),
+    ("Command", "COMMAND"),
+    ("CreatedAt", "CREATED AT"),
+    ("RunningFor", "CREATED"),
+    ("Ports", "PORTS"),
+    ("State", "STATE"),
+    ("Status", "STATUS"),
+    ("Names", "NAMES"),
+    ("Labels", "LABELS"),
+    ("Mounts", "MOUNTS"),
+    ("Networks", "NETWORKS"),
+];
+
+/// Docker's `ps` fields of one container.
+pub fn ps_document(container: &Container, no_trunc: bool) -> serde_json::Value {
     let c = &container.config;
     let command = c.argv().join(" ");
     let command = if no_trunc {
@@ -112,22 +131,51 @@ pub fn ps_row(container: &Container, no_trunc: bool) -> Vec<String> {
     } else {
         ellipsis(&command, 20)
     };
-    vec![
-        if no_trunc {
-            c.id.clone()
-        } else {
-            c.id[..12].to_string()
-        },
-        c.image.clone(),
-        format!("{command:?}"),
-        format!(
+    let never_started = container.state.started_at == skiff_engine::time::ZERO_TIME;
+    let state = match container.status() {
+        Status::Created => "created",
+        Status::Exited if never_started => "created",
+        Status::Running => "running",
+        Status::Restarting => "restarting",
+        Status::Exited => "exited",
+        Status::Removing => "removing",
+    };
+    let mounts: Vec<String> = c
+        .volumes
+        .iter()
+        .map(|v| ellipsis(&v.name, 15))
+        .chain(c.binds.iter().map(|b| ellipsis(&b.source, 15)))
+        .collect();
+    let labels: Vec<String> = c.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let id = if no_trunc { &c.id[..] } else { &c.id[..12] };
+    serde_json::json!({
+        "ID": id,
+        "Image": c.image,
+        "Command": format!("{command:?}"),
+        "CreatedAt": go_time(&c.created),
+        "RunningFor": format!(
             "{} ago",
             skiff_engine::time::since(&c.created).unwrap_or_default()
         ),
-        status(container),
-        String::new(),
-        c.name.clone(),
-    ]
+        "Ports": "",
+        "State": state,
+        "Status": status(container),
+        "Names": c.name,
+        "Labels": labels.join(","),
+        "Mounts": mounts.join(","),
+        "Networks": serde_json::to_value(c.network)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default(),
+    })
+}
+
+/// An RFC 3339 UTC time as Go prints a `time.Time`: `2006-01-02 15:04:05 +0000 UTC`.
+fn go_time(rfc3339: &str) -> String {
+    match (rfc3339.get(..10), rfc3339.get(11..19)) {
+        (Some(date), Some(time)) if rfc3339.ends_with('Z') => format!("{date} {time} +0000 UTC"),
+        _ => rfc3339.to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -154,6 +202,14 @@ mod tests {
         assert_eq!(human_size(123_456), "123.5kB");
         assert_eq!(human_size(1000), "1kB");
         assert_eq!(human_size_precision(1234, 3), "1.23kB");
+    }
+
+    #[test]
+    fn creation_times_print_as_go_prints_them() {
+        assert_eq!(
+            go_time("2026-11-27T12:41:53.123456789Z"),
+            "2026-11-27 12:41:53 +0000 UTC"
+        );
     }
 
     #[test]
