@@ -8,7 +8,7 @@
 //! Services, EndpointSlices, Nodes and Pods and, after each burst of changes, recomputes the
 //! proxy rules, the DNS records and the routes, applying only what changed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::Duration;
@@ -289,11 +289,15 @@ where
         + Sync
         + 'static,
 {
-    reflect_with(api, watcher::Config::default(), changed)
+    reflect_with(api, watcher::Config::default(), changed).0
 }
 
-/// [`reflect`] with a watch configuration (selectors).
-fn reflect_with<K>(api: Api<K>, config: watcher::Config, changed: Arc<Notify>) -> Store<K>
+/// [`reflect`] with a watch configuration (selectors); the handle stops the watch.
+fn reflect_with<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    changed: Arc<Notify>,
+) -> (Store<K>, tokio::task::AbortHandle)
 where
     K: kube::Resource<DynamicType = ()>
         + Clone
@@ -313,8 +317,77 @@ where
             changed.notify_one();
             futures::future::ready(())
         });
-    tokio::spawn(stream);
-    reader
+    let task = tokio::spawn(stream);
+    (reader, task.abort_handle())
+}
+
+/// The Secrets the Ingresses name in `spec.tls`, each watched on its own by name: a node may
+/// read a Secret only by name, and only one some Ingress names (the Node authorizer's rule
+/// for the ingress proxy every node runs).
+struct IngressSecrets {
+    changed: Arc<Notify>,
+    watches: HashMap<(String, String), (Store<Secret>, tokio::task::AbortHandle)>,
+}
+
+impl IngressSecrets {
+    fn new(changed: Arc<Notify>) -> IngressSecrets {
+        IngressSecrets {
+            changed,
+            watches: HashMap::new(),
+        }
+    }
+
+    /// Watches exactly the Secrets `ingresses` name.
+    fn follow(&mut self, client: &kube::Client, ingresses: &[Ingress]) {
+        let wanted: HashSet<(String, String)> = ingresses
+            .iter()
+            .flat_map(|ing| {
+                let namespace = ing.metadata.namespace.clone().unwrap_or_default();
+                ing.spec
+                    .iter()
+                    .flat_map(|spec| spec.tls.iter().flatten())
+                    .filter_map(move |tls| {
+                        let name = tls.secret_name.clone().filter(|n| !n.is_empty())?;
+                        Some((namespace.clone(), name))
+                    })
+            })
+            .collect();
+        self.watches.retain(|key, (_, task)| {
+            let keep = wanted.contains(key);
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        for key in wanted {
+            if self.watches.contains_key(&key) {
+                continue;
+            }
+            let config = watcher::Config::default().fields(&format!("metadata.name={}", key.1));
+            let watch = reflect_with::<Secret>(
+                Api::namespaced(client.clone(), &key.0),
+                config,
+                Arc::clone(&self.changed),
+            );
+            self.watches.insert(key, watch);
+        }
+    }
+
+    fn secrets(&self) -> Vec<Secret> {
+        self.watches
+            .values()
+            .flat_map(|(store, _)| store.state())
+            .map(|s| (*s).clone())
+            .collect()
+    }
+}
+
+impl Drop for IngressSecrets {
+    fn drop(&mut self) {
+        for (_, task) in self.watches.values() {
+            task.abort();
+        }
+    }
 }
 
 /// Recomputes and applies the proxy rules, the DNS records and the routes after every burst
@@ -333,16 +406,12 @@ async fn keep_in_step(
     let namespaces = reflect::<Namespace>(Api::all(ctx.client.clone()), Arc::clone(&changed));
     let policy_executor = skiff_net::policy::Executor::new();
     let mut policy_applied = String::new();
-    let ingress = match ingress_proxy(&ctx).await {
+    let mut ingress = match ingress_proxy(&ctx).await {
         Some(proxy) => {
             let ingresses = reflect::<Ingress>(Api::all(ctx.client.clone()), Arc::clone(&changed));
             let classes =
                 reflect::<IngressClass>(Api::all(ctx.client.clone()), Arc::clone(&changed));
-            let secrets = reflect_with::<Secret>(
-                Api::all(ctx.client.clone()),
-                watcher::Config::default().fields("type=kubernetes.io/tls"),
-                Arc::clone(&changed),
-            );
+            let secrets = IngressSecrets::new(Arc::clone(&changed));
             Some((proxy, ingresses, classes, secrets))
         }
         None => None,
@@ -393,11 +462,12 @@ async fn keep_in_step(
                 Err(err) => tracing::warn!(error = %err, "applying the network policies failed"),
             }
         }
-        if let Some((proxy, ingresses, classes, secrets)) = &ingress {
+        if let Some((proxy, ingresses, classes, secrets)) = &mut ingress {
             let ingresses: Vec<Ingress> = ingresses.state().iter().map(|s| (**s).clone()).collect();
             let classes: Vec<IngressClass> =
                 classes.state().iter().map(|s| (**s).clone()).collect();
-            let secrets: Vec<Secret> = secrets.state().iter().map(|s| (**s).clone()).collect();
+            secrets.follow(&ctx.client, &ingresses);
+            let secrets: Vec<Secret> = secrets.secrets();
             proxy.update(skiff_net::ingress::build(
                 &skiff_net::ingress::IngressInput {
                     ingresses: &ingresses,

@@ -114,6 +114,7 @@ impl ApiServer {
             }
         }
         crate::authz::cache::follow(&state);
+        crate::authz::graph::follow(&state);
         crate::authz::aggregation::spawn(&state);
         match crate::services::repair::repair(&state).await {
             Ok(report) if report != Default::default() => {
@@ -425,8 +426,7 @@ async fn authorize_request(
             }
         };
     let attrs = crate::authz::Attributes::of_request(&identity, method, path, query, headers);
-    let field_selector = query.get("fieldSelector").unwrap_or("");
-    match crate::authz::authorize_with_selector(state, &attrs, field_selector).await {
+    match crate::authz::authorize(state, &attrs).await {
         Ok(()) => Ok(identity),
         Err(err) => Err(refused(&attrs, err)),
     }

@@ -53,6 +53,9 @@ pub struct ServerOptions {
     /// Signs the node client certificates that CertificateSigningRequests ask for (`None`:
     /// requests stay pending).
     pub csr_signer: Option<std::sync::Arc<crate::certificates::ClientSigner>>,
+    /// The longest validity of a certificate the built-in signers issue
+    /// (`--cluster-signing-duration`); a request's `spec.expirationSeconds` may ask for less.
+    pub cluster_signing_duration: Duration,
 }
 
 impl Default for ServerOptions {
@@ -71,6 +74,7 @@ impl Default for ServerOptions {
             service_account_admission: false,
             default_toleration_seconds: None,
             csr_signer: None,
+            cluster_signing_duration: crate::certificates::signer::DEFAULT_VALIDITY,
         }
     }
 }
@@ -104,6 +108,8 @@ pub struct AppState {
     pub services_wakeup: tokio::sync::Notify,
     /// The index of the RBAC objects authorization reads.
     pub rbac: crate::authz::RbacCache,
+    /// The graph of what each node may read, kept current from the watch caches.
+    pub node_graph: crate::authz::graph::NodeGraph,
 }
 
 impl AppState {
@@ -127,6 +133,7 @@ impl AppState {
             shutdown,
             services_wakeup: tokio::sync::Notify::new(),
             rbac: crate::authz::RbacCache::new(),
+            node_graph: crate::authz::graph::NodeGraph::new(),
         }
     }
 

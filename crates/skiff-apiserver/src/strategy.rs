@@ -172,8 +172,51 @@ pub fn prepare_update(
         crate::crd::prepare(info, &mut wanted)?;
     }
     crate::services::prepare_update(info, current, &mut wanted)?;
+    if info.group.is_empty() && info.plural == "nodes" {
+        check_pod_cidrs_kept(info, current, &wanted)?;
+    }
     validate(info, &wanted)?;
     Ok(wanted)
+}
+
+/// A Node's pod CIDRs, `spec.podCIDRs` or else `spec.podCIDR`.
+fn pod_cidrs(node: &Value) -> Vec<String> {
+    let listed: Vec<String> = node
+        .pointer("/spec/podCIDRs")
+        .and_then(Value::as_array)
+        .map(|l| {
+            l.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
+    if !listed.is_empty() {
+        return listed;
+    }
+    node.pointer("/spec/podCIDR")
+        .and_then(Value::as_str)
+        .filter(|c| !c.is_empty())
+        .map(|c| vec![c.to_string()])
+        .unwrap_or_default()
+}
+
+/// kube-apiserver's Node update validation: pod CIDRs, once set, never change (for anyone).
+fn check_pod_cidrs_kept(info: &ResourceInfo, current: &Value, new: &Value) -> Result<(), ApiError> {
+    let old = pod_cidrs(current);
+    if old.is_empty() || old == pod_cidrs(new) {
+        return Ok(());
+    }
+    Err(ApiError::invalid(
+        info,
+        object::name(current),
+        vec![crate::status::Cause {
+            reason: "FieldValueForbidden".into(),
+            message: "Forbidden: node updates may not change podCIDR except from \"\" to valid"
+                .into(),
+            field: "spec.podCIDRs".into(),
+        }],
+    ))
 }
 
 /// Copies the metadata no client may change (identity, creation, deletion) from `current`.
@@ -353,5 +396,24 @@ mod tests {
         let ns = info("", "namespaces");
         let mut obj = json!({"metadata": {"name": "a.b"}});
         assert!(prepare_create(&ns, &mut obj).is_err());
+    }
+
+    #[test]
+    fn a_nodes_pod_cidr_is_set_once() {
+        let nodes = info("", "nodes");
+        let bare =
+            json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"}, "spec": {}});
+        let mut assigned = bare.clone();
+        assigned["spec"] = json!({"podCIDR": "10.42.1.0/24", "podCIDRs": ["10.42.1.0/24"]});
+        assert!(prepare_update(&nodes, &bare, assigned.clone(), false).is_ok());
+        assert!(prepare_update(&nodes, &assigned, assigned.clone(), false).is_ok());
+        let mut moved = assigned.clone();
+        moved["spec"] = json!({"podCIDR": "10.42.2.0/24", "podCIDRs": ["10.42.2.0/24"]});
+        let err = prepare_update(&nodes, &assigned, moved, false).unwrap_err();
+        assert_eq!(err.code, 422);
+        assert!(
+            format!("{err:?}").contains("may not change podCIDR"),
+            "{err:?}"
+        );
     }
 }

@@ -129,6 +129,10 @@ pub struct ServerArgs {
     /// oldest (0: keep all).
     #[arg(long, value_name = "COUNT", default_value_t = skiff_controllers::podgc::DEFAULT_TERMINATED_THRESHOLD)]
     terminated_pod_gc_threshold: usize,
+    /// The longest validity of a certificate the built-in signers issue for a
+    /// CertificateSigningRequest (its `spec.expirationSeconds` may ask for less, never more).
+    #[arg(long, value_name = "DURATION", default_value = "8760h", value_parser = parse_duration)]
+    cluster_signing_duration: std::time::Duration,
     /// How often the pod garbage collector looks (seconds, or a duration such as `20s`).
     #[arg(long, value_name = "DURATION", default_value = "20s", value_parser = parse_duration)]
     pod_gc_period: std::time::Duration,
@@ -269,6 +273,7 @@ impl ServerArgs {
                 pki.client_signer()
                     .context("cannot prepare the node certificate signer")?,
             )),
+            cluster_signing_duration: self.cluster_signing_duration,
             service_ranges,
             default_services: Some(skiff_apiserver::services::DefaultServices {
                 advertise: SocketAddr::new(advertise, port),

@@ -4,7 +4,9 @@
 //! denied request gets no certificate and cannot be approved afterwards; a request for a
 //! signer the server does not run stays approved but unsigned; and approving needs the
 //! signer's `approve` permission besides the `approval` subresource (kube-apiserver's
-//! Forbidden otherwise).
+//! Forbidden otherwise). Certificates last `expirationSeconds`, capped by
+//! `--cluster-signing-duration`; `system:masters` subjects and the legacy signer are refused at
+//! create; writing a certificate through `status` needs `sign` on the signer.
 #![allow(clippy::unwrap_used)]
 
 mod server_support;
@@ -315,4 +317,154 @@ fn a_denied_request_is_never_signed_and_approving_needs_the_signers_permission()
         condition_column(&s, "other", CLIENT_SIGNER),
         "Approved,Issued"
     );
+}
+
+/// Seconds from now until the certificate's notAfter.
+fn lifetime(cert: &str) -> u64 {
+    skiff_apiserver::certificates::signer::not_after(cert)
+        .unwrap()
+        .duration_since(std::time::SystemTime::now())
+        .unwrap()
+        .as_secs()
+}
+
+/// Creates (as the admin) a request like [`request`] but asking for `seconds`.
+fn request_for(s: &Server, dir: &Path, name: &str, user: &str, seconds: u64) -> String {
+    let (request, key) = skiff_apiserver::certificates::signer::new_request(user, "dev").unwrap();
+    let csr = json!({
+        "apiVersion": "certificates.k8s.io/v1",
+        "kind": "CertificateSigningRequest",
+        "metadata": {"name": name},
+        "spec": {
+            "request": base64::engine::general_purpose::STANDARD.encode(request),
+            "signerName": CLIENT_SIGNER,
+            "expirationSeconds": seconds,
+            "usages": ["client auth"],
+        },
+    });
+    let file = write(dir, &format!("{name}.json"), &csr.to_string());
+    ok(s.kubectl("1.33").args(["create", "-f"]).arg(&file));
+    key
+}
+
+#[test]
+fn certificates_last_as_asked_within_the_signing_duration_and_signing_needs_sign() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_in(dir, &["--cluster-signing-duration=48h"]);
+    let work = tempfile::tempdir().unwrap();
+
+    // alice asks for an hour and gets an hour; bob asks for a week and gets the 48h cap.
+    let key = request_for(&s, work.path(), "alice", "alice", 3600);
+    request_for(&s, work.path(), "bob", "bob", 7 * 86_400);
+    ok(s.kubectl("1.33")
+        .args(["certificate", "approve", "alice", "bob"]));
+    let alice = certificate(&csr(&s, "alice")).expect("alice's request is signed");
+    let left = lifetime(&alice);
+    assert!(
+        (3300..=3600).contains(&left),
+        "alice's certificate lasts {left}s"
+    );
+    let bob = certificate(&csr(&s, "bob")).expect("bob's request is signed");
+    let left = lifetime(&bob);
+    assert!(
+        (48 * 3600 - 300..=48 * 3600).contains(&left),
+        "bob's certificate lasts {left}s"
+    );
+    let cert_path = write(work.path(), "alice.crt", &alice);
+    let key_path = write(work.path(), "alice.key", &key);
+    let whoami = ok(kubectl_as(&s, &cert_path, &key_path).args(["auth", "whoami", "-o", "json"]));
+    let whoami: Value = serde_json::from_str(&whoami).unwrap();
+    assert_eq!(
+        whoami["status"]["userInfo"]["username"], "alice",
+        "{whoami}"
+    );
+
+    // kube-apiserver's CertificateSubjectRestriction and the v1 API's legacy signer rule.
+    let (masters, _) =
+        skiff_apiserver::certificates::signer::new_request("eve", "system:masters").unwrap();
+    let mut doc = json!({
+        "apiVersion": "certificates.k8s.io/v1",
+        "kind": "CertificateSigningRequest",
+        "metadata": {"name": "eve"},
+        "spec": {
+            "request": base64::engine::general_purpose::STANDARD.encode(masters),
+            "signerName": CLIENT_SIGNER,
+            "usages": ["client auth"],
+        },
+    });
+    let file = write(work.path(), "eve.json", &doc.to_string());
+    failed(
+        &run(s.kubectl("1.33").args(["create", "-f"]).arg(&file)),
+        "certificatesigningrequests.certificates.k8s.io \"eve\" is forbidden: use of kubernetes.io/kube-apiserver-client signer with system:masters group is not allowed",
+    );
+    doc["spec"]["signerName"] = json!("kubernetes.io/legacy-unknown");
+    let file = write(work.path(), "eve.json", &doc.to_string());
+    failed(
+        &run(s.kubectl("1.33").args(["create", "-f"]).arg(&file)),
+        "spec.signerName: Invalid value: \"kubernetes.io/legacy-unknown\": the legacy signerName is not allowed via this API version",
+    );
+
+    // An external signer's controller (here: jane) writes the certificate through `status`;
+    // that needs `sign` on the signer besides the `status` subresource.
+    let key = request(&s, work.path(), "jane", "jane", "dev-team", CLIENT_SIGNER);
+    ok(s.kubectl("1.33").args(["certificate", "approve", "jane"]));
+    let jane_cert = write(
+        work.path(),
+        "jane.crt",
+        &certificate(&csr(&s, "jane")).unwrap(),
+    );
+    let jane_key = write(work.path(), "jane.key", &key);
+    grant(
+        &s,
+        work.path(),
+        "csr-status",
+        json!([{
+            "apiGroups": ["certificates.k8s.io"],
+            "resources": ["certificatesigningrequests", "certificatesigningrequests/status"],
+            "verbs": ["get", "list", "update"],
+        }]),
+    );
+    request(
+        &s,
+        work.path(),
+        "ext",
+        "ext",
+        "dev-team",
+        "example.com/external",
+    );
+    ok(s.kubectl("1.33").args(["certificate", "approve", "ext"]));
+    let mut signed = csr(&s, "ext");
+    signed["status"]["certificate"] =
+        json!(base64::engine::general_purpose::STANDARD.encode(&alice));
+    let file = write(work.path(), "ext-status.json", &signed.to_string());
+    let put_status = || {
+        run(kubectl_as(&s, &jane_cert, &jane_key)
+            .args([
+                "replace",
+                "--raw",
+                "/apis/certificates.k8s.io/v1/certificatesigningrequests/ext/status",
+                "-f",
+            ])
+            .arg(&file))
+    };
+    let refused = "certificatesigningrequests.certificates.k8s.io \"ext\" is forbidden: user not permitted to sign requests with signerName \"example.com/external\"";
+    wait_until("jane's status permission to take effect", WAIT, || {
+        String::from_utf8_lossy(&put_status().stderr).contains(refused)
+    });
+    assert!(certificate(&csr(&s, "ext")).is_none());
+    grant(
+        &s,
+        work.path(),
+        "external-signer",
+        json!([{
+            "apiGroups": ["certificates.k8s.io"],
+            "resources": ["signers"],
+            "resourceNames": ["example.com/*"],
+            "verbs": ["sign"],
+        }]),
+    );
+    wait_until("jane's sign permission to take effect", WAIT, || {
+        put_status().status.success()
+    });
+    assert_eq!(certificate(&csr(&s, "ext")).unwrap(), alice);
 }

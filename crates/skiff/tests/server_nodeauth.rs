@@ -3,7 +3,11 @@
 //! and signed at once) and can do nothing else; with that certificate the node may update its
 //! own Node and the pods bound to it and read the Secrets they use, and gets kube-apiserver's
 //! Forbidden for another node's objects, for a Secret none of its pods uses and for listing
-//! Secrets; the admin still may do everything.
+//! Secrets; the admin still may do everything. NodeRestriction keeps a node from relabelling
+//! itself outside the kubelet's labels (never `node-restriction.kubernetes.io/`) and from
+//! touching its taints; the Node authorizer's graph gives a node a Secret while a pod bound to
+//! it names it (and takes it back when the pod goes), and every node the TLS Secrets Ingresses
+//! name, no other.
 #![allow(clippy::unwrap_used)]
 
 mod server_support;
@@ -343,4 +347,268 @@ fn nodes_bootstrap_with_the_join_token_and_may_touch_only_their_own_objects() {
         &["delete", "pod", "other", "--wait=false"],
         None,
     ));
+}
+
+/// A node client certificate for `node` got with the join token: (certificate, key) files.
+fn node_credentials(s: &Server, dir: &Path, node: &str) -> (PathBuf, PathBuf) {
+    let join = std::fs::read_to_string(s.dir.path().join("server/node-token")).unwrap();
+    let (csr, key) = request_certificate(s, join.trim(), node);
+    let cert = base64::engine::general_purpose::STANDARD
+        .decode(csr["status"]["certificate"].as_str().unwrap())
+        .unwrap();
+    let cert = write(
+        dir,
+        &format!("{node}.crt"),
+        &String::from_utf8(cert).unwrap(),
+    );
+    (cert, write(dir, &format!("{node}.key"), &key))
+}
+
+#[test]
+fn a_node_may_not_relabel_or_untaint_itself_beyond_the_kubelets_labels() {
+    let s = Server::start();
+    let creds = tempfile::tempdir().unwrap();
+    let (cert, key) = node_credentials(&s, creds.path(), "n1");
+    let n1 = As::Certificate {
+        cert: &cert,
+        key: &key,
+    };
+    let labelled = json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": "n1", "labels": {"node-role.kubernetes.io/control-plane": ""}},
+    });
+    assert_forbidden(
+        &create(&s, &n1, &labelled),
+        "nodes \"n1\" is forbidden: node \"n1\" is not allowed to set the following labels: node-role.kubernetes.io/control-plane",
+    );
+    let node = json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": "n1", "labels": {"kubernetes.io/hostname": "n1", "kubernetes.io/os": "linux"}},
+    });
+    succeeded(create(&s, &n1, &node));
+
+    assert_forbidden(
+        &kubectl(
+            &s,
+            &n1,
+            &[
+                "label",
+                "node",
+                "n1",
+                "node-restriction.kubernetes.io/foo=bar",
+            ],
+            None,
+        ),
+        "nodes \"n1\" is forbidden: is not allowed to modify labels: node-restriction.kubernetes.io/foo",
+    );
+    assert_forbidden(
+        &kubectl(
+            &s,
+            &n1,
+            &["label", "node", "n1", "kubernetes.io/role=master"],
+            None,
+        ),
+        "is not allowed to modify labels: kubernetes.io/role",
+    );
+    // The kubelet's own labels, and labels outside the Kubernetes namespaces, it may set.
+    succeeded(kubectl(
+        &s,
+        &n1,
+        &[
+            "label",
+            "node",
+            "n1",
+            "node.kubernetes.io/instance-type=big",
+            "topology.kubernetes.io/zone=z1",
+            "example.com/rack=r1",
+        ],
+        None,
+    ));
+    // A label the admin set under node-restriction.kubernetes.io/ it may not remove either.
+    succeeded(kubectl(
+        &s,
+        &As::Admin,
+        &[
+            "label",
+            "node",
+            "n1",
+            "node-restriction.kubernetes.io/pool=gold",
+        ],
+        None,
+    ));
+    assert_forbidden(
+        &kubectl(
+            &s,
+            &n1,
+            &[
+                "label",
+                "node",
+                "n1",
+                "node-restriction.kubernetes.io/pool-",
+            ],
+            None,
+        ),
+        "is not allowed to modify labels: node-restriction.kubernetes.io/pool",
+    );
+
+    // Taints: the admin's stay, the node can neither add nor remove any.
+    succeeded(kubectl(
+        &s,
+        &As::Admin,
+        &["taint", "node", "n1", "dedicated=db:NoSchedule"],
+        None,
+    ));
+    for change in ["dedicated=db:NoSchedule-", "mine=yes:NoSchedule"] {
+        assert_forbidden(
+            &kubectl(&s, &n1, &["taint", "node", "n1", change], None),
+            "nodes \"n1\" is forbidden: node \"n1\" is not allowed to modify taints",
+        );
+    }
+    let stored: Value = serde_json::from_str(&succeeded(kubectl(
+        &s,
+        &As::Admin,
+        &["get", "node", "n1", "-o", "json"],
+        None,
+    )))
+    .unwrap();
+    assert_eq!(stored["spec"]["taints"][0]["key"], "dedicated", "{stored}");
+    assert_eq!(
+        stored["metadata"]["labels"]["node-restriction.kubernetes.io/pool"],
+        "gold"
+    );
+    assert_eq!(stored["metadata"]["labels"]["example.com/rack"], "r1");
+    // Its status it still updates.
+    succeeded(kubectl(
+        &s,
+        &n1,
+        &[
+            "patch",
+            "node",
+            "n1",
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            r#"{"status":{"capacity":{"pods":"10"}}}"#,
+        ],
+        None,
+    ));
+}
+
+fn tls_secret(name: &str) -> Value {
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    json!({
+        "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+        "metadata": {"name": name, "namespace": "default"},
+        "data": {"tls.crt": b64("not really a certificate"), "tls.key": b64("nor a key")},
+    })
+}
+
+fn readable(s: &Server, who: &As<'_>, secret: &str) -> bool {
+    kubectl(s, who, &["get", "secret", secret, "-o", "name"], None)
+        .status
+        .success()
+}
+
+#[test]
+fn a_node_reads_a_secret_only_while_a_pod_bound_to_it_or_an_ingress_names_it() {
+    let s = Server::start();
+    let creds = tempfile::tempdir().unwrap();
+    let (cert, key) = node_credentials(&s, creds.path(), "n1");
+    let n1 = As::Certificate {
+        cert: &cert,
+        key: &key,
+    };
+    let admin = As::Admin;
+    wait_until("the default service account", WAIT, || {
+        run(s.kubectl("1.33").args(["get", "sa", "default"]))
+            .status
+            .success()
+    });
+    ok(s.kubectl("1.33").args([
+        "create",
+        "secret",
+        "generic",
+        "db-pass",
+        "--from-literal=k=v",
+    ]));
+    assert_forbidden(
+        &kubectl(&s, &n1, &["get", "secret", "db-pass"], None),
+        "secrets \"db-pass\" is forbidden: User \"system:node:n1\" cannot get resource \"secrets\" in API group \"\" in the namespace \"default\": no relationship found between node 'n1' and this object",
+    );
+
+    // A pod bound to another node lends n1 nothing; one bound to n1 does, by name only.
+    succeeded(create(&s, &admin, &pod("elsewhere", "n2", "db-pass")));
+    assert!(!readable(&s, &n1, "db-pass"));
+    succeeded(create(&s, &admin, &pod("web", "n1", "db-pass")));
+    wait_until("n1 to read the secret its pod uses", WAIT, || {
+        readable(&s, &n1, "db-pass")
+    });
+    let by_name = succeeded(kubectl(
+        &s,
+        &n1,
+        &[
+            "get",
+            "secrets",
+            "--field-selector=metadata.name=db-pass",
+            "-o",
+            "name",
+        ],
+        None,
+    ));
+    assert_eq!(by_name.trim(), "secret/db-pass");
+    assert_forbidden(
+        &kubectl(&s, &n1, &["get", "secrets"], None),
+        "secrets is forbidden: User \"system:node:n1\" cannot list resource \"secrets\"",
+    );
+
+    // The pod goes: so does the access.
+    succeeded(kubectl(
+        &s,
+        &admin,
+        &["delete", "pod", "web", "--grace-period=0", "--force"],
+        None,
+    ));
+    wait_until("n1 to lose the secret of its deleted pod", WAIT, || {
+        !readable(&s, &n1, "db-pass")
+    });
+
+    // Skiff's ingress rule: a TLS Secret an Ingress names is readable by every node; another
+    // TLS Secret is not, and TLS Secrets are no longer listed wholesale.
+    succeeded(create(&s, &admin, &tls_secret("site-tls")));
+    succeeded(create(&s, &admin, &tls_secret("loose-tls")));
+    assert!(!readable(&s, &n1, "site-tls"));
+    let ingress = json!({
+        "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+        "metadata": {"name": "site", "namespace": "default"},
+        "spec": {
+            "tls": [{"hosts": ["site.example"], "secretName": "site-tls"}],
+            "rules": [{"host": "site.example", "http": {"paths": [{
+                "path": "/", "pathType": "Prefix",
+                "backend": {"service": {"name": "web", "port": {"number": 80}}},
+            }]}}],
+        },
+    });
+    succeeded(create(&s, &admin, &ingress));
+    wait_until("n1 to read the ingress's TLS secret", WAIT, || {
+        readable(&s, &n1, "site-tls")
+    });
+    assert!(!readable(&s, &n1, "loose-tls"));
+    assert_forbidden(
+        &kubectl(
+            &s,
+            &n1,
+            &[
+                "get",
+                "secrets",
+                "-A",
+                "--field-selector=type=kubernetes.io/tls",
+            ],
+            None,
+        ),
+        "secrets is forbidden: User \"system:node:n1\" cannot list resource \"secrets\"",
+    );
+    succeeded(kubectl(&s, &admin, &["delete", "ingress", "site"], None));
+    wait_until("n1 to lose the TLS secret no ingress names", WAIT, || {
+        !readable(&s, &n1, "site-tls")
+    });
 }

@@ -13,6 +13,7 @@ pub mod attributes;
 pub mod bootstrap;
 pub mod cache;
 pub mod escalation;
+pub mod graph;
 pub mod impersonation;
 pub mod node;
 pub mod rbac;
@@ -64,19 +65,9 @@ impl From<AuthzError> for ApiError {
     }
 }
 
-/// Decides a request: members of `system:masters` may do everything; everyone else what
-/// RBAC allows.
+/// Decides a request: members of `system:masters` may do everything; node identities what
+/// the [`node`] authorizer allows; everyone else what RBAC allows.
 pub async fn decide(state: &AppState, attrs: &Attributes) -> Result<Verdict, AuthzError> {
-    decide_with_selector(state, attrs, "").await
-}
-
-/// [`decide`] for a request with `fieldSelector` `field_selector` (the node authorizer lets
-/// nodes list only TLS Secrets).
-pub async fn decide_with_selector(
-    state: &AppState,
-    attrs: &Attributes,
-    field_selector: &str,
-) -> Result<Verdict, AuthzError> {
     if attrs.groups.iter().any(|g| g == SYSTEM_MASTERS) {
         return Ok(Verdict {
             allowed: true,
@@ -86,7 +77,7 @@ pub async fn decide_with_selector(
     if let Some(node) = node::node_of(attrs)
         && attrs.resource_attributes().is_some()
     {
-        return node::decide(state, node, attrs, field_selector).await;
+        return node::decide(state, node, attrs).await;
     }
     let snapshot = state.rbac.snapshot(state).await?;
     Ok(snapshot.authorize(attrs))
@@ -94,16 +85,7 @@ pub async fn decide_with_selector(
 
 /// `Ok` when the request is allowed, kube-apiserver's 403 Forbidden otherwise.
 pub async fn authorize(state: &AppState, attrs: &Attributes) -> Result<(), ApiError> {
-    authorize_with_selector(state, attrs, "").await
-}
-
-/// [`authorize`] for a request with `fieldSelector` `field_selector`.
-pub async fn authorize_with_selector(
-    state: &AppState,
-    attrs: &Attributes,
-    field_selector: &str,
-) -> Result<(), ApiError> {
-    let verdict = decide_with_selector(state, attrs, field_selector).await?;
+    let verdict = decide(state, attrs).await?;
     if verdict.allowed {
         Ok(())
     } else {

@@ -3,15 +3,16 @@
 //! `--authorization-mode=Node` decides it. A node reads the cluster's shape (nodes, pods,
 //! services, endpoints, endpoint slices, and, because Skiff's node agent is also the service
 //! proxy, the ingress proxy and the network policy enforcer: namespaces, network policies,
-//! ingresses, ingress classes, persistent volumes and the TLS Secrets ingresses use); it
-//! writes only its own Node, its own Lease, events, and the pods bound to it; and it reads a
-//! Secret, ConfigMap, PersistentVolumeClaim or ServiceAccount only when a pod bound to it
-//! names that object (volumes, env, envFrom, imagePullSecrets, its service account and that
-//! account's imagePullSecrets). [`classify`] is the pure part of the decision; [`decide`]
-//! looks the pods up in the store when the answer depends on them.
+//! ingresses, ingress classes and persistent volumes); it writes only its own Node, its own
+//! Lease, events, and the pods bound to it; and it reads a Secret, ConfigMap,
+//! PersistentVolumeClaim or ServiceAccount, one at a time by name, only when a pod bound to it
+//! names that object (volumes, projected sources, env, envFrom, imagePullSecrets, its service
+//! account and that account's imagePullSecrets). Skiff's own rule on top: a Secret some
+//! Ingress names in `spec.tls[].secretName` is readable by every node, because every node's
+//! agent runs the L7 ingress proxy that terminates TLS with it. [`classify`] is the pure part
+//! of the decision; [`decide`] answers the rest from the [`super::graph`], never the store.
 
 use serde_json::Value;
-use skiff_store::Store;
 
 use super::AuthzError;
 use super::attributes::{Attributes, ResourceAttributes, Target};
@@ -38,7 +39,7 @@ pub fn node_of(attrs: &Attributes) -> Option<&str> {
 }
 
 /// An object a pod may name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Referenced {
     /// A Secret.
     Secret,
@@ -71,9 +72,10 @@ fn one_of(verb: &str, verbs: &[&str]) -> bool {
     verbs.contains(&verb)
 }
 
-/// The part of the decision that needs no object: `field_selector` is the request's
-/// `fieldSelector` (a node may list Secrets only with `type=kubernetes.io/tls`).
-pub fn classify(node: &str, verb: &str, r: &ResourceAttributes, field_selector: &str) -> Decision {
+/// The part of the decision that needs no object. Secrets, ConfigMaps, claims and service
+/// accounts are read one at a time, by name (a list or watch names its object with
+/// `fieldSelector=metadata.name=NAME`), as kube-apiserver's node authorizer allows.
+pub fn classify(node: &str, verb: &str, r: &ResourceAttributes) -> Decision {
     let own = r.name == node;
     let allow = |yes: bool| if yes { Decision::Allow } else { Decision::Deny };
     match (
@@ -109,22 +111,20 @@ pub fn classify(node: &str, verb: &str, r: &ResourceAttributes, field_selector: 
                 && ((verb == "create" && r.name.is_empty())
                     || (own && one_of(verb, &["get", "update", "patch", "delete"]))),
         ),
-        ("", "secrets", "") => match verb {
-            "get" if !r.name.is_empty() => Decision::UsedByPodOnNode(Referenced::Secret),
-            "list" | "watch" if field_selector == "type=kubernetes.io/tls" => Decision::Allow,
-            _ => Decision::Deny,
-        },
-        ("", "configmaps", "") if verb == "get" && !r.name.is_empty() => {
+        ("", "secrets", "") if one_of(verb, READ) && !r.name.is_empty() => {
+            Decision::UsedByPodOnNode(Referenced::Secret)
+        }
+        ("", "configmaps", "") if one_of(verb, READ) && !r.name.is_empty() => {
             if (r.namespace.as_str(), r.name.as_str()) == CLUSTER_NETWORK_CONFIG_MAP {
                 Decision::Allow
             } else {
                 Decision::UsedByPodOnNode(Referenced::ConfigMap)
             }
         }
-        ("", "persistentvolumeclaims", "") if verb == "get" && !r.name.is_empty() => {
+        ("", "persistentvolumeclaims", "") if one_of(verb, READ) && !r.name.is_empty() => {
             Decision::UsedByPodOnNode(Referenced::Claim)
         }
-        ("", "serviceaccounts", "") if verb == "get" && !r.name.is_empty() => {
+        ("", "serviceaccounts", "") if one_of(verb, READ) && !r.name.is_empty() => {
             Decision::UsedByPodOnNode(Referenced::ServiceAccount)
         }
         ("", "serviceaccounts", "token") if verb == "create" => {
@@ -220,119 +220,22 @@ pub fn names_in_pod(pod: &Value, kind: Referenced) -> Vec<String> {
     out
 }
 
-async fn list(
-    state: &AppState,
-    resource: (&str, &str),
-    namespace: &str,
-) -> Result<Vec<Value>, AuthzError> {
-    let Some(info) = state.find("", resource.0, resource.1) else {
-        return Err(AuthzError::NotServed {
-            resource: resource.1.into(),
-        });
-    };
-    let prefix =
-        crate::storage::prefix(&info, Some(namespace)).map_err(|e| AuthzError::Decode {
-            key: resource.1.into(),
-            message: e.message,
-        })?;
-    let page = state
-        .store
-        .list(&prefix, None, None, None)
-        .await
-        .map_err(|source| AuthzError::Store {
-            resource: resource.1.into(),
-            source,
-        })?;
-    Ok(page
-        .items
-        .iter()
-        .filter_map(|kv| serde_json::from_slice(&kv.value).ok())
-        .collect())
-}
-
-async fn get(
-    store: &dyn Store,
-    state: &AppState,
-    plural: &str,
-    namespace: Option<&str>,
-    name: &str,
-) -> Result<Option<Value>, AuthzError> {
-    let Some(info) = state.find("", "v1", plural) else {
-        return Err(AuthzError::NotServed {
-            resource: plural.into(),
-        });
-    };
-    let Ok(key) = crate::storage::key(&info, namespace, name) else {
-        return Ok(None);
-    };
-    let kv = store.get(&key).await.map_err(|source| AuthzError::Store {
-        resource: plural.into(),
-        source,
-    })?;
-    Ok(kv.and_then(|kv| serde_json::from_slice(&kv.value).ok()))
-}
-
-fn on_node(pod: &Value, node: &str) -> bool {
-    str_at(pod, "/spec/nodeName") == Some(node)
-}
-
-/// Decides a resource request of node `node`.
+/// Decides a resource request of node `node` from the graph ([`super::graph`]); a refusal
+/// that depends on the graph is decided again once the graph has caught up with the watch
+/// caches.
 pub async fn decide(
     state: &AppState,
     node: &str,
     attrs: &Attributes,
-    field_selector: &str,
 ) -> Result<Verdict, AuthzError> {
     let Target::Resource(r) = &attrs.target else {
         return Ok(verdict(false, ""));
     };
-    let store = state.store.as_ref();
-    let decision = classify(node, &attrs.verb, r, field_selector);
-    let allowed = match decision {
-        Decision::Allow => true,
-        Decision::Deny => false,
-        Decision::PodOnNode => get(store, state, "pods", Some(&r.namespace), &r.name)
-            .await?
-            .is_some_and(|pod| on_node(&pod, node)),
-        Decision::LocalVolumeOfNode => get(store, state, "persistentvolumes", None, &r.name)
-            .await?
-            .is_some_and(|pv| {
-                pv.pointer("/metadata/annotations")
-                    .and_then(|a| a.get(ANN_VOLUME_NODE))
-                    .and_then(Value::as_str)
-                    == Some(node)
-            }),
-        Decision::UsedByPodOnNode(kind) => {
-            let pods: Vec<Value> = list(state, ("v1", "pods"), &r.namespace)
-                .await?
-                .into_iter()
-                .filter(|pod| on_node(pod, node))
-                .collect();
-            let named = pods
-                .iter()
-                .any(|pod| names_in_pod(pod, kind).contains(&r.name));
-            if named || kind != Referenced::Secret {
-                named
-            } else {
-                // The image pull secrets of the pods' service accounts.
-                let mut accounts: Vec<&str> = pods.iter().map(service_account_of).collect();
-                accounts.sort_unstable();
-                accounts.dedup();
-                let mut found = false;
-                for account in accounts {
-                    if let Some(sa) =
-                        get(store, state, "serviceaccounts", Some(&r.namespace), account).await?
-                        && strs(sa.get("imagePullSecrets"))
-                            .any(|s| str_at(s, "/name") == Some(r.name.as_str()))
-                    {
-                        found = true;
-                        break;
-                    }
-                }
-                found
-            }
-        }
-    };
+    let decision = classify(node, &attrs.verb, r);
+    let mut allowed = allowed_by_graph(state, node, r, &decision);
+    if !allowed && decision != Decision::Deny && state.node_graph.catch_up(state).await {
+        allowed = allowed_by_graph(state, node, r, &decision);
+    }
     if !allowed {
         // Worth seeing: a node agent refused something it asked for is a broken node.
         tracing::info!(%node, verb = %attrs.verb, group = %r.group, resource = %r.resource, subresource = %r.subresource, namespace = %r.namespace, name = %r.name, "refused a node's request");
@@ -343,6 +246,31 @@ pub async fn decide(
         format!("no relationship found between node '{node}' and this object")
     };
     Ok(verdict(allowed, &reason))
+}
+
+fn allowed_by_graph(
+    state: &AppState,
+    node: &str,
+    r: &ResourceAttributes,
+    decision: &Decision,
+) -> bool {
+    let graph = &state.node_graph;
+    match decision {
+        Decision::Allow => true,
+        Decision::Deny => false,
+        Decision::PodOnNode => graph
+            .read(|g| g.pod_on_node(&r.namespace, &r.name, node))
+            .unwrap_or(false),
+        Decision::LocalVolumeOfNode => graph
+            .read(|g| g.local_volume_of(&r.name, node))
+            .unwrap_or(false),
+        Decision::UsedByPodOnNode(kind) => graph
+            .read(|g| {
+                g.used_by_pod_on_node(node, *kind, &r.namespace, &r.name)
+                    || (*kind == Referenced::Secret && g.ingress_tls_secret(&r.namespace, &r.name))
+            })
+            .unwrap_or(false),
+    }
 }
 
 fn verdict(allowed: bool, reason: &str) -> Verdict {
@@ -371,7 +299,7 @@ mod tests {
     }
 
     fn decide(verb: &str, r: ResourceAttributes) -> Decision {
-        classify("n1", verb, &r, "")
+        classify("n1", verb, &r)
     }
 
     #[test]
@@ -485,13 +413,8 @@ mod tests {
             Decision::Deny
         );
         assert_eq!(
-            classify(
-                "n1",
-                "watch",
-                &res("", "secrets", "", "", ""),
-                "type=kubernetes.io/tls"
-            ),
-            Decision::Allow
+            decide("watch", res("", "secrets", "", "a", "s")),
+            Decision::UsedByPodOnNode(Referenced::Secret)
         );
         assert_eq!(
             decide("update", res("", "secrets", "", "a", "s")),

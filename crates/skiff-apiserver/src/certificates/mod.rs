@@ -33,7 +33,7 @@ pub const NODE_USER_PREFIX: &str = "system:node:";
 /// The usages a node client certificate may ask for.
 const NODE_CLIENT_USAGES: &[&str] = &["digital signature", "key encipherment", "client auth"];
 
-fn is_csr(info: &ResourceInfo) -> bool {
+pub(crate) fn is_csr(info: &ResourceInfo) -> bool {
     info.group == "certificates.k8s.io" && info.plural == "certificatesigningrequests"
 }
 
@@ -104,12 +104,23 @@ pub fn admit_create(
     }
     csr["spec"]["username"] = json!(requester.username);
     csr["spec"]["groups"] = json!(requester.groups);
-    if csr["spec"]["signerName"].as_str().unwrap_or("").is_empty() {
+    let signer_name = csr["spec"]["signerName"].as_str().unwrap_or("").to_string();
+    if signer_name.is_empty() {
         return Err(invalid(
             info,
             &name,
             "spec.signerName",
             "Required value".into(),
+        ));
+    }
+    if signer_name == approval::LEGACY_UNKNOWN_SIGNER {
+        return Err(invalid(
+            info,
+            &name,
+            "spec.signerName",
+            format!(
+                "Invalid value: \"{signer_name}\": the legacy signerName is not allowed via this API version"
+            ),
         ));
     }
     if let Some(seconds) = csr["spec"]
@@ -146,6 +157,25 @@ pub fn admit_create(
         })?;
     let subject = signer::request_subject(&request_pem)
         .map_err(|e| invalid(info, &name, "spec.request", format!("Invalid value: {e}")))?;
+    // kube-apiserver's CertificateSubjectRestriction admission.
+    if signer_name == approval::CLIENT_SIGNER
+        && subject
+            .organizations
+            .iter()
+            .any(|o| o == crate::authz::SYSTEM_MASTERS)
+    {
+        return Err(ApiError {
+            details: Some(json!({
+                "name": name,
+                "group": "certificates.k8s.io",
+                "kind": "certificatesigningrequests",
+            })),
+            ..ApiError::forbidden(format!(
+                "certificatesigningrequests.certificates.k8s.io \"{name}\" is forbidden: use of {} signer with system:masters group is not allowed",
+                approval::CLIENT_SIGNER
+            ))
+        });
+    }
     let Some(node) = node_of_request(csr, &subject) else {
         return Ok(());
     };
@@ -156,7 +186,10 @@ pub fn admit_create(
         return Ok(());
     }
     let cert = ca
-        .sign_request(&request_pem, approval::validity(csr))
+        .sign_request(
+            &request_pem,
+            approval::validity(csr, state.options.cluster_signing_duration),
+        )
         .map_err(|e| ApiError::internal(e.to_string()))?;
     let now = crate::object::now();
     csr["status"] = json!({
@@ -206,6 +239,7 @@ mod tests {
         let subject = signer::Subject {
             common_name: "system:node:n1".into(),
             organizations: vec![NODES.into()],
+            ..signer::Subject::default()
         };
         let csr =
             |signer: &str, usages: Value| json!({"spec": {"signerName": signer, "usages": usages}});
@@ -224,6 +258,7 @@ mod tests {
         let admin = signer::Subject {
             common_name: "system:node:n1".into(),
             organizations: vec!["system:masters".into()],
+            ..signer::Subject::default()
         };
         assert_eq!(node_of_request(&good, &admin), None);
     }

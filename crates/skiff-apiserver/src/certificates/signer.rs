@@ -38,13 +38,30 @@ pub enum SignError {
     Certificate(String),
 }
 
-/// The subject of a certificate signing request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The subject and subject alternative names of a certificate signing request.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Subject {
     /// The common name (the user name it asks for).
     pub common_name: String,
     /// The organizations (the groups it asks for).
     pub organizations: Vec<String>,
+    /// DNS names among the subject alternative names.
+    pub dns_names: Vec<String>,
+    /// IP addresses among the subject alternative names.
+    pub ip_addresses: Vec<String>,
+    /// Email addresses among the subject alternative names.
+    pub emails: Vec<String>,
+    /// URIs among the subject alternative names.
+    pub uris: Vec<String>,
+}
+
+/// What a signed certificate is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    /// A client certificate (`client auth`); subject alternative names dropped.
+    Client,
+    /// A serving certificate (`server auth`) for the request's DNS names and IP addresses.
+    Serving,
 }
 
 /// Signs client certificates with the cluster CA.
@@ -94,12 +111,39 @@ impl ClientSigner {
         Issuer::from_ca_cert_pem(&self.ca_cert_pem, &self.ca_key).map_err(SignError::CaKey)
     }
 
-    /// Signs a PEM certificate signing request (its subject and key kept) for `validity`;
-    /// returns the certificate PEM.
+    /// Signs a PEM certificate signing request (its subject and key kept) as a client
+    /// certificate for `validity`; returns the certificate PEM.
     pub fn sign_request(&self, request_pem: &str, validity: Duration) -> Result<String, SignError> {
+        self.sign_request_as(request_pem, validity, Profile::Client)
+    }
+
+    /// Signs a PEM certificate signing request (its subject and key kept) as `profile` for
+    /// `validity` (never past the CA's own end); returns the certificate PEM.
+    pub fn sign_request_as(
+        &self,
+        request_pem: &str,
+        validity: Duration,
+        profile: Profile,
+    ) -> Result<String, SignError> {
         let mut request = CertificateSigningRequestParams::from_pem(request_pem)
             .map_err(|e| SignError::Request(e.to_string()))?;
+        let names = std::mem::take(&mut request.params.subject_alt_names);
         client_profile(&mut request.params, validity);
+        if profile == Profile::Serving {
+            request.params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+            request.params.subject_alt_names = names;
+        }
+        if let Ok(ca_end) = not_after(&self.ca_cert_pem) {
+            let ca_end = time::OffsetDateTime::UNIX_EPOCH
+                + time::Duration::seconds(
+                    ca_end
+                        .duration_since(SystemTime::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs().min(i64::MAX as u64) as i64),
+                );
+            if request.params.not_after > ca_end {
+                request.params.not_after = ca_end;
+            }
+        }
         let cert = request
             .signed_by(&self.issuer()?)
             .map_err(generate("client certificate"))?;
@@ -169,7 +213,26 @@ pub fn request_subject(request_pem: &str) -> Result<Subject, SignError> {
         .verify_signature()
         .map_err(|e| SignError::Request(format!("bad signature: {e}")))?;
     let subject = &request.certification_request_info.subject;
+    let mut names = Subject::default();
+    for extension in request.requested_extensions().into_iter().flatten() {
+        if let x509_parser::extensions::ParsedExtension::SubjectAlternativeName(san) = extension {
+            for name in &san.general_names {
+                use x509_parser::extensions::GeneralName;
+                match name {
+                    GeneralName::DNSName(n) => names.dns_names.push(n.to_string()),
+                    GeneralName::RFC822Name(n) => names.emails.push(n.to_string()),
+                    GeneralName::URI(n) => names.uris.push(n.to_string()),
+                    GeneralName::IPAddress(ip) => names.ip_addresses.push(format!("{ip:?}")),
+                    _ => {}
+                }
+            }
+        }
+    }
     Ok(Subject {
+        dns_names: names.dns_names,
+        ip_addresses: names.ip_addresses,
+        emails: names.emails,
+        uris: names.uris,
         common_name: subject
             .iter_common_name()
             .filter_map(|a| a.as_str().ok())
@@ -246,6 +309,7 @@ mod tests {
             Subject {
                 common_name: "system:node:n1".into(),
                 organizations: vec!["system:nodes".into()],
+                ..Subject::default()
             }
         );
         let cert = signer.sign_request(&request, DEFAULT_VALIDITY).unwrap();

@@ -42,6 +42,7 @@ pub async fn update(
     let info = ctx.info.clone();
     let name = ctx.name().to_string();
     let ca = ctx.state.options.csr_signer.clone();
+    let max = ctx.state.options.cluster_signing_duration;
     let outcome = update_addressed(ctx, |current, revision| {
         let source = match (&wanted, kind, patch_body) {
             (Some(w), _, _) => w.clone(),
@@ -53,7 +54,7 @@ pub async fn update(
         let mut new = approval::apply_approval(current, &source, &now)
             .map_err(|v| ApiError::invalid(&info, &name, approval::causes(v)))?;
         if let Some(ca) = &ca {
-            let signing = approval::sign_if_approved(ca, &new)
+            let signing = approval::sign_if_approved(ca, &new, max)
                 .map_err(|e| ApiError::internal(format!("cannot sign {name}: {e}")))?;
             approval::record(&mut new, signing, &now);
         }

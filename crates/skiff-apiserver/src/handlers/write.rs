@@ -171,17 +171,32 @@ pub struct Outcome {
 
 /// [`guaranteed_update`] of the object a request addresses (its namespace and name), honouring
 /// the request's `dryRun`.
-pub async fn update_addressed<F>(ctx: &Ctx, change: F) -> Result<Outcome, ApiError>
+/// Every update is admitted by NodeRestriction ([`crate::noderestriction::admit_update`]) and,
+/// for a CertificateSigningRequest's `status`, by the CertificateSigning check (setting the
+/// certificate needs `sign` on the request's signer).
+pub async fn update_addressed<F>(ctx: &Ctx, mut change: F) -> Result<Outcome, ApiError>
 where
     F: FnMut(&Value, Revision) -> Result<Change, ApiError>,
 {
+    let signing = crate::certificates::approval::signing_check(ctx).await?;
+    let identity = ctx.identity.clone();
+    let info = ctx.info.clone();
     guaranteed_update(
         &ctx.state,
         &ctx.info,
         ctx.ns(),
         ctx.name(),
         ctx.query.dry_run(),
-        change,
+        move |current, revision| {
+            let outcome = change(current, revision)?;
+            if let Change::Update(new) = &outcome {
+                crate::noderestriction::admit_update(&identity, &info, current, new)?;
+                if let Some(check) = &signing {
+                    check.admit(current, new)?;
+                }
+            }
+            Ok(outcome)
+        },
     )
     .await
 }
