@@ -1,7 +1,18 @@
 //! The container's own view of `/proc` (on unless `--no-procfs`): `/proc/meminfo`,
-//! `cpuinfo`, `stat`, `uptime` and `loadavg` are bind-mounted (read-only) from the data
-//! root's FUSE server (`skiff-procfs`), which renders them from the reading process's
-//! cgroup, so `free`, `top` and `uptime` show the container's limit, quota and age.
+//! `cpuinfo`, `stat`, `uptime` and `loadavg`, and `/sys/devices/system/cpu/online`, are
+//! bind-mounted (read-only) from the data root's FUSE server (`skiff-procfs`), which renders
+//! them from the reading process's cgroup, so `free`, `top` and `uptime` show the
+//! container's limit, quota and age.
+//!
+//! `sysinfo(2)` (busybox `free`) is answered by the server's seccomp agent: the spec gets a
+//! `sysinfo` → `SCMP_ACT_NOTIFY` rule first in its profile and the agent's socket as
+//! `listenerPath` ([`ProcView::notify_sysinfo`]); under `seccomp=unconfined` the profile
+//! allows everything and notifies only `sysinfo`. Privileged containers get none (they have
+//! no filter, and a nested runtime in them may want a listener of its own: the kernel allows
+//! one per filter chain), nor do `--no-procfs` containers or any container when the server
+//! is not up. If the server dies while containers run, their `sysinfo` fails with ENOSYS
+//! (the kernel's answer when a listener is gone); it does not leave while a registered
+//! container is alive.
 //!
 //! `nproc` (coreutils and busybox) counts the CPUs of `sched_getaffinity`, which no file
 //! can change: a `skiff run` container with a CPU quota (`--cpus`) of fewer CPUs than the
@@ -36,6 +47,10 @@ pub struct ProcView {
     pub mount_point: Option<PathBuf>,
     /// The CPUs a container may be given (the monitor's affinity); empty: no cpuset.
     pub host_cpus: Vec<u32>,
+    /// The server's seccomp agent (`DATA/procfs/seccomp.sock`), which answers `sysinfo(2)`;
+    /// `None`: no server, and no notify rule (a notified syscall without an agent fails
+    /// with ENOSYS).
+    pub seccomp_agent: Option<PathBuf>,
 }
 
 impl ProcView {
@@ -44,7 +59,39 @@ impl ProcView {
         ProcView::default()
     }
 
-    /// The bind mounts of the served files over `/proc`, read-only.
+    /// Adds the `sysinfo` notify rule to the spec's `linux` object when the agent is up:
+    /// first in the confined profile's rules (the first match wins), with the agent as
+    /// `listenerPath`; without a profile (`seccomp=unconfined`) a profile that allows
+    /// everything and only notifies `sysinfo`. A profile that already has a listener of its
+    /// own (a user's `seccomp=PATH`) is left alone, as is a privileged container's absent
+    /// one (the caller does not call this then).
+    pub fn notify_sysinfo(&self, linux: &mut Value) {
+        let Some(agent) = &self.seccomp_agent else {
+            return;
+        };
+        let rule = json!({"names": ["sysinfo"], "action": "SCMP_ACT_NOTIFY"});
+        let seccomp = &mut linux["seccomp"];
+        if seccomp.is_null() {
+            *seccomp = json!({
+                "defaultAction": "SCMP_ACT_ALLOW",
+                "architectures": ["SCMP_ARCH_X86_64"],
+                "listenerPath": agent,
+                "syscalls": [rule],
+            });
+            return;
+        }
+        if seccomp.get("listenerPath").is_some_and(|p| !p.is_null()) {
+            return;
+        }
+        seccomp["listenerPath"] = json!(agent);
+        match seccomp["syscalls"].as_array_mut() {
+            Some(rules) => rules.insert(0, rule),
+            None => seccomp["syscalls"] = json!([rule]),
+        }
+    }
+
+    /// The bind mounts of the served files over `/proc` (and
+    /// `/sys/devices/system/cpu/online`), read-only.
     pub fn mounts(&self) -> Vec<Value> {
         let Some(mount_point) = &self.mount_point else {
             return vec![];
@@ -53,7 +100,7 @@ impl ProcView {
             .iter()
             .map(|name| {
                 json!({
-                    "destination": format!("/proc/{name}"), "type": "bind",
+                    "destination": skiff_procfs::destination(name), "type": "bind",
                     "source": mount_point.join(name),
                     "options": ["bind", "ro", "nosuid", "nodev", "noexec"],
                 })
@@ -114,8 +161,8 @@ pub fn prepare(data_root: &Path, config: &ContainerConfig) -> ProcView {
         .is_some_and(|age| age < RETRY_AFTER);
     if recent_failure {
         return ProcView {
-            mount_point: None,
             host_cpus,
+            ..ProcView::none()
         };
     }
     let served = skiff_procfs::register(data_root, &config.id).and_then(|()| {
@@ -126,9 +173,12 @@ pub fn prepare(data_root: &Path, config: &ContainerConfig) -> ProcView {
     match served {
         Ok(mount_point) => {
             let _ = std::fs::remove_file(&marker);
+            // A server started by an older binary has no agent: then no notify rule.
+            let agent = dir.agent_socket();
             ProcView {
                 mount_point: Some(mount_point),
                 host_cpus,
+                seccomp_agent: agent.exists().then_some(agent),
             }
         }
         Err(err) => {
@@ -139,8 +189,8 @@ pub fn prepare(data_root: &Path, config: &ContainerConfig) -> ProcView {
             let _ = std::fs::write(&marker, format!("{err}\n"));
             skiff_procfs::unregister(data_root, &config.id);
             ProcView {
-                mount_point: None,
                 host_cpus,
+                ..ProcView::none()
             }
         }
     }
@@ -169,13 +219,43 @@ mod tests {
         ProcView {
             mount_point: Some(PathBuf::from("/data/procfs/mnt")),
             host_cpus: cpus.to_vec(),
+            seccomp_agent: Some(PathBuf::from("/data/procfs/seccomp.sock")),
         }
     }
 
     #[test]
-    fn the_five_files_are_bound_read_only_from_the_mount() {
+    fn sysinfo_is_notified_first_with_the_agent_as_listener() {
+        let v = view(&[0]);
+        let mut linux = json!({"seccomp": skiff_runtime::seccomp::default_profile()});
+        v.notify_sysinfo(&mut linux);
+        assert_eq!(
+            linux["seccomp"]["listenerPath"],
+            "/data/procfs/seccomp.sock"
+        );
+        assert_eq!(linux["seccomp"]["syscalls"][0]["names"], json!(["sysinfo"]));
+        assert_eq!(linux["seccomp"]["syscalls"][0]["action"], "SCMP_ACT_NOTIFY");
+        let profile = serde_json::from_value(linux["seccomp"].clone()).unwrap();
+        assert!(skiff_runtime::seccomp::compile(&profile).unwrap().notify);
+        // Unconfined: allow everything, notify sysinfo only.
+        let mut linux = json!({});
+        v.notify_sysinfo(&mut linux);
+        assert_eq!(linux["seccomp"]["defaultAction"], "SCMP_ACT_ALLOW");
+        assert_eq!(linux["seccomp"]["syscalls"].as_array().unwrap().len(), 1);
+        // A listener of the user's own stays; no agent, no rule.
+        let mut linux =
+            json!({"seccomp": {"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": "/mine"}});
+        v.notify_sysinfo(&mut linux);
+        assert_eq!(linux["seccomp"]["listenerPath"], "/mine");
+        let mut linux = json!({});
+        ProcView::none().notify_sysinfo(&mut linux);
+        assert!(linux["seccomp"].is_null());
+    }
+
+    #[test]
+    fn the_six_files_are_bound_read_only_from_the_mount() {
         let mounts = view(&[0]).mounts();
-        assert_eq!(mounts.len(), 5);
+        assert_eq!(mounts.len(), 6);
+        assert_eq!(mounts[5]["destination"], "/sys/devices/system/cpu/online");
         assert_eq!(mounts[0]["destination"], "/proc/meminfo");
         assert_eq!(mounts[0]["source"], "/data/procfs/mnt/meminfo");
         assert!(

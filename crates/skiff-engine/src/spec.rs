@@ -247,6 +247,9 @@ pub fn build(
     } else if config.seccomp_confined() {
         spec["linux"]["seccomp"] = skiff_runtime::seccomp::default_profile();
     }
+    if !config.privileged {
+        view.notify_sysinfo(&mut spec["linux"]);
+    }
     Ok(spec)
 }
 
@@ -523,6 +526,7 @@ mod tests {
         let view = ProcView {
             mount_point: Some("/data/procfs/mnt".into()),
             host_cpus: vec![0, 1, 2, 3],
+            seccomp_agent: None,
         };
         let mut c = config();
         c.resources.nano_cpus = 1_000_000_000;

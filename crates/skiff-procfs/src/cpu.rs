@@ -40,6 +40,19 @@ pub fn quota_cpus(quota: u64, period: u64) -> usize {
         .max(1)
 }
 
+/// Renders `/sys/devices/system/cpu/online` (what glibc's `sysconf(_SC_NPROCESSORS_ONLN)`
+/// reads), as LXCFS does: `0-(n-1)` for the `n` CPUs a container sees, or the host's text
+/// when it sees every online CPU.
+pub fn render_online(host: &str, online: &[u32], visible: &[u32]) -> String {
+    if visible.len() >= online.len() && !host.is_empty() {
+        return host.to_string();
+    }
+    match visible.len() {
+        0 | 1 => "0\n".to_string(),
+        n => format!("0-{}\n", n - 1),
+    }
+}
+
 /// Renders `/proc/cpuinfo`: the host's blocks of the visible CPUs, renumbered from 0. Blocks
 /// without a `processor` line (an architecture's trailer) are kept.
 pub fn render_cpuinfo(host: &str, visible: &[u32]) -> String {
@@ -122,6 +135,16 @@ pub fn render_stat(host: &str, cpus: usize, cpu: &Cpu, tasks: &Tasks, uptime: f6
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn online_shows_the_visible_count_from_zero_or_the_hosts_text() {
+        assert_eq!(render_online("0-3\n", &[0, 1, 2, 3], &[2]), "0\n");
+        assert_eq!(render_online("0-3\n", &[0, 1, 2, 3], &[1, 3]), "0-1\n");
+        assert_eq!(
+            render_online("0-3\n", &[0, 1, 2, 3], &[0, 1, 2, 3]),
+            "0-3\n"
+        );
+    }
 
     const CPUINFO: &str = "processor\t: 0
 vendor_id\t: GenuineIntel

@@ -1,4 +1,4 @@
-//! The FUSE filesystem: a read-only root directory with the five files. Opening a file
+//! The FUSE filesystem: a read-only root directory with the six files. Opening a file
 //! renders it for the opening process's cgroup; reads serve that snapshot (so a reader that
 //! reads in pieces sees one consistent file), and release forgets it.
 //!
@@ -84,56 +84,59 @@ impl ProcFs {
         })
     }
 
-    /// Renders file number `index` of [`FILES`] for process `pid`, gathering only the
-    /// figures that file needs.
     fn render(&self, index: usize, pid: u32) -> String {
-        let host =
-            |name: &str| std::fs::read_to_string(format!("/proc/{name}")).unwrap_or_default();
-        let dirs = CgroupDirs::from_proc_cgroup(
-            &std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default(),
-            &self.mounts,
-        );
-        let visible = |cpu: &figures::Cpu| crate::cpu::visible_cpus(&online_cpus(), cpu);
-        let host_uptime = || crate::times::parse_uptime(&host("uptime")).unwrap_or(0.0);
-        match FILES.get(index).copied() {
-            Some("meminfo") => crate::meminfo::render(&host("meminfo"), &figures::memory(&dirs)),
-            Some("cpuinfo") => {
-                crate::cpu::render_cpuinfo(&host("cpuinfo"), &visible(&figures::cpu(&dirs)))
-            }
-            Some("stat") => {
-                let cpu = figures::cpu(&dirs);
-                let host_uptime = host_uptime();
-                let uptime =
-                    figures::started(&dirs).map_or(host_uptime, |s| (host_uptime - s).max(0.0));
-                let tasks = figures::tasks(&dirs);
-                crate::cpu::render_stat(&host("stat"), visible(&cpu).len(), &cpu, &tasks, uptime)
-            }
-            Some("uptime") => {
-                let cpu = figures::cpu(&dirs);
-                let cpus = visible(&cpu).len();
-                crate::times::render_uptime(
-                    host_uptime(),
-                    figures::started(&dirs),
-                    cpus,
-                    cpu.usage_ns,
-                )
-            }
-            Some("loadavg") => {
-                let load = match dirs.procs.clone() {
-                    Some(key) => {
-                        let mut loads = self.loads.lock().unwrap_or_else(PoisonError::into_inner);
-                        let entry = loads
-                            .entry(key)
-                            .or_insert_with(|| (LoadAvg::default(), Instant::now()));
-                        entry.1 = Instant::now();
-                        entry.0
-                    }
-                    None => LoadAvg::default(),
-                };
-                load.render(&figures::tasks(&dirs))
-            }
-            _ => String::new(),
+        render(&self.mounts, &self.loads, index, pid)
+    }
+}
+
+/// Renders file number `index` of [`FILES`] for process `pid`, gathering only the figures
+/// that file needs. (The seccomp agent renders the same files to answer `sysinfo`.)
+pub(crate) fn render(mounts: &Mounts, loads: &Loads, index: usize, pid: u32) -> String {
+    let host = |name: &str| std::fs::read_to_string(format!("/proc/{name}")).unwrap_or_default();
+    let dirs = CgroupDirs::from_proc_cgroup(
+        &std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default(),
+        mounts,
+    );
+    let visible = |cpu: &figures::Cpu| crate::cpu::visible_cpus(&online_cpus(), cpu);
+    let host_uptime = || crate::times::parse_uptime(&host("uptime")).unwrap_or(0.0);
+    match FILES.get(index).copied() {
+        Some("meminfo") => crate::meminfo::render(&host("meminfo"), &figures::memory(&dirs)),
+        Some("cpuinfo") => {
+            crate::cpu::render_cpuinfo(&host("cpuinfo"), &visible(&figures::cpu(&dirs)))
         }
+        Some("stat") => {
+            let cpu = figures::cpu(&dirs);
+            let host_uptime = host_uptime();
+            let uptime =
+                figures::started(&dirs).map_or(host_uptime, |s| (host_uptime - s).max(0.0));
+            let tasks = figures::tasks(&dirs);
+            crate::cpu::render_stat(&host("stat"), visible(&cpu).len(), &cpu, &tasks, uptime)
+        }
+        Some("uptime") => {
+            let cpu = figures::cpu(&dirs);
+            let cpus = visible(&cpu).len();
+            crate::times::render_uptime(host_uptime(), figures::started(&dirs), cpus, cpu.usage_ns)
+        }
+        Some("loadavg") => {
+            let load = match dirs.procs.clone() {
+                Some(key) => {
+                    let mut loads = loads.lock().unwrap_or_else(PoisonError::into_inner);
+                    let entry = loads
+                        .entry(key)
+                        .or_insert_with(|| (LoadAvg::default(), Instant::now()));
+                    entry.1 = Instant::now();
+                    entry.0
+                }
+                None => LoadAvg::default(),
+            };
+            load.render(&figures::tasks(&dirs))
+        }
+        Some("online") => {
+            let host_text =
+                std::fs::read_to_string("/sys/devices/system/cpu/online").unwrap_or_default();
+            crate::cpu::render_online(&host_text, &online_cpus(), &visible(&figures::cpu(&dirs)))
+        }
+        _ => String::new(),
     }
 }
 

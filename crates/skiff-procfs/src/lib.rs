@@ -1,10 +1,12 @@
 //! Container-sized `/proc` files, what LXCFS does, built into Skiff: inside a container,
 //! `free`, `top`, `uptime` and `nproc`-like readers of `/proc/meminfo`, `/proc/cpuinfo`,
-//! `/proc/stat`, `/proc/uptime` and `/proc/loadavg` see the container's memory limit, CPU
-//! quota and uptime instead of the host's.
+//! `/proc/stat`, `/proc/uptime`, `/proc/loadavg` and `/sys/devices/system/cpu/online` see the
+//! container's memory limit, CPU quota and uptime instead of the host's; and programs that
+//! ask `sysinfo(2)` instead (busybox `free`, `uptime`) get the same figures from the server's
+//! seccomp agent (`agent.rs`, [`sysinfo`]), which the containers' notify rule reaches.
 //!
 //! One FUSE server per data root ([`server`], the hidden `skiff procfs serve` command)
-//! serves the five files under `DATA/procfs/mnt` ([`ProcfsDir`]). Each read is answered for
+//! serves the six files under `DATA/procfs/mnt` ([`ProcfsDir`]). Each read is answered for
 //! the process making it: the kernel puts its pid in the request, `/proc/PID/cgroup` names
 //! its cgroup, and the file is rendered from the host's own file plus that cgroup's figures
 //! ([`figures`], [`meminfo`], [`cpu`], [`times`], all pure and unit-tested). So one server
@@ -18,12 +20,14 @@
 //! `/dev/fuse`) is not fatal: the engine runs the container with the host's files and says
 //! so once in the monitor's log.
 
+mod agent;
 pub mod client;
 pub mod cpu;
 pub mod figures;
 mod fs;
 pub mod meminfo;
 pub mod server;
+pub mod sysinfo;
 pub mod times;
 
 use std::path::{Path, PathBuf};
@@ -32,7 +36,16 @@ pub use client::{ensure, is_served, register, stop, unregister};
 pub use figures::Figures;
 
 /// The files the server provides, by name under the mount point.
-pub const FILES: [&str; 5] = ["meminfo", "cpuinfo", "stat", "uptime", "loadavg"];
+pub const FILES: [&str; 6] = ["meminfo", "cpuinfo", "stat", "uptime", "loadavg", "online"];
+
+/// Where file `name` of [`FILES`] goes in a container: `/proc/<name>`, except `online`,
+/// which is `/sys/devices/system/cpu/online`.
+pub fn destination(name: &str) -> String {
+    match name {
+        "online" => "/sys/devices/system/cpu/online".to_string(),
+        _ => format!("/proc/{name}"),
+    }
+}
 
 /// Why starting or running the server failed.
 #[derive(Debug, thiserror::Error)]
@@ -99,6 +112,7 @@ pub type Result<T> = std::result::Result<T, ProcfsError>;
 ///             server.pid      the running server's pid
 ///             server.log      its diagnostics
 ///             users/<id>      "PID START" of each user (a container's monitor)
+///             seccomp.sock    the seccomp agent: containers' listeners for sysinfo(2)
 /// ```
 #[derive(Debug, Clone)]
 pub struct ProcfsDir {
@@ -151,5 +165,10 @@ impl ProcfsDir {
     /// The registered users.
     pub fn users(&self) -> PathBuf {
         self.dir.join("users")
+    }
+
+    /// The seccomp agent's socket (`linux.seccomp.listenerPath` of the containers).
+    pub fn agent_socket(&self) -> PathBuf {
+        self.dir.join("seccomp.sock")
     }
 }

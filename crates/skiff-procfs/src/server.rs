@@ -4,7 +4,8 @@
 //! leaving one), clears a stale mount a killed predecessor left, mounts the filesystem at
 //! `DATA/procfs/mnt` (read-only, `allow_other`, nosuid, nodev, noexec) and serves it from one
 //! FUSE thread, with a second thread that samples the load of the cgroups reading
-//! `/proc/loadavg`. The main thread waits on SIGTERM/SIGINT/SIGHUP and checks the users once
+//! `/proc/loadavg`, and the seccomp agent's threads (`DATA/procfs/seccomp.sock`, which
+//! answer the containers' `sysinfo(2)`). The main thread waits on SIGTERM/SIGINT/SIGHUP and checks the users once
 //! a second; when none has been alive for the idle time (`--idle`, default
 //! [`DEFAULT_IDLE`]), on a signal, or once its directory was removed, it unmounts and exits.
 //! A container started before that keeps its monitor registered, so the server never leaves
@@ -81,6 +82,9 @@ pub fn serve(data_root: &Path, idle: Duration) -> Result<()> {
 
     let mounts = Mounts::of_this_process()?;
     let loads: Loads = Arc::new(Mutex::new(HashMap::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    // The agent's socket exists before the mount: a container that finds the mount finds it.
+    let _agent = crate::agent::start(&dir, mounts.clone(), loads.clone(), stop.clone())?;
     let mut config = Config::default();
     config.mount_options = vec![
         MountOption::FSName("skiff-procfs".into()),
@@ -94,14 +98,20 @@ pub fn serve(data_root: &Path, idle: Duration) -> Result<()> {
     // Two readers at a time: one container's slow read (many threads to count) does not
     // hold up the others.
     config.n_threads = Some(2);
-    let session = fuser::spawn_mount(ProcFs::new(mounts, loads.clone()), &mount_point, &config)
-        .map_err(ProcfsError::io("mount FUSE at", &mount_point))?;
+    let session =
+        match fuser::spawn_mount(ProcFs::new(mounts, loads.clone()), &mount_point, &config) {
+            Ok(session) => session,
+            Err(e) => {
+                stop.store(true, Ordering::Relaxed);
+                let _ = std::fs::remove_file(dir.agent_socket());
+                return Err(ProcfsError::io("mount FUSE at", &mount_point)(e));
+            }
+        };
     let pid_file = dir.pid_file();
     std::fs::write(&pid_file, format!("{}\n", std::process::id()))
         .map_err(ProcfsError::io("write", &pid_file))?;
     tracing::info!(mount_point = %mount_point.display(), "serving container-sized /proc files");
 
-    let stop = Arc::new(AtomicBool::new(false));
     let sampler = {
         let (loads, stop) = (loads.clone(), stop.clone());
         std::thread::Builder::new()
@@ -129,6 +139,7 @@ pub fn serve(data_root: &Path, idle: Duration) -> Result<()> {
             last_used = Instant::now();
         } else if last_used.elapsed() >= idle {
             let _ = std::fs::remove_file(&pid_file);
+            let _ = std::fs::remove_file(dir.agent_socket());
             let result = session.umount_and_join();
             drop(users);
             stop.store(true, Ordering::Relaxed);
@@ -139,6 +150,7 @@ pub fn serve(data_root: &Path, idle: Duration) -> Result<()> {
         drop(users);
     };
     let _ = std::fs::remove_file(&pid_file);
+    let _ = std::fs::remove_file(dir.agent_socket());
     let result = session.umount_and_join();
     stop.store(true, Ordering::Relaxed);
     let _ = sampler.join();

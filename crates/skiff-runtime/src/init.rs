@@ -206,20 +206,58 @@ fn stage_two(plan: &Plan, ctx: &mut InitContext) -> Result<Never, InitError> {
     }
     skiff_sys::fd::cloexec_all_except(&keep)?;
 
+    // A filter with a listener is loaded before `Ready`, while `create` still reads the
+    // channel and can take the listener to the agent (runc's order): the identity, umask and
+    // rlimits come first then, and the startContainer hooks run under them.
+    let early = plan.process.seccomp_listener.is_some();
+    if early {
+        set_limits(&plan.process)?;
+        sysproc::reset_signals()?;
+        let listener = become_process(&plan.process)?;
+        hand_over_listener(&mut ctx.channel, listener)?;
+    }
     ctx.channel.send(&Message::Ready)?;
     ctx.ready_sent = true;
     skiff_sys::fifo::signal_through_handle(&ctx.fifo)?;
 
-    if let Some(mask) = plan.process.umask {
-        sysproc::set_umask(mask);
-    }
-    for (name, soft, hard) in &plan.process.rlimits {
-        sysproc::set_rlimit(name, *soft, *hard)?;
+    if !early {
+        set_limits(&plan.process)?;
     }
     crate::hooks::run("startContainer", &hooks.start_container, &hook_state)?;
-    sysproc::reset_signals()?;
-    become_process(&plan.process)?;
+    if !early {
+        sysproc::reset_signals()?;
+        become_process(&plan.process)?;
+    }
     Err(sysproc::exec(&program, &plan.process.args, &plan.process.env).into())
+}
+
+/// Sets the process's umask and rlimits.
+fn set_limits(p: &crate::plan::ProcessPlan) -> Result<(), InitError> {
+    if let Some(mask) = p.umask {
+        sysproc::set_umask(mask);
+    }
+    for (name, soft, hard) in &p.rlimits {
+        sysproc::set_rlimit(name, *soft, *hard)?;
+    }
+    Ok(())
+}
+
+/// Reports a seccomp listener to the runtime and waits until it holds a copy (nothing when
+/// the filter has none). Shared by the init and `exec`.
+pub fn hand_over_listener(
+    channel: &mut Channel,
+    listener: Option<OwnedFd>,
+) -> Result<(), InitError> {
+    use std::os::fd::AsRawFd;
+    let Some(listener) = listener else {
+        return Ok(());
+    };
+    channel.send(&Message::SeccompListener {
+        fd: listener.as_raw_fd(),
+    })?;
+    channel.expect(&Message::SeccompDone, "seccomp done")?;
+    drop(listener);
+    Ok(())
 }
 
 /// Opens a pty in the container's `/dev/pts`, sends the master over the console socket and
@@ -239,8 +277,9 @@ pub fn attach_terminal(
 }
 
 /// Takes on the process's identity: bounding set, ids, capability sets, `no_new_privs`. Shared
-/// by the init and `exec`.
-pub fn become_process(p: &crate::plan::ProcessPlan) -> Result<(), InitError> {
+/// by the init and `exec`. Returns the seccomp listener when the filter has `SCMP_ACT_NOTIFY`
+/// rules.
+pub fn become_process(p: &crate::plan::ProcessPlan) -> Result<Option<OwnedFd>, InitError> {
     let program = |f: &crate::seccomp::Filter| -> Vec<skiff_sys::seccomp::BpfInstruction> {
         f.instructions
             .iter()
@@ -249,8 +288,17 @@ pub fn become_process(p: &crate::plan::ProcessPlan) -> Result<(), InitError> {
     };
     // Without no_new_privs the kernel takes a filter only from a process with CAP_SYS_ADMIN:
     // load it now, while the process still has it (the filter allows what follows).
+    let load = |f: &crate::seccomp::Filter| -> Result<Option<OwnedFd>, InitError> {
+        if f.notify {
+            Ok(Some(skiff_sys::seccomp::load_with_listener(&program(f))?))
+        } else {
+            skiff_sys::seccomp::load(&program(f))?;
+            Ok(None)
+        }
+    };
+    let mut listener = None;
     if let (Some(filter), false) = (&p.seccomp, p.no_new_privileges) {
-        skiff_sys::seccomp::load(&program(filter))?;
+        listener = load(filter)?;
     }
     if let Some(caps) = &p.capabilities {
         skiff_sys::capabilities::apply_bounding(caps)?;
@@ -264,10 +312,10 @@ pub fn become_process(p: &crate::plan::ProcessPlan) -> Result<(), InitError> {
     if p.no_new_privileges {
         sysproc::set_no_new_privileges()?;
         if let Some(filter) = &p.seccomp {
-            skiff_sys::seccomp::load(&program(filter))?;
+            listener = load(filter)?;
         }
     }
-    Ok(())
+    Ok(listener)
 }
 
 /// Refuses to exec anything that would load the runtime's own binary inside the container:

@@ -11,6 +11,7 @@ pub mod clock;
 pub mod container;
 pub mod hooks;
 pub mod init;
+pub mod listener;
 pub mod paths;
 pub mod plan;
 pub mod rootfs;

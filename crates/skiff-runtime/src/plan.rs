@@ -130,6 +130,9 @@ pub struct ProcessPlan {
     /// The container's seccomp filter (`linux.seccomp`, compiled), for the init and every
     /// exec'd process.
     pub seccomp: Option<crate::seccomp::Filter>,
+    /// Where the listener of a filter with `SCMP_ACT_NOTIFY` rules goes
+    /// (`linux.seccomp.listenerPath` and `listenerMetadata`); `None` without such rules.
+    pub seccomp_listener: Option<crate::listener::ListenerTarget>,
 }
 
 impl ProcessPlan {
@@ -196,12 +199,20 @@ impl ProcessPlan {
             }),
             capabilities,
             seccomp: None,
+            seccomp_listener: None,
         })
     }
 
     /// Sets the container's seccomp filter from `linux.seccomp` of its spec.
     pub fn with_seccomp_of(mut self, spec: &Spec) -> Result<ProcessPlan, PlanError> {
-        self.seccomp = match spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
+        let profile = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref());
+        self.seccomp_listener = profile.and_then(|p| {
+            Some(crate::listener::ListenerTarget {
+                path: p.listener_path().clone()?,
+                metadata: p.listener_metadata().clone().unwrap_or_default(),
+            })
+        });
+        self.seccomp = match profile {
             Some(profile) => {
                 Some(
                     crate::seccomp::compile(profile).map_err(|e| PlanError::Invalid {
@@ -212,6 +223,9 @@ impl ProcessPlan {
             }
             None => None,
         };
+        if !self.seccomp.as_ref().is_some_and(|f| f.notify) {
+            self.seccomp_listener = None;
+        }
         Ok(self)
     }
 }

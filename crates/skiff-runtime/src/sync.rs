@@ -54,6 +54,14 @@ pub enum Message {
         /// The state JSON.
         state: String,
     },
+    /// Init to runtime: the seccomp filter is loaded and its listener is descriptor `fd` of
+    /// the process; take a copy (`pidfd_getfd`) for the seccomp agent.
+    SeccompListener {
+        /// The descriptor's number in the process.
+        fd: i32,
+    },
+    /// Runtime to init: the listener is copied; go on.
+    SeccompDone,
     /// Init to runtime: everything is set up; the init now waits for `start`.
     Ready,
     /// Init to runtime: setting up failed.

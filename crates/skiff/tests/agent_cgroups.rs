@@ -275,6 +275,14 @@ fn pods_get_cgroups_under_their_qos_class() {
         let own = std::fs::read_to_string(sleeper_cgroup(path).join(memory_file)).unwrap();
         assert_eq!(own.trim(), (64u64 << 20).to_string(), "{path}");
     }
+    // Inside, the pod's limit is the memory: busybox `free` asks sysinfo(2), which the data
+    // root's /proc server answers (the pod's container gets the same view as `skiff run`).
+    let free = c.k(&["exec", "guaranteed", "--", "free", "-m"]);
+    let total = free
+        .lines()
+        .find(|l| l.starts_with("Mem:"))
+        .and_then(|l| l.split_whitespace().nth(1));
+    assert_eq!(total, Some("64"), "{free}");
 
     // Deleting a pod removes its cgroup, in every hierarchy.
     for (name, path) in ["guaranteed", "burstable", "besteffort"].iter().zip(&paths) {

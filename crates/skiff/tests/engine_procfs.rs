@@ -1,7 +1,10 @@
 //! The container's own `/proc` figures (root; CI runs as root; needs `/dev/fuse`): `free -m`
-//! under `-m 256m` shows a total of 256, `--cpus 1` gives one processor in `/proc/cpuinfo`
-//! and `nproc` 1, `/proc/uptime` starts near 0, `--no-procfs` keeps the host's files, and
-//! the data root's `/proc` server leaves by itself once idle. Every test removes its
+//! under `-m 256m` shows a total of 256 (procps, which reads `/proc/meminfo`, and busybox,
+//! which asks `sysinfo(2)`: the server's seccomp agent answers), `--cpus 1` gives one
+//! processor in `/proc/cpuinfo`, `/sys/devices/system/cpu/online` and `nproc`, `/proc/uptime`
+//! and `uptime` start near 0, the cgroup namespace shows the container's own read-only
+//! cgroup, `--no-procfs` keeps the host's files, and the data root's `/proc` server leaves by
+//! itself once idle. Every test removes its
 //! containers and stops the server and its mount on drop (the shared `Skiff` guard), also
 //! when it fails.
 #![allow(clippy::unwrap_used)]
@@ -113,17 +116,128 @@ fn free_shows_the_memory_limit_as_the_total() {
     assert!(skiff_procfs::is_served(skiff.data.path()));
 }
 
+/// The host's memory in MiB as `sysinfo(2)` gives it (what busybox `free -m` shows).
+fn host_total_mib() -> u64 {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap();
+    let kib: u64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap();
+    kib / 1024
+}
+
+#[test]
+fn busybox_free_asks_the_kernel_and_sees_the_limit_too() {
+    require_fuse();
+    let skiff = Skiff::new();
+    // busybox `free` calls sysinfo(2): the notify rule sends it to the server's agent.
+    let out = skiff.ok(&["run", "--rm", "-m", "256m", IMAGE, "free", "-m"]);
+    assert_eq!(free_total(&out, "Mem:"), 256, "{out}");
+    let free: u64 = out
+        .lines()
+        .find(|l| l.starts_with("Mem:"))
+        .and_then(|l| l.split_whitespace().nth(3)?.parse().ok())
+        .unwrap();
+    assert!(free > 0 && free <= 256, "{out}");
+    // Not only root, and not only under the default profile.
+    for extra in [
+        &["-u", "1000"][..],
+        &["--security-opt", "seccomp=unconfined"],
+    ] {
+        let mut args = vec!["run", "--rm", "-m", "256m"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&[IMAGE, "free", "-m"]);
+        let out = skiff.ok(&args);
+        assert_eq!(free_total(&out, "Mem:"), 256, "{extra:?}: {out}");
+    }
+    // An exec'd process gets a listener of its own.
+    let id = skiff.ok(&["run", "-d", "-m", "256m", IMAGE, "sleep", "1000"]);
+    let out = skiff.ok(&["exec", id.trim(), "free", "-m"]);
+    assert_eq!(free_total(&out, "Mem:"), 256, "exec: {out}");
+    skiff.ok(&["rm", "-f", id.trim()]);
+    // --no-procfs: the kernel's own answer, the host's memory.
+    let out = skiff.ok(&[
+        "run",
+        "--rm",
+        "--no-procfs",
+        "-m",
+        "256m",
+        IMAGE,
+        "free",
+        "-m",
+    ]);
+    assert_eq!(free_total(&out, "Mem:"), host_total_mib(), "{out}");
+}
+
+#[test]
+fn busybox_uptime_asks_the_kernel_and_sees_a_fresh_container() {
+    require_fuse();
+    let skiff = Skiff::new();
+    let host_uptime: f64 = std::fs::read_to_string("/proc/uptime")
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        host_uptime > 120.0,
+        "the host booted {host_uptime} s ago: too recently to tell a container's uptime from it"
+    );
+    // busybox `uptime` takes the time and the loads from sysinfo(2).
+    let out = skiff.ok(&["run", "--rm", IMAGE, "uptime"]);
+    assert!(out.contains(" up 0 min"), "{out}");
+    assert!(out.contains("load average: 0.00, 0.00, 0.00"), "{out}");
+    let out = skiff.ok(&["run", "--rm", "--no-procfs", IMAGE, "uptime"]);
+    assert!(!out.contains(" up 0 min"), "{out}");
+}
+
+#[test]
+fn the_cgroup_namespace_shows_the_containers_own_read_only_cgroup() {
+    require_fuse();
+    let skiff = Skiff::new();
+    let v2 = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    let limit = if v2 {
+        "/sys/fs/cgroup/memory.max"
+    } else {
+        "/sys/fs/cgroup/memory/memory.limit_in_bytes"
+    };
+    let script = format!("cat /proc/self/cgroup; cat {limit}; echo 1 > {limit}; echo rc=$?");
+    let out = skiff.run(&["run", "--rm", "-m", "256m", IMAGE, "sh", "-c", &script]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    let mut lines = stdout.lines().peekable();
+    let mut cgroup_lines = 0;
+    while let Some(line) = lines.next_if(|l| l.contains(':') && !l.starts_with("rc=")) {
+        assert!(
+            line.ends_with(":/"),
+            "not the namespace's root: {line}\n{stdout}"
+        );
+        cgroup_lines += 1;
+    }
+    assert!(cgroup_lines > 0, "{stdout}");
+    assert_eq!(lines.next(), Some("268435456"), "{stdout}");
+    assert_eq!(lines.next(), Some("rc=1"), "{stdout}");
+    assert!(stderr.contains("Read-only file system"), "{stderr}");
+}
+
 #[test]
 fn one_cpu_of_quota_shows_one_processor_and_nproc_one() {
     require_fuse();
     let skiff = Skiff::new();
-    let script = "grep -c ^processor /proc/cpuinfo; nproc; grep -c '^cpu[0-9]' /proc/stat";
+    let script = "grep -c ^processor /proc/cpuinfo; nproc; grep -c '^cpu[0-9]' /proc/stat; \
+                  cat /sys/devices/system/cpu/online";
     let out = skiff.ok(&["run", "--rm", "--cpus", "1", IMAGE, "sh", "-c", script]);
-    assert_eq!(out, "1\n1\n1\n", "cpuinfo, nproc, stat");
+    assert_eq!(out, "1\n1\n1\n0\n", "cpuinfo, nproc, stat, online");
     // Without a quota: the host's CPUs.
     let out = skiff.ok(&["run", "--rm", IMAGE, "sh", "-c", script]);
     let n = host_cpus();
-    assert_eq!(out, format!("{n}\n{n}\n{n}\n"), "cpuinfo, nproc, stat");
+    let online = std::fs::read_to_string("/sys/devices/system/cpu/online").unwrap();
+    assert_eq!(
+        out,
+        format!("{n}\n{n}\n{n}\n{online}"),
+        "cpuinfo, nproc, stat, online"
+    );
 }
 
 #[test]

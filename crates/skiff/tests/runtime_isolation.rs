@@ -1,6 +1,7 @@
 //! The OCI runtime's isolation and hardening for real, as root: namespaces, read-only root
-//! and masks, cgroup limits, capabilities, seccomp, and the known escapes (leaked fds, symlinked
-//! mount targets, CVE-2019-5736, CVE-2024-21626).
+//! and masks, cgroup limits, capabilities, seccomp (with `SCMP_ACT_NOTIFY` and a
+//! `listenerPath` agent), and the known escapes (leaked fds, symlinked mount targets,
+//! CVE-2019-5736, CVE-2024-21626).
 
 #![allow(clippy::unwrap_used)] // test code: a panic is how a test reports failure
 
@@ -309,6 +310,94 @@ fn a_seccomp_profile_from_config_is_enforced() {
         "{}",
         text(&out.stderr)
     );
+}
+
+/// A seccomp agent for one container: accepts the runtime's connection on `socket`, keeps
+/// the state JSON, answers every notified `getppid` with 4242 (anything else continues)
+/// until no process uses the filter. Returns the state.
+fn getppid_agent(socket: std::os::unix::net::UnixListener) -> Value {
+    use skiff_sys::seccomp::{self, Response};
+    use std::os::fd::AsFd;
+    let (stream, _) = socket.accept().unwrap();
+    let (data, listener) = seccomp::recv_with_fd(&stream, 65536).unwrap();
+    let state: Value = serde_json::from_slice(&data).unwrap();
+    let listener = listener.expect("the message carries the listener");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::time::Instant::now() < deadline {
+        match seccomp::wait_listener(listener.as_fd(), 200) {
+            None => break,
+            Some(false) => continue,
+            Some(true) => {}
+        }
+        let Ok(n) = seccomp::receive(listener.as_fd()) else {
+            continue;
+        };
+        let answer = if i64::from(n.nr) == nix::libc::SYS_getppid {
+            Response::Value(4242)
+        } else {
+            Response::Continue
+        };
+        let _ = seccomp::respond(listener.as_fd(), n.id, answer);
+    }
+    state
+}
+
+#[test]
+fn a_notify_rule_sends_the_listener_and_the_state_to_the_listener_path() {
+    let agent_dir = tempfile::tempdir().unwrap();
+    let socket_path = agent_dir.path().join("agent.sock");
+    let socket = std::os::unix::net::UnixListener::bind(&socket_path).unwrap();
+    // ash sets $PPID from getppid(): the agent's answer shows in the output.
+    let bundle = Bundle::new(&["sh", "-c", "echo ppid=$PPID"], |c| {
+        c["linux"]["seccomp"] = json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "listenerPath": socket_path,
+            "listenerMetadata": "made-by-the-test",
+            "syscalls": [{"names": ["getppid"], "action": "SCMP_ACT_NOTIFY"}]
+        });
+    });
+    let agent = std::thread::spawn(move || getppid_agent(socket));
+    let out = bundle.run("notify");
+    assert_eq!(text(&out.stdout), "ppid=4242\n", "{}", text(&out.stderr));
+    let state = agent.join().unwrap();
+    assert_eq!(state["fds"], json!(["seccompFd"]), "{state}");
+    assert_eq!(state["metadata"], "made-by-the-test", "{state}");
+    assert!(state["pid"].as_i64().unwrap() > 0, "{state}");
+    assert_eq!(
+        state["state"]["id"],
+        format!("notify-{}", std::process::id())
+    );
+    assert_eq!(state["state"]["status"], "creating", "{state}");
+    assert_eq!(state["state"]["pid"], state["pid"], "{state}");
+    assert!(state["ociVersion"].is_string(), "{state}");
+}
+
+#[test]
+fn notify_rules_without_a_listener_path_or_on_write_are_refused_at_create() {
+    for (rule, expected) in [
+        (
+            json!({"names": ["getppid"], "action": "SCMP_ACT_NOTIFY"}),
+            "listenerPath",
+        ),
+        (
+            json!({"names": ["write"], "action": "SCMP_ACT_NOTIFY"}),
+            "cannot be used for the write syscall",
+        ),
+    ] {
+        let bundle = Bundle::new(&["true"], |c| {
+            c["linux"]["seccomp"] = json!({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [rule]});
+            if expected != "listenerPath" {
+                c["linux"]["seccomp"]["listenerPath"] = json!("/nonexistent/agent.sock");
+            }
+        });
+        let out = bundle.run("notify-refused");
+        assert!(!out.status.success());
+        assert!(
+            text(&out.stderr).contains(expected),
+            "{}",
+            text(&out.stderr)
+        );
+    }
 }
 
 #[test]

@@ -190,8 +190,16 @@ fn talk_to_init(
                 channel.send(&Message::IdMapsWritten)?;
             }
             Message::InitPid { pid } => init_pid = Some(pid),
-            message @ (Message::NeedHooks | Message::Ready) if init_pid.is_none() => {
+            message @ (Message::NeedHooks | Message::Ready | Message::SeccompListener { .. })
+                if init_pid.is_none() =>
+            {
                 deferred.push_back(message)
+            }
+            Message::SeccompListener { fd } => {
+                let pid = init_pid.ok_or_else(|| {
+                    ContainerError::Init("the init sent a listener before reporting its pid".into())
+                })?;
+                hand_listener_to_agent(channel, plan, record, pid, fd)?;
             }
             Message::NeedHooks => {
                 let pid = init_pid.ok_or_else(|| {
@@ -222,6 +230,29 @@ fn talk_to_init(
             }
         }
     }
+}
+
+/// Copies the init's seccomp listener, lets the init go on and sends the listener with the
+/// container's state (status `creating`, as runc sends it) to `linux.seccomp.listenerPath`.
+fn hand_listener_to_agent(
+    channel: &mut Channel,
+    plan: &Plan,
+    record: &Record,
+    pid: i32,
+    fd: i32,
+) -> Result<(), ContainerError> {
+    let target = plan.process.seccomp_listener.as_ref().ok_or_else(|| {
+        ContainerError::Init(
+            "the init sent a seccomp listener but linux.seccomp has no listenerPath".into(),
+        )
+    })?;
+    let listener = crate::listener::take(pid, fd)?;
+    channel.send(&Message::SeccompDone)?;
+    let state = serde_json::from_str(&hook_state(record, pid, "creating")).unwrap_or_default();
+    let message =
+        crate::listener::process_state(&record.state.oci_version, pid, &target.metadata, state);
+    crate::listener::send(target, &message, &listener)?;
+    Ok(())
 }
 
 /// The spec's device rules followed by allow rules for every device the container gets (the

@@ -91,11 +91,12 @@ pub fn exec(
         channel.send(&Message::Go)?;
         // The pid (from the first child) and Ready (from the process itself, its child) may
         // arrive in either order.
-        let mut ready = false;
+        let (mut ready, mut listener) = (false, None);
         while pid.is_none() || !ready {
             match channel.recv()? {
                 Message::InitPid { pid: p } => pid = Some(p),
                 Message::Ready => ready = true,
+                Message::SeccompListener { fd } => listener = Some(fd),
                 Message::Failed { message } => {
                     failed = true;
                     return Err(ContainerError::Init(message));
@@ -105,6 +106,12 @@ pub fn exec(
                         "unexpected message from exec: {other:?}"
                     )));
                 }
+            }
+            // The listener may overtake the pid (they come from two processes).
+            if let Some(p) = pid
+                && let Some(fd) = listener.take()
+            {
+                hand_listener_to_agent(&mut channel, &options.process, &record, p, fd)?;
             }
         }
         pid.ok_or_else(|| ContainerError::Init("exec reported no pid".into()))
@@ -141,6 +148,34 @@ pub fn exec(
         return Ok(ExecOutcome::Started(pid));
     }
     Ok(ExecOutcome::Exited(sysproc::wait_for_exit(pid)?))
+}
+
+/// Copies the process's seccomp listener, lets it go on and sends the listener with the
+/// container's state (status `running`) to `linux.seccomp.listenerPath`.
+fn hand_listener_to_agent(
+    channel: &mut Channel,
+    process: &ProcessPlan,
+    record: &crate::state::Record,
+    pid: i32,
+    fd: i32,
+) -> Result<(), ContainerError> {
+    let target = process.seccomp_listener.as_ref().ok_or_else(|| {
+        ContainerError::Init(
+            "exec sent a seccomp listener but linux.seccomp has no listenerPath".into(),
+        )
+    })?;
+    let listener = crate::listener::take(pid, fd)?;
+    channel.send(&Message::SeccompDone)?;
+    let state = serde_json::from_str(&super::create::hook_state(
+        record,
+        record.state.pid,
+        "running",
+    ))
+    .unwrap_or_default();
+    let message =
+        crate::listener::process_state(&record.state.oci_version, pid, &target.metadata, state);
+    crate::listener::send(target, &message, &listener)?;
+    Ok(())
 }
 
 /// The forked child: joins the namespaces, forks into the PID namespace, and execs.
@@ -202,7 +237,8 @@ fn run_child(
             sysproc::set_rlimit(name, *soft, *hard)?;
         }
         sysproc::reset_signals()?;
-        init::become_process(process)?;
+        let listener = init::become_process(process)?;
+        init::hand_over_listener(&mut channel, listener)?;
         channel.send(&Message::Ready)?;
         Err(sysproc::exec(&program, &process.args, &process.env).into())
     })();

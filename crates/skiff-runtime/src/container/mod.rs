@@ -84,6 +84,9 @@ pub enum ContainerError {
     /// A lifecycle hook failed.
     #[error(transparent)]
     Hook(#[from] crate::hooks::HookError),
+    /// The seccomp listener did not reach the agent.
+    #[error(transparent)]
+    Listener(#[from] crate::listener::ListenerError),
     /// A signal name or number is not known.
     #[error("unknown signal {0:?}: use a name like TERM or SIGKILL, or a number")]
     BadSignal(String),

@@ -19,6 +19,9 @@ pub struct Instruction {
 pub struct Filter {
     /// The instructions, in order.
     pub instructions: Vec<Instruction>,
+    /// Whether a rule returns `SECCOMP_RET_USER_NOTIF`: the filter is then loaded with a
+    /// listener.
+    pub notify: bool,
 }
 
 const LD_W_ABS: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
@@ -223,7 +226,10 @@ pub fn assemble(rules: &[Rule], default_action: u32) -> Filter {
             Op::Label(_) => {}
         }
     }
-    Filter { instructions }
+    Filter {
+        instructions,
+        notify: false,
+    }
 }
 
 impl Filter {
