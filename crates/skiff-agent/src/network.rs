@@ -308,7 +308,7 @@ where
         + 'static,
 {
     let (reader, writer) = reflector::store();
-    let stream = reflector::reflector(writer, watcher(api, config))
+    let stream = reflector::reflector(writer, watcher(api, config).modify(crate::slim::strip))
         .default_backoff()
         .for_each(move |event| {
             if let Err(err) = &event {

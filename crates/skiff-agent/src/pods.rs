@@ -26,7 +26,10 @@ pub async fn run(ctx: Arc<Context>) {
     let api: Api<Pod> = Api::all(ctx.client.clone());
     let config =
         watcher::Config::default().fields(&format!("spec.nodeName={}", ctx.config.node_name));
-    let mut events = watcher(api, config).default_backoff().boxed();
+    let mut events = watcher(api, config)
+        .default_backoff()
+        .modify(crate::slim::strip)
+        .boxed();
     let mut workers: HashMap<String, Slot> = HashMap::new();
     let mut listed: HashSet<String> = HashSet::new();
     while let Some(event) = events.next().await {

@@ -262,3 +262,40 @@ pub fn remove(engine: &Engine, index: &Index, c: &Container) -> Result<(), Agent
 
 /// The stack of a thread that waits for one container's monitor.
 const REAPER_STACK: usize = 64 * 1024;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pods_known(index: &Index) -> Vec<String> {
+        let mut uids: Vec<String> = index.lock().keys().cloned().collect();
+        uids.sort();
+        uids
+    }
+
+    #[test]
+    fn the_index_forgets_a_pod_once_its_last_container_is_removed() {
+        let index = Index::default();
+        index.add("pod-a", "sandbox-a");
+        index.add("pod-a", "app-a");
+        index.add("pod-b", "sandbox-b");
+        index.forget("pod-a", "app-a");
+        assert_eq!(pods_known(&index), ["pod-a", "pod-b"]);
+        index.forget("pod-a", "sandbox-a");
+        index.forget("pod-b", "sandbox-b");
+        assert!(pods_known(&index).is_empty());
+        // Forgetting what is not there changes nothing.
+        index.forget("pod-c", "x");
+        assert!(pods_known(&index).is_empty());
+    }
+
+    #[test]
+    fn the_index_forgets_containers_removed_behind_its_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(dir.path()).unwrap();
+        let index = Index::default();
+        index.add("pod-a", "removed-by-hand");
+        assert!(index.of_pod(&engine, "pod-a").unwrap().is_empty());
+        assert!(pods_known(&index).is_empty());
+    }
+}

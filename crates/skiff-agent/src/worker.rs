@@ -101,6 +101,8 @@ pub async fn teardown(ctx: &Arc<Context>, uid: &str, grace: Duration) -> Result<
             tracing::warn!(pod_uid = uid, error = %err, "stopping a container failed");
         }
     }
+    // The pod's service account tokens go even when a container below cannot be removed.
+    volumes::tokens::forget(uid);
     let ctx2 = Arc::clone(ctx);
     let data_dir = ctx.config.data_dir.clone();
     let owned_uid = uid.to_string();

@@ -123,6 +123,33 @@ fn rss_kib(pid: u32) -> (u64, u64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
+/// Where a process's memory is (`RssAnon`: heap and stacks; `RssFile`: the binary's pages),
+/// its threads and its open sockets, for the log.
+fn memory_breakdown(pid: u32) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map_or_else(String::new, |v| v.trim().to_string())
+    };
+    let sockets = std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |fds| {
+        fds.flatten()
+            .filter(|fd| {
+                std::fs::read_link(fd.path())
+                    .is_ok_and(|t| t.to_string_lossy().starts_with("socket:"))
+            })
+            .count()
+    });
+    format!(
+        "VmRSS {}, RssAnon {}, RssFile {}, threads {}, sockets {sockets}",
+        field("VmRSS:"),
+        field("RssAnon:"),
+        field("RssFile:"),
+        field("Threads:")
+    )
+}
+
 /// The process `skiff VERB ... DIR ...` (the node process of the data root `dir`).
 fn find_pid(verb: &str, dir: &Path) -> u32 {
     let dir = dir.display().to_string();
@@ -384,6 +411,10 @@ fn skiff_side(pods: usize) -> SkiffResult {
     // definition of idle here, not a synchronisation).
     std::thread::sleep(Duration::from_secs(3));
     let agent_rss_before = rss_kib(agent);
+    eprintln!(
+        "pod_start_bench: agent before any pod: {}",
+        memory_breakdown(agent)
+    );
     let kubeconfig = cluster.kubeconfig();
     let node_dir = cluster.nodes[1].dir.path().to_path_buf();
     let netns = cluster.test_node(0).netns_path();
@@ -397,6 +428,10 @@ fn skiff_side(pods: usize) -> SkiffResult {
     // Idle again: longer than the agent's period for handing free memory back.
     std::thread::sleep(skiff_agent::RELEASE_MEMORY_PERIOD + Duration::from_secs(2));
     let agent_rss_idle = rss_kib(agent);
+    eprintln!(
+        "pod_start_bench: agent idle after the pods: {}",
+        memory_breakdown(agent)
+    );
     let server_rss_idle = rss_kib(server).0;
     if std::env::var_os("SKIFF_POD_BENCH_LOG").is_some() {
         let _ = std::fs::write(

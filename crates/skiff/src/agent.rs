@@ -71,7 +71,7 @@ impl AgentArgs {
     /// Runs the agent until SIGINT or SIGTERM.
     pub fn run(self) -> anyhow::Result<ExitCode> {
         crate::server::init_tracing();
-        skiff_sys::process::limit_malloc_arenas(crate::server::MALLOC_ARENAS);
+        skiff_sys::process::limit_malloc_arenas(skiff_agent::MALLOC_ARENAS);
         let token = std::fs::read_to_string(&self.token_file)
             .with_context(|| format!("cannot read the token file {}", self.token_file.display()))?
             .trim()
@@ -79,6 +79,7 @@ impl AgentArgs {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .thread_name("skiff-agent")
+            .worker_threads(skiff_agent::WORKER_THREADS)
             .build()
             .context("cannot start the agent's async runtime")?;
         runtime.block_on(async move {
@@ -112,7 +113,7 @@ impl AgentArgs {
                     .await
                     .context("cannot get the node's client certificate")?;
             credentials.apply(&mut config);
-            let client = kube::Client::try_from(config).context("cannot build the API client")?;
+            let client = skiff_agent::apiclient::build(config)?;
             let agent = skiff_agent::AgentConfig {
                 node_name,
                 data_dir: self.data_dir.clone(),

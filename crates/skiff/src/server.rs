@@ -372,7 +372,7 @@ impl ServerArgs {
             )?;
             let mut node_config = client_config.clone();
             credentials.apply(&mut node_config);
-            let node_client = kube::Client::try_from(node_config)
+            let node_client = skiff_agent::apiclient::build(node_config)
                 .context("cannot build the node agent's API client")?;
             let config = crate::agent::embedded(
                 &self.data_dir,

@@ -106,4 +106,21 @@ mod tests {
         assert!(needs_refresh(Duration::from_secs(2880), hour));
         assert!(needs_refresh(MAX_AGE, hour * 48));
     }
+
+    #[test]
+    fn forget_drops_every_token_of_the_pod_and_only_those() {
+        let entry = (String::from("t"), Instant::now(), Duration::from_secs(3600));
+        let key =
+            |uid: &str, volume: &str| (uid.to_string(), volume.to_string(), String::new(), 3600);
+        {
+            let mut cache = CACHE.lock().unwrap();
+            cache.insert(key("forget-gone", "a"), entry.clone());
+            cache.insert(key("forget-gone", "b"), entry.clone());
+            cache.insert(key("forget-kept", "a"), entry.clone());
+        }
+        forget("forget-gone");
+        let cache = CACHE.lock().unwrap();
+        assert!(!cache.keys().any(|(uid, ..)| uid == "forget-gone"));
+        assert!(cache.contains_key(&key("forget-kept", "a")));
+    }
 }
