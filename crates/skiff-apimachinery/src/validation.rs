@@ -674,5 +674,20 @@ mod tests {
             policy(json!({"action": "Ignore"})),
             ["spec.podFailurePolicy.rules[0]"]
         );
+        let failing = json!({"rules": [{"action": "FailJob",
+            "onExitCodes": {"operator": "In", "values": [42]}}]});
+        assert_eq!(
+            fields(job(json!({"podReplacementPolicy": "TerminatingOrFailed",
+                "podFailurePolicy": failing.clone()}))),
+            ["spec.podReplacementPolicy"],
+            "a podFailurePolicy needs Failed"
+        );
+        assert!(
+            job(json!({"podReplacementPolicy": "Failed", "podFailurePolicy": failing})).is_empty()
+        );
+        assert_eq!(
+            fields(job(json!({"podReplacementPolicy": "Sometimes"}))),
+            ["spec.podReplacementPolicy"]
+        );
     }
 }

@@ -2,7 +2,9 @@
 //! replacing failed ones until `backoffLimit` is passed or `activeDeadlineSeconds` runs out,
 //! and reports `Complete` or `Failed`: first `SuccessCriteriaMet` / `FailureTarget` while the
 //! remaining pods are deleted, then the final condition (same reason) once none runs or
-//! terminates, as kube-controller-manager 1.31+ does.
+//! terminates, as kube-controller-manager 1.31+ does. Pods are counted through the
+//! `batch.kubernetes.io/job-tracking` finalizer ([`crate::job_tracking`]); a pod deleted while
+//! it runs is replaced at once, or with `podReplacementPolicy: Failed` only once it failed.
 //!
 //! `completionMode: Indexed` Jobs run one pod per completion index `0..completions` (the
 //! `batch.kubernetes.io/job-completion-index` annotation and label, `JOB_COMPLETION_INDEX`,
@@ -34,6 +36,7 @@ use crate::backoff::ItemBackoff;
 use crate::expectations::Expectations;
 use crate::informer::Informer;
 use crate::job_policy;
+use crate::job_tracking;
 use crate::replicaset::{create_pods, deletion_order};
 use crate::util::{
     controller_of, controller_ref, is_conflict, is_not_found, key_of, pod_is_active,
@@ -60,6 +63,9 @@ pub struct Plan {
     pub index_failures: BTreeMap<i32, i32>,
     /// Pods (name, uid) to delete.
     pub delete: Vec<(String, String)>,
+    /// Pods (name, uid) whose `batch.kubernetes.io/job-tracking` finalizer goes once
+    /// `status` is written (they are counted there).
+    pub release: Vec<(String, String)>,
     /// The status to report.
     pub status: JobStatus,
     /// When to look again (the active deadline).
@@ -181,6 +187,8 @@ struct IndexedPods<'a> {
     completed: BTreeSet<i32>,
     active: BTreeMap<i32, &'a Arc<Pod>>,
     extra: Vec<&'a Arc<Pod>>,
+    /// Indexes whose pod terminates and is not replaced before it failed.
+    terminating: BTreeSet<i32>,
 }
 
 fn indexed_pods<'a>(
@@ -188,6 +196,7 @@ fn indexed_pods<'a>(
     completions: i32,
     previous: &JobStatus,
     failed: &BTreeSet<i32>,
+    wait_for_terminating: bool,
 ) -> IndexedPods<'a> {
     let valid = |i: &i32| (0..completions).contains(i);
     let mut completed: BTreeSet<i32> =
@@ -218,10 +227,17 @@ fn indexed_pods<'a>(
         }
         extra.extend(group);
     }
+    let terminating = pods
+        .iter()
+        .filter(|p| wait_for_terminating && job_tracking::is_terminating(p))
+        .filter_map(|p| pod_index(p))
+        .filter(|i| valid(i) && !active.contains_key(i))
+        .collect();
     IndexedPods {
         completed,
         active,
         extra,
+        terminating,
     }
 }
 
@@ -230,14 +246,38 @@ fn name_uid(p: &Pod) -> (String, String) {
 }
 
 /// Decides for `job` given the pods it controls. `manage` is false while earlier creations or
-/// deletions are not yet in the cache.
+/// deletions are not yet in the cache. Finished pods are counted through their finalizers
+/// ([`crate::job_tracking`]).
 pub fn decide(job: &Job, pods: &[Arc<Pod>], manage: bool, now: SystemTime) -> Plan {
+    let previous = job.status.clone().unwrap_or_default();
+    let counts = job_tracking::counts(job, pods, &previous);
+    let mut plan = plan_job(job, pods, manage, now, counts);
+    plan.release = job_tracking::settle(job, pods, &previous, &mut plan.status);
+    plan
+}
+
+fn plan_job(
+    job: &Job,
+    pods: &[Arc<Pod>],
+    manage: bool,
+    now: SystemTime,
+    counts: job_tracking::Counts,
+) -> Plan {
     let spec = job.spec.clone().unwrap_or_default();
     let previous = job.status.clone().unwrap_or_default();
     let now_time = Time(k8s_openapi::jiff::Timestamp::try_from(now).unwrap_or_default());
     let mut plan = Plan::default();
     let active: Vec<&Arc<Pod>> = pods.iter().filter(|p| pod_is_active(p)).collect();
-    let count = |phase: &str| pods.iter().filter(|p| pod_phase(p) == phase).count();
+    let terminating: Vec<&Arc<Pod>> = pods
+        .iter()
+        .filter(|p| job_tracking::is_terminating(p))
+        .collect();
+    // With `podReplacementPolicy: Failed`, a terminating pod is replaced only once it failed.
+    let blocking = if job_tracking::only_replace_failed(job) {
+        terminating.len()
+    } else {
+        0
+    };
     let as_i32 = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
     let completions = spec.completions.unwrap_or(0).max(0);
     let per_index_limit = spec.backoff_limit_per_index.filter(|_| is_indexed(job));
@@ -254,22 +294,24 @@ pub fn decide(job: &Job, pods: &[Arc<Pod>], manage: bool, now: SystemTime) -> Pl
         failed.extend(job_policy::indexes_failed_by_policy(job, pods, completions));
         failed
     });
-    let indexed =
-        is_indexed(job).then(|| indexed_pods(pods, completions, &previous, &failed_indexes));
+    let indexed = is_indexed(job).then(|| {
+        indexed_pods(
+            pods,
+            completions,
+            &previous,
+            &failed_indexes,
+            job_tracking::only_replace_failed(job),
+        )
+    });
     if let Some(ix) = &indexed {
         failed_indexes.retain(|i| !ix.completed.contains(i));
     }
     let succeeded = match &indexed {
         Some(ix) => as_i32(ix.completed.len()),
-        None => as_i32(count("Succeeded")).max(previous.succeeded.unwrap_or(0)),
+        None => counts.succeeded,
     };
     // Failures a podFailurePolicy `Ignore` rule matches are not counted.
-    let failed = as_i32(
-        pods.iter()
-            .filter(|p| pod_phase(p) == "Failed" && !job_policy::is_ignored(job, p))
-            .count(),
-    )
-    .max(previous.failed.unwrap_or(0));
+    let failed = counts.failed;
     let mut status = JobStatus {
         active: Some(as_i32(active.len())),
         succeeded: Some(succeeded),
@@ -281,11 +323,7 @@ pub fn decide(job: &Job, pods: &[Arc<Pod>], manage: bool, now: SystemTime) -> Pl
             .or_else(|| Some(now_time.clone())),
         completion_time: previous.completion_time.clone(),
         conditions: previous.conditions.clone(),
-        terminating: Some(as_i32(
-            pods.iter()
-                .filter(|p| p.metadata.deletion_timestamp.is_some())
-                .count(),
-        )),
+        terminating: Some(as_i32(terminating.len())),
         ..previous.clone()
     };
     if let Some(ix) = &indexed {
@@ -435,30 +473,31 @@ pub fn decide(job: &Job, pods: &[Arc<Pod>], manage: bool, now: SystemTime) -> Pl
         delete_active(&mut plan);
     } else if manage && let Some(ix) = &indexed {
         plan.delete = ix.extra.iter().map(|p| name_uid(p)).collect();
-        let kept = ix.active.len();
+        let kept = ix.active.len() + ix.terminating.len();
         if kept < wanted {
             plan.create_indexes = (0..completions)
                 .filter(|i| {
                     !ix.completed.contains(i)
                         && !failed_indexes.contains(i)
                         && !ix.active.contains_key(i)
+                        && !ix.terminating.contains(i)
                 })
                 .take(wanted - kept)
                 .collect();
             plan.create = plan.create_indexes.len();
-        } else if kept > wanted {
+        } else if ix.active.len() > wanted {
             // The highest indexes go first.
             plan.delete.extend(
                 ix.active
                     .values()
                     .rev()
-                    .take(kept - wanted)
+                    .take(ix.active.len() - wanted)
                     .map(|p| name_uid(p)),
             );
         }
     } else if manage {
-        if active.len() < wanted {
-            plan.create = wanted - active.len();
+        if active.len() + blocking < wanted {
+            plan.create = wanted - active.len() - blocking;
         } else if active.len() > wanted {
             let mut victims = active.clone();
             victims.sort_by(|a, b| deletion_order(a, b));
@@ -474,7 +513,8 @@ pub fn decide(job: &Job, pods: &[Arc<Pod>], manage: bool, now: SystemTime) -> Pl
     plan
 }
 
-/// The pod a Job creates: its template, labelled with the Job's name and uid.
+/// The pod a Job creates: its template, labelled with the Job's name and uid, with the
+/// `batch.kubernetes.io/job-tracking` finalizer.
 pub fn pod_from_template(job: &Job) -> Pod {
     let template = job
         .spec
@@ -498,6 +538,7 @@ pub fn pod_from_template(job: &Job) -> Pod {
             namespace: job.namespace(),
             labels: Some(labels),
             annotations: meta.annotations,
+            finalizers: Some(job_tracking::with_tracking_finalizer(meta.finalizers)),
             owner_references: Some(vec![controller_ref(job)]),
             ..ObjectMeta::default()
         },
@@ -659,7 +700,15 @@ pub async fn reconcile(job: Arc<Job>, ctx: Arc<Context>) -> Result<Action, Contr
     let newly_finished = is_finished(&plan.status) && !job.status.as_ref().is_some_and(is_finished);
     if job.status.as_ref() != Some(&plan.status) {
         let api = Api::<Job>::namespaced(ctx.client.clone(), &namespace);
-        crate::util::patch_status(&api, &job.name_any(), &key, &plan.status).await?;
+        if !job_tracking::write_status(&api, &job, &key, &plan.status).await? {
+            // The cached Job was stale: its counts must not be written back. The newer Job's
+            // watch event brings it here again.
+            return Ok(crate::util::succeeded(
+                &ctx.backoff,
+                &key,
+                Some(Duration::from_secs(1)),
+            ));
+        }
         if newly_finished {
             let failed = plan
                 .status
@@ -679,6 +728,15 @@ pub async fn reconcile(job: Arc<Job>, ctx: Arc<Context>) -> Result<Action, Contr
                 ),
             };
             record_event(&ctx.client, COMPONENT, job.as_ref(), kind, reason, message).await;
+        }
+    }
+    // Counted in the status just written: the pods may go now.
+    for (name, uid) in &plan.release {
+        if let Some(pod) = pods
+            .iter()
+            .find(|p| p.metadata.uid.as_deref() == Some(uid.as_str()))
+        {
+            job_tracking::release(&api, pod, &format!("{key} pod {name}")).await?;
         }
     }
     let mut requeue_after = plan.requeue_after;
@@ -725,12 +783,14 @@ pub async fn run(client: Client, pods: &Informer<Pod>, shutdown: Shutdown) {
     if pods.store().wait_until_ready().await.is_err() {
         return;
     }
-    Controller::new(Api::<Job>::all(client), watcher::Config::default())
+    let controller = Controller::new(Api::<Job>::all(client.clone()), watcher::Config::default());
+    let orphans = job_tracking::run_orphans(client, pods, controller.store(), shutdown.clone());
+    let jobs = controller
         .owns_stream(pods.subscribe())
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
-        .for_each(|_| futures::future::ready(()))
-        .await;
+        .for_each(|_| futures::future::ready(()));
+    futures::join!(jobs, orphans);
 }
 
 #[cfg(test)]

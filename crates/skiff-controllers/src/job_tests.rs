@@ -34,7 +34,8 @@ fn indexed(completions: i32, parallelism: i32) -> Job {
 
 fn pod(name: &str, index: Option<i32>, phase: &str) -> Arc<Pod> {
     let mut v = json!({
-        "metadata": {"name": name, "namespace": "ns", "uid": format!("uid-{name}")},
+        "metadata": {"name": name, "namespace": "ns", "uid": format!("uid-{name}"),
+            "finalizers": [crate::job_tracking::TRACKING_FINALIZER]},
         "spec": {"containers": [{"name": "c", "image": "busybox"}]},
         "status": {"phase": phase},
     });
@@ -42,6 +43,28 @@ fn pod(name: &str, index: Option<i32>, phase: &str) -> Arc<Pod> {
         v["metadata"]["annotations"] = json!({COMPLETION_INDEX: i.to_string()});
     }
     Arc::new(serde_json::from_value(v).unwrap())
+}
+
+/// Two rounds, as the controller runs them once the first one's status is written: finished
+/// pods are recorded as uncounted and released, then (seen without the finalizer) counted.
+fn decide_counted(job: &Job, pods: &[Arc<Pod>], manage: bool, now: SystemTime) -> Plan {
+    let first = decide(job, pods, manage, now);
+    let mut next = job.clone();
+    next.status = Some(first.status.clone());
+    let released: Vec<Arc<Pod>> = pods
+        .iter()
+        .map(|p| {
+            let uid = p.metadata.uid.clone().unwrap_or_default();
+            if first.release.iter().any(|(_, u)| *u == uid) {
+                let mut p = (**p).clone();
+                p.metadata.finalizers = None;
+                Arc::new(p)
+            } else {
+                Arc::clone(p)
+            }
+        })
+        .collect();
+    decide(&next, &released, manage, now)
 }
 
 fn at(secs: u64) -> SystemTime {
@@ -61,14 +84,14 @@ fn completed_indexes_are_written_as_ranges() {
 
 #[test]
 fn an_indexed_job_creates_the_lowest_missing_indexes_up_to_parallelism() {
-    let plan = decide(&indexed(3, 2), &[], true, at(0));
+    let plan = decide_counted(&indexed(3, 2), &[], true, at(0));
     assert_eq!(plan.create_indexes, [0, 1]);
     assert_eq!(plan.create, 2);
     let pods = [
         pod("w0", Some(0), "Succeeded"),
         pod("w1", Some(1), "Running"),
     ];
-    let plan = decide(&indexed(3, 2), &pods, true, at(1));
+    let plan = decide_counted(&indexed(3, 2), &pods, true, at(1));
     assert_eq!(plan.create_indexes, [2]);
     assert_eq!(plan.status.succeeded, Some(1));
     assert_eq!(plan.status.completed_indexes.as_deref(), Some("0"));
@@ -82,7 +105,7 @@ fn a_failed_index_is_retried_and_each_index_completes_once() {
         pod("w1", Some(1), "Succeeded"),
         pod("w1b", Some(1), "Succeeded"),
     ];
-    let plan = decide(&indexed(3, 3), &pods, true, at(0));
+    let plan = decide_counted(&indexed(3, 3), &pods, true, at(0));
     assert_eq!(plan.create_indexes, [0, 2]);
     assert_eq!(plan.status.succeeded, Some(1), "index 1 counts once");
     assert_eq!(plan.status.failed, Some(1));
@@ -97,7 +120,7 @@ fn duplicate_and_already_completed_indexes_are_deleted() {
         pod("w1b", Some(1), "Pending"),
         pod("stray", None, "Running"),
     ];
-    let plan = decide(&indexed(3, 3), &pods, true, at(0));
+    let plan = decide_counted(&indexed(3, 3), &pods, true, at(0));
     let mut deleted: Vec<&str> = plan.delete.iter().map(|(n, _)| n.as_str()).collect();
     deleted.sort_unstable();
     assert_eq!(deleted, ["stray", "w0b", "w1b"]);
@@ -115,7 +138,7 @@ fn an_indexed_job_is_complete_when_every_index_succeeded() {
         completed_indexes: Some("1".into()),
         ..JobStatus::default()
     });
-    let plan = decide(&j, &pods, true, at(5));
+    let plan = decide_counted(&j, &pods, true, at(5));
     assert_eq!(plan.status.completed_indexes.as_deref(), Some("0-2"));
     assert_eq!(plan.status.succeeded, Some(3));
     assert!(is_finished(&plan.status));
@@ -126,7 +149,7 @@ fn an_indexed_job_is_complete_when_every_index_succeeded() {
 #[test]
 fn a_non_indexed_job_is_unchanged() {
     let j = job(json!({"completions": 3, "parallelism": 2}), json!({}));
-    let plan = decide(&j, &[pod("a", None, "Succeeded")], true, at(0));
+    let plan = decide_counted(&j, &[pod("a", None, "Succeeded")], true, at(0));
     assert_eq!(plan.create, 2);
     assert!(plan.create_indexes.is_empty());
     assert_eq!(plan.status.completed_indexes, None);
@@ -244,7 +267,7 @@ fn a_failed_index_is_retried_with_its_failure_count_until_it_passes_its_limit() 
     use crate::job_policy::INDEX_FAILURE_COUNT;
     let first = pod("w1a", Some(1), "Failed");
     let pods = [pod("w0", Some(0), "Running"), first.clone()];
-    let plan = decide(&per_index(2, 1, None, json!({})), &pods, true, at(1));
+    let plan = decide_counted(&per_index(2, 1, None, json!({})), &pods, true, at(1));
     assert_eq!(plan.create_indexes, [1], "index 1 is retried");
     assert_eq!(plan.index_failures.get(&1), Some(&1));
     assert_eq!(plan.status.failed_indexes.as_deref(), Some(""));
@@ -253,7 +276,7 @@ fn a_failed_index_is_retried_with_its_failure_count_until_it_passes_its_limit() 
     // The retry fails too: its count was 1, so index 1 has failed twice, over the limit of 1.
     let second = with_annotation(pod("w1b", Some(1), "Failed"), INDEX_FAILURE_COUNT, "1");
     let pods = [pod("w0", Some(0), "Running"), first, second];
-    let plan = decide(&per_index(2, 1, None, json!({})), &pods, true, at(2));
+    let plan = decide_counted(&per_index(2, 1, None, json!({})), &pods, true, at(2));
     assert!(plan.create_indexes.is_empty(), "{:?}", plan.create_indexes);
     assert_eq!(plan.status.failed_indexes.as_deref(), Some("1"));
     assert_eq!(plan.status.failed, Some(2));
@@ -262,7 +285,7 @@ fn a_failed_index_is_retried_with_its_failure_count_until_it_passes_its_limit() 
     // Once index 0 succeeds every index is finished, one failed: the Job fails.
     let pods = [pod("w0", Some(0), "Succeeded")];
     let status = json!({"failedIndexes": "1", "failed": 2});
-    let plan = decide(&per_index(2, 1, None, status), &pods, true, at(3));
+    let plan = decide_counted(&per_index(2, 1, None, status), &pods, true, at(3));
     assert_eq!(
         reason_of(&plan, "FailureTarget").as_deref(),
         Some("FailedIndexes")
@@ -278,7 +301,7 @@ fn more_failed_indexes_than_max_failed_indexes_fail_the_job_at_once() {
         pod("w1", Some(1), "Failed"),
         pod("w2", Some(2), "Running"),
     ];
-    let plan = decide(&per_index(4, 0, Some(1), json!({})), &pods, true, at(1));
+    let plan = decide_counted(&per_index(4, 0, Some(1), json!({})), &pods, true, at(1));
     assert_eq!(plan.status.failed_indexes.as_deref(), Some("0-1"));
     assert_eq!(
         reason_of(&plan, "FailureTarget").as_deref(),
@@ -288,13 +311,13 @@ fn more_failed_indexes_than_max_failed_indexes_fail_the_job_at_once() {
     assert_eq!(plan.delete, [("w2".to_string(), "uid-w2".to_string())]);
     // Once w2 is gone, the Job is Failed with the FailureTarget's reason.
     let status = serde_json::to_value(&plan.status).unwrap();
-    let plan = decide(&per_index(4, 0, Some(1), status), &pods[..2], true, at(2));
+    let plan = decide_counted(&per_index(4, 0, Some(1), status), &pods[..2], true, at(2));
     assert_eq!(
         reason_of(&plan, "Failed").as_deref(),
         Some("MaxFailedIndexesExceeded")
     );
     // Within the maximum, the other indexes go on and the global backoffLimit is not used.
-    let plan = decide(&per_index(4, 0, Some(2), json!({})), &pods, true, at(1));
+    let plan = decide_counted(&per_index(4, 0, Some(2), json!({})), &pods, true, at(1));
     assert_eq!(reason_of(&plan, "Failed"), None);
     assert_eq!(plan.create_indexes, [3]);
 }
@@ -314,14 +337,14 @@ fn a_met_success_policy_completes_the_job_and_ends_the_other_pods() {
         pod("w2", Some(2), "Succeeded"),
         pod("w3", Some(3), "Running"),
     ];
-    let plan = decide(
+    let plan = decide_counted(
         &policy(json!([{"succeededIndexes": "0-1"}])),
         &pods,
         true,
         at(1),
     );
     assert_eq!(reason_of(&plan, "Complete"), None, "index 1 still runs");
-    let plan = decide(
+    let plan = decide_counted(
         &policy(
             json!([{"succeededIndexes": "0-1"}, {"succeededIndexes": "1-3", "succeededCount": 1}]),
         ),
@@ -343,7 +366,7 @@ fn a_met_success_policy_completes_the_job_and_ends_the_other_pods() {
         json!([{"succeededIndexes": "0-1"}, {"succeededIndexes": "1-3", "succeededCount": 1}]);
     let mut next = policy(rules);
     next.status = Some(plan.status.clone());
-    let plan = decide(&next, &[pods[0].clone(), pods[2].clone()], true, at(2));
+    let plan = decide_counted(&next, &[pods[0].clone(), pods[2].clone()], true, at(2));
     let complete = plan
         .status
         .conditions
@@ -359,7 +382,7 @@ fn a_met_success_policy_completes_the_job_and_ends_the_other_pods() {
     );
     assert!(plan.status.completion_time.is_some());
     let finished = [pods[0].clone(), pods[2].clone()];
-    let plan = decide(
+    let plan = decide_counted(
         &policy(json!([{"succeededCount": 2}])),
         &finished,
         true,
@@ -401,7 +424,7 @@ fn pod_failure_policy_rules_fail_the_job_ignore_or_count_by_exit_code_and_condit
         {"action": "Count", "onExitCodes": {"operator": "NotIn", "values": [42]}},
     ]);
     let job = with_failure_policy(rules, json!({}));
-    let plan = decide(&job, &[exited("p1", None, "c", 42)], true, at(1));
+    let plan = decide_counted(&job, &[exited("p1", None, "c", 42)], true, at(1));
     assert_eq!(
         reason_of(&plan, "FailureTarget").as_deref(),
         Some("PodFailurePolicy")
@@ -419,7 +442,7 @@ fn pod_failure_policy_rules_fail_the_job_ignore_or_count_by_exit_code_and_condit
         Some("Container c for pod ns/p1 failed with exit code 42 matching FailJob rule at index 0")
     );
     // Exit code 42 in another container matches no rule: counted, past backoffLimit 0.
-    let other = decide(&job, &[exited("p1", None, "d", 42)], true, at(1));
+    let other = decide_counted(&job, &[exited("p1", None, "d", 42)], true, at(1));
     assert_eq!(
         reason_of(&other, "Failed").as_deref(),
         Some("BackoffLimitExceeded")
@@ -432,12 +455,12 @@ fn pod_failure_policy_rules_fail_the_job_ignore_or_count_by_exit_code_and_condit
             {"type": "DisruptionTarget", "status": "True"}]}))
         .unwrap(),
     );
-    let plan = decide(&job, &[Arc::new(disrupted)], true, at(1));
+    let plan = decide_counted(&job, &[Arc::new(disrupted)], true, at(1));
     assert_eq!(reason_of(&plan, "Failed"), None);
     assert_eq!(plan.status.failed, Some(0));
     assert_eq!(plan.create, 2);
     // Counted: exit code 1 is NotIn [42], past backoffLimit 0.
-    let plan = decide(&job, &[exited("p3", None, "c", 1)], true, at(1));
+    let plan = decide_counted(&job, &[exited("p3", None, "c", 1)], true, at(1));
     assert_eq!(
         reason_of(&plan, "Failed").as_deref(),
         Some("BackoffLimitExceeded")
@@ -453,11 +476,11 @@ fn a_fail_index_rule_fails_the_index_without_retries() {
         json!({"completionMode": "Indexed", "backoffLimitPerIndex": 5, "backoffLimit": null}),
     );
     let pods = [exited("w0", Some(0), "c", 3), pod("w1", Some(1), "Running")];
-    let plan = decide(&job, &pods, true, at(1));
+    let plan = decide_counted(&job, &pods, true, at(1));
     assert_eq!(plan.status.failed_indexes.as_deref(), Some("0"));
     assert!(plan.create_indexes.is_empty(), "{:?}", plan.create_indexes);
     let pods = [exited("w0", Some(0), "c", 4), pod("w1", Some(1), "Running")];
-    let plan = decide(&job, &pods, true, at(1));
+    let plan = decide_counted(&job, &pods, true, at(1));
     assert_eq!(plan.status.failed_indexes.as_deref(), Some(""));
     assert_eq!(plan.create_indexes, [0], "another exit code is retried");
 }

@@ -12,7 +12,8 @@
 //! - [`serviceaccount`]: a `default` ServiceAccount in every namespace;
 //! - [`rootca`]: the `kube-root-ca.crt` ConfigMap (the cluster CA) in every namespace;
 //! - [`job`]: completions, parallelism, back-off limit, Indexed completion mode,
-//!   ttlSecondsAfterFinished, Complete/Failed;
+//!   ttlSecondsAfterFinished, Complete/Failed, `podReplacementPolicy`; its pods are counted
+//!   through the `batch.kubernetes.io/job-tracking` finalizer ([`job_tracking`]);
 //! - [`endpoints`]: Endpoints and EndpointSlices of Services with selectors;
 //! - [`statefulset`]: ordinal pods, claims, ordered or parallel, rolling updates;
 //! - [`daemonset`]: one pod per eligible node, rolling updates;
@@ -44,6 +45,7 @@ pub mod garbage_collector;
 pub mod informer;
 pub mod job;
 pub mod job_policy;
+pub mod job_tracking;
 pub mod leader;
 pub mod namespace;
 pub mod nodeipam;

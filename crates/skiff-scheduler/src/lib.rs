@@ -9,8 +9,10 @@
 //!   and `InterPodAffinity`;
 //! - [`topology_spread`]: `topologySpreadConstraints` (`DoNotSchedule` filter, `ScheduleAnyway`
 //!   score, `minDomains`, `matchLabelKeys`, node affinity and taint policies);
+//! - [`default_spread`]: kube-scheduler's system default spreading (zone `maxSkew` 5,
+//!   hostname `maxSkew` 3, soft) for pods of Services and controllers without constraints;
 //! - [`scores`]: least allocated, balanced allocation, PreferNoSchedule taints, preferred node
-//!   affinity, preferred pod affinity and anti-affinity, and spreading one owner's pods;
+//!   affinity, preferred pod affinity and anti-affinity, and `PodTopologySpread`;
 //! - [`volumes`]: `VolumeBinding` (claims exist, volume node affinity, selected nodes for
 //!   `WaitForFirstConsumer` claims);
 //! - [`preemption`]: evicting lower-priority pods for a pod that fits nowhere (victims per
@@ -21,6 +23,7 @@
 
 pub mod affinity;
 pub mod algorithm;
+pub mod default_spread;
 pub mod events;
 pub mod filters;
 pub mod preemption;

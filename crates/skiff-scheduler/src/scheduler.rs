@@ -187,6 +187,38 @@ pub async fn run_with(
         Arc::new(Notify::new()),
         None,
     );
+    // The selectors of default spreading only steer scores: their changes need not wake the
+    // loop either.
+    let (services, service_task) = spawn_reflector(
+        Api::all(client.clone()),
+        watcher::Config::default(),
+        Arc::new(Notify::new()),
+        None,
+    );
+    let (controllers, controller_task) = spawn_reflector(
+        Api::all(client.clone()),
+        watcher::Config::default(),
+        Arc::new(Notify::new()),
+        None,
+    );
+    let (replica_sets, replica_set_task) = spawn_reflector(
+        Api::all(client.clone()),
+        watcher::Config::default(),
+        Arc::new(Notify::new()),
+        None,
+    );
+    let (stateful_sets, stateful_set_task) = spawn_reflector(
+        Api::all(client.clone()),
+        watcher::Config::default(),
+        Arc::new(Notify::new()),
+        None,
+    );
+    let workload_stores = WorkloadStores {
+        services,
+        controllers,
+        replica_sets,
+        stateful_sets,
+    };
     let volume_stores = crate::volumes::VolumeStores {
         claims,
         volumes,
@@ -200,6 +232,10 @@ pub async fn run_with(
         volume_task,
         class_task,
         budget_task,
+        service_task,
+        controller_task,
+        replica_set_task,
+        stateful_set_task,
     ];
     let mut shutdown = std::pin::pin!(shutdown);
     let synced = async {
@@ -223,6 +259,16 @@ pub async fn run_with(
             .then_some(())
             .ok_or(SchedulerError::CacheNeverSynced {
                 resource: "persistentvolumeclaims, persistentvolumes or storageclasses",
+            })?;
+        let w = &workload_stores;
+        let workloads_ready = w.services.wait_until_ready().await.is_ok()
+            && w.controllers.wait_until_ready().await.is_ok()
+            && w.replica_sets.wait_until_ready().await.is_ok()
+            && w.stateful_sets.wait_until_ready().await.is_ok();
+        workloads_ready
+            .then_some(())
+            .ok_or(SchedulerError::CacheNeverSynced {
+                resource: "services, replicationcontrollers, replicasets or statefulsets",
             })
     };
     tokio::select! {
@@ -244,6 +290,7 @@ pub async fn run_with(
         bound: 0,
         volumes: volume_stores,
         budgets,
+        workloads: workload_stores,
     };
     let (tx, mut rx) = mpsc::unbounded_channel::<BindOutcome>();
     let binds = Arc::new(Semaphore::new(state.options.parallel_binds.max(1)));
@@ -290,6 +337,27 @@ struct Loop {
     volumes: crate::volumes::VolumeStores,
     /// PodDisruptionBudgets, which preemption tries not to break.
     budgets: Store<k8s_openapi::api::policy::v1::PodDisruptionBudget>,
+    /// Services and controllers, for default spreading.
+    workloads: WorkloadStores,
+}
+
+/// The caches behind [`crate::default_spread::Workloads`].
+struct WorkloadStores {
+    services: Store<k8s_openapi::api::core::v1::Service>,
+    controllers: Store<k8s_openapi::api::core::v1::ReplicationController>,
+    replica_sets: Store<k8s_openapi::api::apps::v1::ReplicaSet>,
+    stateful_sets: Store<k8s_openapi::api::apps::v1::StatefulSet>,
+}
+
+impl WorkloadStores {
+    fn current(&self) -> crate::default_spread::Workloads {
+        crate::default_spread::Workloads {
+            services: self.services.state(),
+            replication_controllers: self.controllers.state(),
+            replica_sets: self.replica_sets.state(),
+            stateful_sets: self.stateful_sets.state(),
+        }
+    }
 }
 
 impl Loop {
@@ -390,7 +458,8 @@ impl Loop {
                 .state()
                 .into_iter()
                 .chain(self.assumed.values().map(|(p, _)| Arc::clone(p))),
-        );
+        )
+        .with_workloads(Arc::new(self.workloads.current()));
         let mut nominated = crate::preemption::nominations(&queue, &self.nominated);
         for pod in queue {
             let uid = pod.metadata.uid.clone().unwrap_or_default();

@@ -18,7 +18,7 @@ pub const WEIGHT_TAINTS: u64 = 3;
 pub const WEIGHT_NODE_AFFINITY: u64 = 2;
 /// Weight of `InterPodAffinity` (preferred terms).
 pub const WEIGHT_POD_AFFINITY: u64 = 2;
-/// Weight of spreading the pods of one owner (`PodTopologySpread`'s default constraint).
+/// Weight of `PodTopologySpread` (the pod's soft constraints, or the system defaults).
 pub const WEIGHT_SPREAD: u64 = 2;
 
 /// The uid of the pod's controller (its ReplicaSet, Job ...), if any.
@@ -87,7 +87,6 @@ pub fn score_nodes(pod: &Pod, candidates: &[&NodeInfo], snapshot: &Snapshot) -> 
                 .as_deref()
         })
         .unwrap_or_default();
-    let owner = controller_uid(pod);
 
     let taints: Vec<i64> = candidates
         .iter()
@@ -101,17 +100,6 @@ pub fn score_nodes(pod: &Pod, candidates: &[&NodeInfo], snapshot: &Snapshot) -> 
                 .filter(|p| term_matches(&p.preference, &n.node))
                 .map(|p| i64::from(p.weight))
                 .sum()
-        })
-        .collect();
-    let spread: Vec<i64> = candidates
-        .iter()
-        .map(|n| match owner {
-            Some(uid) => n
-                .pods
-                .iter()
-                .filter(|p| controller_uid(p) == Some(uid))
-                .count() as i64,
-            None => 0,
         })
         .collect();
     let pod_affinity: Vec<i64> = candidates
@@ -154,12 +142,8 @@ pub fn score_nodes(pod: &Pod, candidates: &[&NodeInfo], snapshot: &Snapshot) -> 
 
     let taints = normalize(&taints, true);
     let node_affinity = normalize(&node_affinity, false);
-    // A pod's own topologySpreadConstraints replace the default spreading of its owner.
-    let spread = if crate::topology_spread::has_constraints(pod) {
-        crate::topology_spread::score(pod, candidates, snapshot)
-    } else {
-        normalize(&spread, true)
-    };
+    // The pod's own soft constraints, or kube-scheduler's system defaults.
+    let spread = crate::topology_spread::score(pod, candidates, snapshot);
     let pod_affinity = normalize(&pod_affinity, false);
     candidates
         .iter()

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Node, Pod};
 
+use crate::default_spread::Workloads;
 use crate::quantity::{pod_requests, resources_of, value};
 use crate::resources::Resources;
 
@@ -125,6 +126,9 @@ pub fn is_active(pod: &Pod) -> bool {
 pub struct Snapshot {
     /// The nodes, sorted by name.
     pub nodes: Vec<NodeInfo>,
+    /// The Services and controllers whose selectors make the default spreading of pods
+    /// without constraints of their own.
+    pub workloads: Arc<Workloads>,
 }
 
 impl Snapshot {
@@ -136,7 +140,10 @@ impl Snapshot {
     ) -> Snapshot {
         let mut nodes: Vec<NodeInfo> = nodes.into_iter().map(NodeInfo::new).collect();
         nodes.sort_by(|a, b| a.name().cmp(b.name()));
-        let mut snapshot = Snapshot { nodes };
+        let mut snapshot = Snapshot {
+            nodes,
+            workloads: Arc::default(),
+        };
         for pod in pods {
             snapshot.add_pod(pod);
         }
@@ -154,6 +161,12 @@ impl Snapshot {
         if let Some(info) = self.node_mut(&node) {
             info.add_pod(pod);
         }
+    }
+
+    /// The same snapshot with these Services and controllers for default spreading.
+    pub fn with_workloads(mut self, workloads: Arc<Workloads>) -> Snapshot {
+        self.workloads = workloads;
+        self
     }
 
     /// The node called `name`.

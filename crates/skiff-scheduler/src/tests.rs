@@ -188,24 +188,26 @@ fn host_ports_conflict() {
     );
 }
 
-#[test]
-fn pods_of_one_owner_spread_over_nodes() {
+/// Places six pods of ReplicaSet `rs` one after the other on nodes of 2, 4 and 8 CPUs (so
+/// that least-allocated alone prefers the big node); where each went.
+fn six_replicas(workloads: crate::default_spread::Workloads) -> Vec<String> {
     let owned = |name: &str| {
         pod(
             name,
-            "100m",
-            json!({"metadata": {"ownerReferences": [{"apiVersion": "apps/v1",
-            "kind": "ReplicaSet", "name": "rs", "uid": "rs-1", "controller": true}]}}),
+            "250m",
+            json!({"metadata": {"labels": {"app": "web"}, "ownerReferences": [{"apiVersion":
+            "apps/v1", "kind": "ReplicaSet", "name": "rs", "uid": "rs-1", "controller": true}]}}),
         )
     };
     let mut snapshot = Snapshot::new(
         [
-            node("a", "4", json!({})),
+            node("a", "2", json!({})),
             node("b", "4", json!({})),
-            node("c", "4", json!({})),
+            node("c", "8", json!({})),
         ],
         [],
-    );
+    )
+    .with_workloads(Arc::new(workloads));
     let mut placed = Vec::new();
     for i in 0..6 {
         let p = owned(&format!("p{i}"));
@@ -213,9 +215,27 @@ fn pods_of_one_owner_spread_over_nodes() {
         snapshot.add_pod(on(p, &n));
         placed.push(n);
     }
+    placed
+}
+
+#[test]
+fn replicas_spread_over_nodes_by_the_system_default_constraints() {
+    let rs = serde_json::from_value(json!({"metadata": {"name": "rs", "namespace": "default"},
+        "spec": {"selector": {"matchLabels": {"app": "web"}}, "template": {}}}))
+    .unwrap();
+    let placed = six_replicas(crate::default_spread::Workloads {
+        replica_sets: vec![Arc::new(rs)],
+        ..Default::default()
+    });
     for n in ["a", "b", "c"] {
         assert_eq!(placed.iter().filter(|x| *x == n).count(), 2, "{placed:?}");
     }
+    // The scheduler not knowing the ReplicaSet: no spreading, the big node takes them all.
+    let unspread = six_replicas(Default::default());
+    assert!(
+        unspread.iter().filter(|x| *x == "c").count() > 2,
+        "{unspread:?}"
+    );
 }
 
 #[test]

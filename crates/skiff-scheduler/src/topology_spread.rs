@@ -8,8 +8,8 @@
 //! the values of `topologyKey` on eligible nodes: nodes carrying every constraint's key that
 //! pass `nodeAffinityPolicy` (default `Honor`: the pod's node selector and required node
 //! affinity) and `nodeTaintsPolicy` (default `Ignore`). Fewer domains than `minDomains` make the
-//! global minimum 0. kube-scheduler's default system constraints are not applied here (the
-//! score plugins spread one owner's pods instead when a pod has no constraints).
+//! global minimum 0. A pod without constraints of its own is scored by kube-scheduler's
+//! system default constraints ([`crate::default_spread`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -148,59 +148,81 @@ pub fn filter(pod: &Pod, node: &NodeInfo, snapshot: &Snapshot) -> Result<(), &'s
 
 /// The `PodTopologySpread` score of each candidate, 0..100 (same order as `candidates`):
 /// fewer matching pods in a node's domains (weighted by how many domains each constraint has)
-/// score higher; nodes lacking a key score 0. All 0 when the pod has no `ScheduleAnyway`
-/// constraint.
+/// score higher. The pod's own `ScheduleAnyway` constraints count, or, when it has none at
+/// all, the system defaults of [`crate::default_spread`]. Under its own constraints a node
+/// lacking a key scores 0; under the defaults a node lacking the zone key is scored by
+/// hostname alone. All 0 when there is nothing to spread by.
 pub fn score(pod: &Pod, candidates: &[&NodeInfo], snapshot: &Snapshot) -> Vec<u64> {
-    let soft = constraints(pod, SCHEDULE_ANYWAY);
+    let (soft, require_all): (Vec<TopologySpreadConstraint>, bool) = if has_constraints(pod) {
+        let own = constraints(pod, SCHEDULE_ANYWAY)
+            .into_iter()
+            .cloned()
+            .collect();
+        (own, true)
+    } else {
+        (snapshot.workloads.constraints_for(pod), false)
+    };
     if soft.is_empty() {
         return vec![0; candidates.len()];
     }
-    let per_constraint: Vec<(BTreeMap<String, i64>, f64)> = soft
+    let all: Vec<&TopologySpreadConstraint> = soft.iter().collect();
+    let ignored =
+        |n: &NodeInfo| require_all && !all.iter().all(|c| n.labels().contains_key(&c.topology_key));
+    let scored = candidates.iter().filter(|n| !ignored(n)).count();
+    let per_constraint: Vec<(BTreeMap<String, i64>, f64)> = all
         .iter()
         .map(|c| {
-            let counts = domain_counts(pod, c, &soft, snapshot);
-            let domains: BTreeSet<&String> = candidates
-                .iter()
-                .filter_map(|n| n.labels().get(&c.topology_key))
-                .collect();
+            let own = [*c];
+            let keys: &[&TopologySpreadConstraint] = if require_all { &all } else { &own };
+            let counts = domain_counts(pod, c, keys, snapshot);
+            let size = if c.topology_key == crate::default_spread::HOSTNAME {
+                scored
+            } else {
+                candidates
+                    .iter()
+                    .filter(|n| !ignored(n))
+                    .map(|n| n.labels().get(&c.topology_key).map_or("", String::as_str))
+                    .collect::<BTreeSet<&str>>()
+                    .len()
+            };
             #[allow(clippy::cast_precision_loss)]
-            let weight = ((domains.len() + 2) as f64).ln();
+            let weight = ((size + 2) as f64).ln();
             (counts, weight)
         })
         .collect();
-    let raw: Vec<Option<f64>> = candidates
+    let raw: Vec<Option<i64>> = candidates
         .iter()
         .map(|n| {
+            if ignored(n) {
+                return None;
+            }
             let mut total = 0.0;
-            for (c, (counts, weight)) in soft.iter().zip(&per_constraint) {
-                let value = n.labels().get(&c.topology_key)?;
+            for (c, (counts, weight)) in all.iter().zip(&per_constraint) {
+                let Some(value) = n.labels().get(&c.topology_key) else {
+                    continue;
+                };
                 let count = counts.get(value).copied().unwrap_or(0);
                 #[allow(clippy::cast_precision_loss)]
-                let skew_part = (count as f64) * weight + f64::from(c.max_skew - 1);
-                total += skew_part;
+                let part = (count as f64) * weight + f64::from(c.max_skew - 1);
+                total += part;
             }
-            Some(total)
+            #[allow(clippy::cast_possible_truncation)]
+            Some(total.round() as i64)
         })
         .collect();
     normalize_reverse(&raw)
 }
 
-/// kube-scheduler's normalisation for this plugin: `100 * (max + min - s) / max`, so the
-/// lowest raw score gets the most; nodes without a score get 0.
-fn normalize_reverse(raw: &[Option<f64>]) -> Vec<u64> {
-    let scored: Vec<f64> = raw.iter().flatten().copied().collect();
-    let max = scored.iter().copied().fold(f64::MIN, f64::max);
-    let min = scored.iter().copied().fold(f64::MAX, f64::min);
+/// kube-scheduler's normalisation for this plugin: `100 * (max + min - s) / max` in integers,
+/// so the lowest raw score gets the most; nodes without a score get 0.
+fn normalize_reverse(raw: &[Option<i64>]) -> Vec<u64> {
+    let max = raw.iter().flatten().copied().max().unwrap_or(0);
+    let min = raw.iter().flatten().copied().min().unwrap_or(0);
     raw.iter()
         .map(|s| match s {
             None => 0,
-            Some(_) if max <= 0.0 => 100,
-            Some(s) => {
-                let v = 100.0 * (max + min - s) / max;
-                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-                let v = v.round().clamp(0.0, 100.0) as u64;
-                v
-            }
+            Some(_) if max <= 0 => 100,
+            Some(s) => u64::try_from(100 * (max + min - s) / max).unwrap_or(0),
         })
         .collect()
 }

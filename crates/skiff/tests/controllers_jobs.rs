@@ -471,3 +471,272 @@ spec:
     );
     assert_eq!(job_pods(&cluster, "exits").len(), 1, "not retried");
 }
+
+const TRACKING: &str = "batch.kubernetes.io/job-tracking";
+
+fn tracked(pod: &Pod) -> bool {
+    pod.metadata
+        .finalizers
+        .as_ref()
+        .is_some_and(|f| f.iter().any(|f| f == TRACKING))
+}
+
+fn get_job(cluster: &Cluster, name: &str) -> Job {
+    let api: Api<Job> = Api::namespaced(cluster.client.clone(), "default");
+    cluster.block_on(async { api.get(name).await.unwrap() })
+}
+
+/// Waits until job `name`'s status passes `check`.
+fn wait_job_status(
+    cluster: &Cluster,
+    name: &'static str,
+    what: &str,
+    check: impl Fn(&k8s_openapi::api::batch::v1::JobStatus) -> bool + Copy,
+) -> Job {
+    cluster.wait(what, DEADLINE, move |client| async move {
+        let job = Api::<Job>::namespaced(client, "default")
+            .get(name)
+            .await
+            .ok()?;
+        check(job.status.as_ref()?).then_some(job)
+    })
+}
+
+fn delete_pod(cluster: &Cluster, name: &str) {
+    controllers_support::ok(
+        cluster
+            .kubectl()
+            .args(["delete", "pod", name, "--wait=false"]),
+    );
+}
+
+#[test]
+fn finished_pods_are_counted_once_through_the_tracking_finalizer_even_when_deleted() {
+    let cluster = Cluster::start();
+    cluster.add_node("n1", "8", "8Gi");
+    cluster.apply(
+        r#"
+apiVersion: batch/v1
+kind: Job
+metadata: {name: tracked}
+spec:
+  completions: 2
+  parallelism: 2
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+      - {name: c, image: busybox}
+"#,
+    );
+    let running: Vec<String> = wait_job_pods(&cluster, "tracked", "2 running pods", |pods| {
+        (pods.len() == 2 && pods.iter().all(is_running)).then(|| {
+            assert!(pods.iter().all(tracked), "running pods carry {TRACKING}");
+            pods.iter()
+                .map(|p| p.metadata.name.clone().unwrap())
+                .collect()
+        })
+    });
+    // The first succeeds: counted, and its finalizer goes (the pod stays).
+    set_pod_status(
+        &cluster,
+        &running[0],
+        serde_json::json!({"status": {"phase": "Succeeded"}}),
+    );
+    wait_job_status(&cluster, "tracked", "succeeded=1", |s| {
+        s.succeeded == Some(1)
+    });
+    let first = running[0].clone();
+    wait_job_pods(
+        &cluster,
+        "tracked",
+        "the counted pod to lose the finalizer",
+        |pods| {
+            pods.iter()
+                .find(|p| p.metadata.name.as_deref() == Some(first.as_str()))
+                .filter(|p| !tracked(p))
+                .map(|_| ())
+        },
+    );
+    // The second succeeds and is deleted at once: still counted, exactly once.
+    set_pod_status(
+        &cluster,
+        &running[1],
+        serde_json::json!({"status": {"phase": "Succeeded"}}),
+    );
+    delete_pod(&cluster, &running[1]);
+    let job = wait_for_condition(&cluster, "tracked", "Complete");
+    let status = job.status.unwrap();
+    assert_eq!((status.succeeded, status.failed), (Some(2), Some(0)));
+    let uncounted = status.uncounted_terminated_pods.unwrap_or_default();
+    assert!(uncounted.succeeded.unwrap_or_default().is_empty());
+    assert!(uncounted.failed.unwrap_or_default().is_empty());
+    // The first pod is deleted too after the fact (as the pod GC would): nothing changes.
+    delete_pod(&cluster, &running[0]);
+    wait_job_pods(&cluster, "tracked", "both pods to be gone", |pods| {
+        pods.is_empty().then_some(())
+    });
+    let status = get_job(&cluster, "tracked").status.unwrap();
+    assert_eq!((status.succeeded, status.failed), (Some(2), Some(0)));
+    let out = controllers_support::ok(cluster.kubectl().args([
+        "get",
+        "job",
+        "tracked",
+        "-o",
+        "jsonpath={.status.succeeded}/{.status.conditions[?(@.type==\"Complete\")].status}",
+    ]));
+    assert_eq!(out, "2/True");
+}
+
+#[test]
+fn a_pod_deleted_while_running_counts_as_failed_and_is_replaced_at_once() {
+    let cluster = Cluster::start();
+    cluster.add_node("n1", "8", "8Gi");
+    cluster.apply(
+        r#"
+apiVersion: batch/v1
+kind: Job
+metadata: {name: eager}
+spec:
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+      - {name: c, image: busybox}
+"#,
+    );
+    let first = wait_job_pods(&cluster, "eager", "a running pod", |pods| {
+        pods.iter().find(|p| is_running(p))?.metadata.name.clone()
+    });
+    delete_pod(&cluster, &first);
+    // TerminatingOrFailed (the default): counted failed and replaced without waiting.
+    wait_job_status(&cluster, "eager", "failed=1 and a new active pod", |s| {
+        s.failed == Some(1) && s.active == Some(1)
+    });
+    wait_job_pods(
+        &cluster,
+        "eager",
+        "the deleted pod gone, one new pod",
+        |pods| {
+            (pods.len() == 1 && pods[0].metadata.name.as_deref() != Some(first.as_str()))
+                .then_some(())
+        },
+    );
+}
+
+#[test]
+fn replacement_policy_failed_waits_for_the_terminating_pod_to_fail() {
+    let cluster = Cluster::start();
+    cluster.add_node("n1", "8", "8Gi");
+    cluster.apply(
+        r#"
+apiVersion: batch/v1
+kind: Job
+metadata: {name: patient}
+spec:
+  podReplacementPolicy: Failed
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+      - {name: c, image: busybox}
+"#,
+    );
+    let spec_policy = controllers_support::ok(cluster.kubectl().args([
+        "get",
+        "job",
+        "patient",
+        "-o",
+        "jsonpath={.spec.podReplacementPolicy}",
+    ]));
+    assert_eq!(spec_policy, "Failed");
+    let first = wait_job_pods(&cluster, "patient", "a running pod", |pods| {
+        pods.iter().find(|p| is_running(p))?.metadata.name.clone()
+    });
+    // Deleted: the fake kubelet ends it at once, but its phase stays Running, so it is
+    // terminating, and no replacement comes while it is.
+    delete_pod(&cluster, &first);
+    wait_job_status(&cluster, "patient", "terminating=1", |s| {
+        s.terminating == Some(1) && s.active == Some(0)
+    });
+    let pods = job_pods(&cluster, "patient");
+    assert_eq!(pods.len(), 1, "no replacement while the pod terminates");
+    assert!(tracked(&pods[0]), "a terminating pod is not counted yet");
+    let out = controllers_support::ok(cluster.kubectl().args([
+        "get",
+        "job",
+        "patient",
+        "-o",
+        "jsonpath={.status.terminating}/{.status.failed}",
+    ]));
+    assert_eq!(out, "1/0");
+    // Its kubelet reports it Failed: counted, released, replaced.
+    set_pod_status(
+        &cluster,
+        &first,
+        serde_json::json!({"status": {"phase": "Failed"}}),
+    );
+    wait_job_status(
+        &cluster,
+        "patient",
+        "failed=1, terminating=0, active=1",
+        |s| s.failed == Some(1) && s.terminating == Some(0) && s.active == Some(1),
+    );
+    wait_job_pods(&cluster, "patient", "only the replacement left", |pods| {
+        (pods.len() == 1 && pods[0].metadata.name.as_deref() != Some(first.as_str())).then_some(())
+    });
+}
+
+#[test]
+fn deleting_a_job_releases_its_pods_from_the_tracking_finalizer() {
+    let cluster = Cluster::start();
+    cluster.add_node("n1", "8", "8Gi");
+    let job = |name: &str| {
+        format!(
+            r#"
+apiVersion: batch/v1
+kind: Job
+metadata: {{name: {name}}}
+spec:
+  parallelism: 2
+  completions: 4
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+      - {{name: c, image: busybox}}
+"#
+        )
+    };
+    cluster.apply(&job("cascade"));
+    cluster.apply(&job("orphaned"));
+    for name in ["cascade", "orphaned"] {
+        wait_job_pods(&cluster, name, "2 tracked running pods", |pods| {
+            (pods.len() == 2 && pods.iter().all(|p| is_running(p) && tracked(p))).then_some(())
+        });
+    }
+    // Background cascading: the collector deletes the pods, which then lose the finalizer.
+    controllers_support::ok(cluster.kubectl().args(["delete", "job", "cascade"]));
+    wait_job_pods(&cluster, "cascade", "the job's pods to be gone", |pods| {
+        pods.is_empty().then_some(())
+    });
+    // Orphaned: the pods stay, without owner and without the finalizer.
+    controllers_support::ok(cluster.kubectl().args([
+        "delete",
+        "job",
+        "orphaned",
+        "--cascade=orphan",
+    ]));
+    wait_job_pods(&cluster, "orphaned", "2 released orphans", |pods| {
+        (pods.len() == 2
+            && pods.iter().all(|p| {
+                !tracked(p)
+                    && p.metadata
+                        .owner_references
+                        .as_deref()
+                        .unwrap_or_default()
+                        .is_empty()
+            }))
+        .then_some(())
+    });
+}

@@ -1,5 +1,6 @@
 //! `topologySpreadConstraints` end to end: a real `skiff server` (scheduler and controllers),
-//! fake nodes in two zones, the fake kubelet, Deployments applied with real kubectl.
+//! fake nodes in two zones, the fake kubelet, Deployments applied with real kubectl; and the
+//! scheduler's system default spreading of replicas without constraints.
 #![allow(clippy::unwrap_used)]
 
 mod controllers_support;
@@ -207,5 +208,53 @@ fn a_node_without_the_key_is_refused_with_the_missing_label_reason() {
             "0/1 nodes are available: 1 {SPREAD_REASON} (missing required label)."
         )),
         "{message}"
+    );
+}
+
+#[test]
+fn replicas_without_constraints_spread_by_the_system_defaults() {
+    // Nodes of 2, 4 and 8 CPUs and no zones: least-allocated alone would stack the replicas
+    // on the big node; the default hostname constraint (maxSkew 3, soft) spreads them 2/2/2.
+    let cluster = Cluster::start();
+    for (node, cpu) in [("small", "2"), ("medium", "4"), ("large", "8")] {
+        cluster.add_node(node, cpu, "8Gi");
+    }
+    cluster.apply(
+        r#"
+apiVersion: v1
+kind: Service
+metadata: {name: plain}
+spec:
+  selector: {app: plain}
+  ports: [{port: 80}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: plain}
+spec:
+  replicas: 6
+  selector: {matchLabels: {app: plain}}
+  template:
+    metadata: {labels: {app: plain}}
+    spec:
+      containers:
+      - name: c
+        image: busybox
+        resources: {requests: {cpu: 250m}}
+"#,
+    );
+    let nodes = running_nodes(&cluster, "plain", 6);
+    let mut per_node: BTreeMap<String, usize> = BTreeMap::new();
+    for n in &nodes {
+        *per_node.entry(n.clone()).or_default() += 1;
+    }
+    assert_eq!(
+        per_node,
+        BTreeMap::from([
+            ("large".into(), 2),
+            ("medium".into(), 2),
+            ("small".into(), 2)
+        ]),
+        "{nodes:?}"
     );
 }

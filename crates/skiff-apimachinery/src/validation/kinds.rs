@@ -276,6 +276,20 @@ fn validate_job_spec(spec: &Value, path: &str, errors: &mut Vec<FieldError>) {
         )),
     }
     validate_job_indexes(spec, path, errors);
+    // As the API server of Kubernetes 1.29+: with a podFailurePolicy only `Failed`.
+    let replacement = text(spec, "/podReplacementPolicy");
+    let allowed: &[&str] = if spec.get("podFailurePolicy").is_some_and(|p| !p.is_null()) {
+        &["Failed"]
+    } else {
+        &["Failed", "TerminatingOrFailed"]
+    };
+    if !replacement.is_empty() && !allowed.contains(&replacement) {
+        errors.push(FieldError::not_supported(
+            &format!("{path}.podReplacementPolicy"),
+            &Value::from(replacement),
+            allowed,
+        ));
+    }
 }
 
 /// `backoffLimitPerIndex`, `maxFailedIndexes` and `successPolicy`: Indexed Jobs only, as the
