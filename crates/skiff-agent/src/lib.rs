@@ -35,6 +35,7 @@ pub mod security;
 pub mod slim;
 pub mod status;
 pub mod streaming;
+pub mod teardown;
 pub mod termination;
 pub mod volumes;
 pub mod worker;
@@ -95,6 +96,8 @@ pub struct Context {
     pub pause_rootfs: PathBuf,
     /// The pod network, once set up (never, with `pod_network` off).
     pub net: std::sync::OnceLock<Arc<network::PodNetwork>>,
+    /// The pods whose teardown failed and is retried.
+    pub teardowns: teardown::Retries,
     api_port: AtomicU16,
 }
 
@@ -156,6 +159,7 @@ pub async fn run(
         index,
         pause_rootfs,
         net: std::sync::OnceLock::new(),
+        teardowns: teardown::Retries::default(),
         api_port: AtomicU16::new(port),
     });
     let mut delay = std::time::Duration::from_millis(200);

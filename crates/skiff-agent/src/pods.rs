@@ -1,12 +1,14 @@
 //! The pods of this node: one watch (`fieldSelector=spec.nodeName=NODE`) feeding one worker
 //! task per pod uid. A worker syncs its pod when the pod changes and every second while
 //! something runs. Once the first list is in, engine containers of pods the API no longer has
-//! are stopped and removed (a pod deleted while the agent was down), and so are the empty pod
-//! cgroups of pods that are gone.
+//! are stopped and removed (a pod deleted while the agent was down), and so are the pod
+//! directories and the empty pod cgroups of pods that are gone. A teardown that fails is
+//! retried with back-off until it succeeds ([`crate::teardown`]).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
@@ -16,8 +18,8 @@ use tokio::sync::watch;
 
 use crate::Context;
 use crate::error::blocking;
-use crate::runtime;
 use crate::worker::{self, Next, WorkerState};
+use crate::{runtime, teardown, volumes};
 
 type Slot = watch::Sender<Option<Arc<Pod>>>;
 
@@ -57,7 +59,7 @@ pub async fn run(ctx: Arc<Context>) {
                 } else {
                     let ctx = Arc::clone(&ctx);
                     tokio::spawn(async move {
-                        let _ = worker::teardown(&ctx, &uid, Duration::from_secs(2)).await;
+                        teardown::until_done(&ctx, &uid, Duration::from_secs(2)).await;
                     });
                 }
             }
@@ -90,10 +92,8 @@ async fn run_worker(ctx: Arc<Context>, mut rx: watch::Receiver<Option<Arc<Pod>>>
     loop {
         let current = rx.borrow_and_update().clone();
         let Some(pod) = current else {
-            if !last_uid.is_empty()
-                && let Err(err) = worker::teardown(&ctx, &last_uid, Duration::from_secs(2)).await
-            {
-                tracing::warn!(pod_uid = %last_uid, error = %err, "removing a deleted pod's containers failed");
+            if !last_uid.is_empty() {
+                teardown::until_done(&ctx, &last_uid, Duration::from_secs(2)).await;
             }
             return;
         };
@@ -127,9 +127,11 @@ async fn run_worker(ctx: Arc<Context>, mut rx: watch::Receiver<Option<Arc<Pod>>>
     }
 }
 
-/// Stops and removes the containers of pods the API does not list for this node, and frees
-/// the addresses of pods that are gone.
+/// Stops and removes the containers and directories of pods the API does not list for this
+/// node (retrying failures, [`teardown::until_done`]), and frees the addresses and cgroups of
+/// pods that are gone.
 async fn remove_orphans(ctx: Arc<Context>, listed: HashSet<String>) {
+    let started = SystemTime::now();
     if let Some(net) = ctx.net.get() {
         match net.node.release_except(&listed).await {
             Ok(freed) if !freed.is_empty() => {
@@ -148,11 +150,24 @@ async fn remove_orphans(ctx: Arc<Context>, listed: HashSet<String>) {
         }
     };
     ctx.index.learn(&pods);
-    for uid in pods.keys().filter(|uid| !listed.contains(*uid)) {
-        tracing::info!(pod_uid = %uid, "removing the containers of a pod that is gone");
-        if let Err(err) = worker::teardown(&ctx, uid, Duration::from_secs(2)).await {
-            tracing::warn!(pod_uid = %uid, error = %err, "removing an orphaned pod failed");
-        }
+    let mut gone: BTreeSet<String> = pods
+        .keys()
+        .filter(|uid| !listed.contains(*uid))
+        .cloned()
+        .collect();
+    // Pod directories left behind by a teardown that failed after the containers went.
+    gone.extend(
+        stale_pod_dirs(&ctx.config.data_dir, started)
+            .into_iter()
+            .filter(|uid| !listed.contains(uid)),
+    );
+    for uid in gone {
+        tracing::info!(pod_uid = %uid, "removing what is left of a pod that is gone");
+        // Retried with back-off until it succeeds; one failing pod does not hold up the rest.
+        tokio::spawn({
+            let ctx = Arc::clone(&ctx);
+            async move { teardown::until_done(&ctx, &uid, Duration::from_secs(2)).await }
+        });
     }
     let data_dir = ctx.config.data_dir.clone();
     match blocking("remove pod cgroups", move || {
@@ -166,4 +181,22 @@ async fn remove_orphans(ctx: Arc<Context>, listed: HashSet<String>) {
         Ok(_) => {}
         Err(err) => tracing::warn!(error = %err, "removing the cgroups of gone pods failed"),
     }
+}
+
+/// The uids of the pod directories made before `before` (a pod that arrived after the list
+/// was taken may be making its directory right now).
+fn stale_pod_dirs(data_dir: &Path, before: SystemTime) -> Vec<String> {
+    let parent = volumes::pod_dir(data_dir, "");
+    let Ok(entries) = std::fs::read_dir(&parent) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|e| {
+            e.metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t < before)
+        })
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
 }

@@ -523,8 +523,9 @@ pub fn binds(
     Ok(out)
 }
 
-/// Unmounts and removes everything of pod `uid` (blocking).
-pub fn cleanup(data_dir: &Path, uid: &str) {
+/// Unmounts and removes everything of pod `uid` (blocking); a directory already gone is
+/// fine. A volume that cannot be unmounted is logged and then fails the removal.
+pub fn cleanup(data_dir: &Path, uid: &str) -> std::io::Result<()> {
     tokens::forget(uid);
     let dir = pod_dir(data_dir, uid);
     if let Ok(entries) = std::fs::read_dir(dir.join("volumes")) {
@@ -537,10 +538,9 @@ pub fn cleanup(data_dir: &Path, uid: &str) {
             }
         }
     }
-    if let Err(err) = std::fs::remove_dir_all(&dir)
-        && err.kind() != std::io::ErrorKind::NotFound
-    {
-        tracing::warn!(path = %dir.display(), error = %err, "cannot remove a pod's volumes");
+    match std::fs::remove_dir_all(&dir) {
+        Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err(err),
+        _ => Ok(()),
     }
 }
 

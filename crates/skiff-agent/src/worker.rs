@@ -82,51 +82,6 @@ fn grace_period(pod: &Pod) -> Duration {
     Duration::from_secs(u64::try_from(secs).unwrap_or(0))
 }
 
-/// Stops every container of pod `uid` (apps and init first, within `grace`, then the
-/// sandbox) and removes them.
-pub async fn teardown(ctx: &Arc<Context>, uid: &str, grace: Duration) -> Result<(), AgentError> {
-    let containers = list(ctx, uid).await?;
-    let (sandboxes, others): (Vec<Container>, Vec<Container>) = containers
-        .into_iter()
-        .partition(|c| runtime::container_name(c) == runtime::SANDBOX);
-    let mut stops = Vec::new();
-    for c in &others {
-        let (engine, c) = (ctx.engine.clone(), c.clone());
-        stops.push(blocking("stop container", move || {
-            runtime::stop(&engine, &c, grace)
-        }));
-    }
-    for result in futures::future::join_all(stops).await {
-        if let Err(err) = result {
-            tracing::warn!(pod_uid = uid, error = %err, "stopping a container failed");
-        }
-    }
-    // The pod's service account tokens go even when a container below cannot be removed.
-    volumes::tokens::forget(uid);
-    let ctx2 = Arc::clone(ctx);
-    let data_dir = ctx.config.data_dir.clone();
-    let owned_uid = uid.to_string();
-    let uid = uid.to_string();
-    blocking("remove containers", move || {
-        for c in others.iter().chain(&sandboxes) {
-            runtime::stop(&ctx2.engine, c, Duration::from_secs(2))?;
-            runtime::remove(&ctx2.engine, &ctx2.index, c)?;
-        }
-        volumes::cleanup(&data_dir, &uid);
-        if let Err(err) = crate::podcgroup::remove(&uid, &data_dir) {
-            tracing::warn!(pod_uid = %uid, error = %err, "removing the pod cgroup failed");
-        }
-        Ok(())
-    })
-    .await?;
-    if let Some(net) = ctx.net.get()
-        && let Err(err) = net.node.detach(&owned_uid).await
-    {
-        tracing::warn!(pod_uid = %owned_uid, error = %err, "releasing the pod's address failed");
-    }
-    Ok(())
-}
-
 /// Syncs `pod` once.
 pub async fn sync(
     ctx: &Arc<Context>,
@@ -146,7 +101,15 @@ pub async fn sync(
         }
         let containers = list(ctx, &pref.uid).await?;
         let grace = crate::hooks::pre_stop_all(ctx, pod, &containers, grace).await;
-        teardown(ctx, &pref.uid, grace).await?;
+        if let Err(err) = crate::teardown::teardown(ctx, &pref.uid, grace).await {
+            // The API object stays (the pod shows as terminating) until everything is gone.
+            let delay = ctx.teardowns.failed(&pref.uid, &err.to_string());
+            tracing::warn!(namespace = %pref.namespace, pod = %pref.name, error = %err, retry_in = ?delay, "tearing down the pod failed; retrying");
+            return Ok(Next::After(delay));
+        }
+        if let Some(r) = ctx.teardowns.succeeded(&pref.uid) {
+            tracing::info!(namespace = %pref.namespace, pod = %pref.name, failures = r.failures, "the pod's teardown succeeded after failing");
+        }
         let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &pref.namespace);
         let params = DeleteParams {
             grace_period_seconds: Some(0),
