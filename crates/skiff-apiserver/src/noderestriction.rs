@@ -150,13 +150,7 @@ pub fn admit_create(identity: &Identity, info: &ResourceInfo, obj: &Value) -> Re
     let name = crate::object::name(obj);
     match (info.group.as_str(), info.plural.as_str()) {
         ("", "nodes") => {
-            if name != node {
-                return Err(forbidden(
-                    info,
-                    name,
-                    format!("node \"{node}\" is not allowed to modify node \"{name}\""),
-                ));
-            }
+            own_node(info, node, name)?;
             if config_source(obj).is_some() {
                 return Err(forbidden(
                     info,
@@ -183,6 +177,18 @@ pub fn admit_create(identity: &Identity, info: &ResourceInfo, obj: &Value) -> Re
         ("coordination.k8s.io", "leases") => admit_lease(info, node, name, obj),
         _ => Ok(()),
     }
+}
+
+/// Refuses a node's write of a Node other than its own.
+fn own_node(info: &ResourceInfo, node: &str, name: &str) -> Result<(), ApiError> {
+    if name == node {
+        return Ok(());
+    }
+    Err(forbidden(
+        info,
+        name,
+        format!("node \"{node}\" is not allowed to modify node \"{name}\""),
+    ))
 }
 
 fn admit_lease(info: &ResourceInfo, node: &str, name: &str, obj: &Value) -> Result<(), ApiError> {
@@ -220,13 +226,7 @@ pub fn admit_update(
     let name = crate::object::name(current);
     match (info.group.as_str(), info.plural.as_str()) {
         ("", "nodes") => {
-            if name != node {
-                return Err(forbidden(
-                    info,
-                    name,
-                    format!("node \"{node}\" is not allowed to modify node \"{name}\""),
-                ));
-            }
+            own_node(info, node, name)?;
             if let Some(source) = config_source(new)
                 && config_source(current) != Some(source)
             {
