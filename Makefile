@@ -56,7 +56,9 @@ run: deps build
 	exec $(SKIFF) server --data-dir $(DATA_DIR)
 
 ## test: every test of the workspace (unit, integration, end-to-end) with nextest, then doctests.
-test: deps build test-only
+## The tests drive the `skiff` binary cargo builds for them (CARGO_BIN_EXE_skiff), so the
+## release build (`make build`, ~8 min on 2 cores) is not part of `make test`.
+test: deps test-only
 
 test-only:
 	SKIFF_PYTHON=$(CURDIR)/$(VENV)/bin/python $(CARGO) nextest run --workspace --no-fail-fast
