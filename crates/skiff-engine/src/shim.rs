@@ -188,6 +188,29 @@ pub fn run(data_root: &Path, id: &str, wait_attach: bool) -> Result<()> {
     let mut first = true;
     loop {
         hub.new_run();
+        if !first && !config.join_containers.is_empty() {
+            // A container it joins may be restarting too: that is a failed run (exit code
+            // 128, the error recorded) that the restart policy retries after its back-off.
+            if let Err(err) = write_spec(data_root, &dir, &config) {
+                hub.finish_run(err.run_exit_code());
+                state.error = err.to_string();
+                state.exit_code = 128;
+                state.finished_at = crate::time::now_rfc3339();
+                if dir.stop_marker().exists()
+                    || !config.restart.should_restart(128, state.restart_count)
+                {
+                    break;
+                }
+                state.status = Status::Restarting;
+                record::write_json(&dir.state(), &state)?;
+                if wait_backoff(&signals, backoff) || dir.stop_marker().exists() {
+                    break;
+                }
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+                state.restart_count += 1;
+                continue;
+            }
+        }
         let running = match launch(&store, id, &dir, &io, &config, &hub) {
             Ok(running) => running,
             Err(err) => {
@@ -203,6 +226,7 @@ pub fn run(data_root: &Path, id: &str, wait_attach: bool) -> Result<()> {
         };
         let started = Instant::now();
         state.status = Status::Running;
+        state.error.clear();
         state.pid = running.pid;
         state.started_at = crate::time::now_rfc3339();
         state.oom_killed = false;
@@ -301,6 +325,15 @@ fn prepare(data_root: &Path, dir: &ContainerDir, config: &ContainerConfig) -> Re
     let rootfs = dir.rootfs();
     crate::rootfs::mount(&mounts, &rootfs)?;
     crate::volume::fill_from_image(&rootfs, config)?;
+    write_spec(data_root, dir, config)
+}
+
+/// Writes the bundle's `config.json` for the next run of the container: its namespaces of
+/// other containers (`--network container:NAME`) are those containers' inits as they run
+/// now, so a container restarted by its restart policy joins the current ones, as Docker's
+/// does, not the namespaces of a process that has since gone.
+fn write_spec(data_root: &Path, dir: &ContainerDir, config: &ContainerConfig) -> Result<()> {
+    let rootfs = dir.rootfs();
     let joined = join_containers(data_root, config)?;
     let config = &joined;
     let read = |p: &str| std::fs::read_to_string(rootfs.join(p)).unwrap_or_default();

@@ -142,12 +142,44 @@ fn memory_breakdown(pid: u32) -> String {
             .count()
     });
     format!(
-        "VmRSS {}, RssAnon {}, RssFile {}, threads {}, sockets {sockets}",
+        "VmRSS {}, RssAnon {}, RssFile {}, threads {}, sockets {sockets}; anonymous memory: {}",
         field("VmRSS:"),
         field("RssAnon:"),
         field("RssFile:"),
-        field("Threads:")
+        field("Threads:"),
+        anonymous_mappings(pid)
     )
+}
+
+/// The process's anonymous memory by mapping (`/proc/PID/smaps`): the brk heap, the main
+/// stack, and the other anonymous mappings (thread stacks, a malloc arena's heaps, large
+/// allocations) largest first, each as "size KiB: resident KiB".
+fn anonymous_mappings(pid: u32) -> String {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let mut mappings: Vec<(String, u64, u64)> = Vec::new();
+    for line in smaps.lines() {
+        let mut words = line.split_whitespace();
+        let first = words.next().unwrap_or_default();
+        if first.contains('-') && !first.ends_with(':') {
+            let name = line.split_whitespace().nth(5).unwrap_or("anon").to_string();
+            mappings.push((name, 0, 0));
+        } else if let Some(last) = mappings.last_mut() {
+            let value = words.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+            match first {
+                "Size:" => last.1 = value,
+                "Anonymous:" => last.2 = value,
+                _ => {}
+            }
+        }
+    }
+    mappings.retain(|m| m.2 > 0);
+    mappings.sort_by(|a, b| b.2.cmp(&a.2));
+    mappings
+        .iter()
+        .take(8)
+        .map(|(name, size, anon)| format!("{name} {size}K:{anon}K"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The process `skiff VERB ... DIR ...` (the node process of the data root `dir`).

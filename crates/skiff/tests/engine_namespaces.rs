@@ -161,3 +161,65 @@ fn joining_a_missing_or_stopped_container_is_a_clear_error() {
         text(&out.stderr)
     );
 }
+
+/// A container restarted by its restart policy joins the namespaces of the container it names
+/// as they are now: after `owner` restarted (a new init, a new network namespace), the guest's
+/// next run is in the new one, not in the namespace of an init that has gone.
+#[test]
+fn a_restarted_container_joins_the_current_namespaces_of_the_one_it_names() {
+    let skiff = Skiff::new();
+    skiff.ok(&["run", "-d", "--name", "owner", IMAGE, "sleep", "1000"]);
+    let owner_net = || {
+        let pid = skiff.format("owner", "{{.State.Pid}}");
+        std::fs::read_link(format!("/proc/{pid}/ns/net"))
+            .unwrap()
+            .display()
+            .to_string()
+    };
+    let first = owner_net();
+    skiff.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "guest",
+        "--network",
+        "container:owner",
+        "--restart",
+        "always",
+        IMAGE,
+        "sh",
+        "-c",
+        "readlink /proc/self/ns/net; exec sleep 1000",
+    ]);
+    let logged = |lines: usize| {
+        skiff_testkit::wait::wait_for(
+            "the guest's log lines",
+            std::time::Duration::from_secs(30),
+            || {
+                let out = skiff.ok(&["logs", "guest"]);
+                (out.lines().count() >= lines).then_some(out)
+            },
+        )
+        .unwrap()
+    };
+    assert_eq!(logged(1), format!("{first}\n"));
+
+    skiff.ok(&["restart", "owner"]);
+    let second = owner_net();
+    assert_ne!(
+        second, first,
+        "a restarted container gets a new network namespace"
+    );
+    // End the guest's run from outside; its restart policy starts it again.
+    let guest_pid: i32 = skiff.format("guest", "{{.State.Pid}}").parse().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(guest_pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    assert_eq!(logged(2), format!("{first}\n{second}\n"));
+    assert_eq!(
+        skiff.format("guest", "{{.State.Status}} {{.RestartCount}}"),
+        "running 1"
+    );
+}
