@@ -13,6 +13,8 @@
 //! - [`registry`]: every resource served (group/version/kind/plural/namespaced ...);
 //! - [`schema`]: the JSON schemas of the built-in kinds (from `k8s-openapi`);
 //! - [`smp`]: strategic merge patch with Kubernetes' merge keys and directives;
+//! - [`structural`]: custom resources against their CRD's schema: validation, pruning,
+//!   defaulting, and the checks a CRD's schema must pass;
 //! - [`table`]: objects as a `meta.k8s.io/v1` `Table` with the columns `kubectl get` shows;
 //! - [`time`]: RFC 3339 timestamps and kubectl's `HumanDuration` ages;
 //! - [`validation`]: field errors with kube-apiserver's paths and messages, unknown fields.
@@ -26,6 +28,7 @@ pub mod quantity;
 pub mod registry;
 pub mod schema;
 pub mod smp;
+pub mod structural;
 pub mod table;
 pub mod time;
 pub mod validation;

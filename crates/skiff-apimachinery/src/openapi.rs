@@ -81,7 +81,7 @@ pub fn openapi_v3_for_group_version(registry: &Registry, group: &str, version: &
                 needed.insert(name);
             }
             None => {
-                schemas.insert(name, custom_resource_schema(info, REF_PREFIX));
+                schemas.insert(name, custom_resource_schema_v3(info));
                 needed.insert("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta".to_string());
             }
         }
@@ -266,6 +266,29 @@ fn wrap_ref(property: &mut Value) {
     if let Some(values) = map.get_mut("additionalProperties") {
         wrap_ref(values);
     }
+}
+
+/// A custom resource in OpenAPI v3: its CRD's schema (for `kubectl explain`), with the type
+/// and object metadata every object has; the open schema when the CRD gives none. (Swagger 2.0
+/// keeps the open schema: kube-apiserver rewrites CRD schemas for it, which Skiff does not.)
+fn custom_resource_schema_v3(info: &ResourceInfo) -> Value {
+    let open = custom_resource_schema(info, REF_PREFIX);
+    let Some(mut published) = info
+        .custom
+        .as_ref()
+        .and_then(|c| c.schema.clone())
+        .filter(Value::is_object)
+    else {
+        return open;
+    };
+    published["x-kubernetes-group-version-kind"] = open["x-kubernetes-group-version-kind"].clone();
+    if !published.get("properties").is_some_and(Value::is_object) {
+        published["properties"] = json!({});
+    }
+    for key in ["apiVersion", "kind", "metadata"] {
+        published["properties"][key] = open["properties"][key].clone();
+    }
+    published
 }
 
 fn custom_resource_schema(info: &ResourceInfo, prefix: &str) -> Value {
@@ -534,6 +557,25 @@ mod tests {
         );
         let v2 = openapi_v2(&registry);
         assert_eq!(v2["swagger"], "2.0");
+        let mut gadget = registry
+            .find("example.com", "v1", "widgets")
+            .unwrap()
+            .clone();
+        gadget.kind = "Gadget".into();
+        gadget.plural = "gadgets".into();
+        gadget.custom = Some(std::sync::Arc::new(crate::structural::CustomVersion {
+            schema: Some(json!({"type": "object", "properties": {
+                "spec": {"type": "object", "description": "what a gadget does",
+                         "properties": {"size": {"type": "integer"}}}}})),
+            scale: None,
+        }));
+        registry.add(gadget);
+        let doc = openapi_v3_for_group_version(&registry, "example.com", "v1");
+        let g = &doc["components"]["schemas"]["com.example.v1.Gadget"];
+        assert_eq!(g["properties"]["spec"]["description"], "what a gadget does");
+        assert_eq!(g["properties"]["kind"]["type"], "string");
+        assert_eq!(g["x-kubernetes-group-version-kind"][0]["kind"], "Gadget");
+        assert!(g.get("x-kubernetes-preserve-unknown-fields").is_none());
         assert_eq!(
             v2["definitions"]["io.k8s.api.apps.v1.Deployment"]["properties"]["spec"]["$ref"],
             "#/definitions/io.k8s.api.apps.v1.DeploymentSpec"

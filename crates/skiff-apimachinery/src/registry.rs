@@ -41,6 +41,8 @@ pub struct ResourceInfo {
     pub verbs: Vec<String>,
     /// Subresources (`status`, `scale`, `log`, `exec`, `binding` ...).
     pub subresources: Vec<String>,
+    /// For a version of a custom resource: its schema and scale paths from the CRD.
+    pub custom: Option<std::sync::Arc<crate::structural::CustomVersion>>,
 }
 
 impl ResourceInfo {
@@ -486,6 +488,7 @@ impl Registry {
                         categories: owned(categories),
                         verbs: owned(ALL_VERBS),
                         subresources: owned(subresources),
+                        custom: None,
                     }
                 },
             )

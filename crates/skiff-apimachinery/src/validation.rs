@@ -119,7 +119,7 @@ impl FieldError {
 }
 
 /// Shows a bad value as Go's `%#v` would for the types objects hold.
-fn show(value: &Value) -> String {
+pub(crate) fn show(value: &Value) -> String {
     match value {
         Value::String(s) => serde_json::to_string(s).unwrap_or_default(),
         Value::Object(map) if map.values().all(Value::is_string) => {
@@ -308,8 +308,12 @@ pub fn validate_annotations(annotations: Option<&Value>, path: &str, errors: &mu
 
 /// For a built-in kind, the paths of fields its schema does not know
 /// (`spec.template.spec.containers[0].imagePullPolicyy`), as `fieldValidation=Strict` refuses
-/// them (`unknown field "spec.foo"`). Custom resources (no built-in schema) give none.
+/// them (`unknown field "spec.foo"`). For a custom resource: the fields its CRD's schema
+/// would prune.
 pub fn unknown_fields(info: &ResourceInfo, obj: &Value) -> Vec<String> {
+    if let Some(schema) = info.custom.as_ref().and_then(|c| c.schema.as_ref()) {
+        return crate::structural::prune::unknown_fields(obj, schema);
+    }
     let mut found = Vec::new();
     if let Some(schema) = schema::schema_for(&info.group, &info.version, &info.kind) {
         walk_unknown(obj, schema, String::new(), &mut found);

@@ -1,12 +1,16 @@
 //! CustomResourceDefinitions: a CRD that is written registers its served versions (they are then
 //! served by the generic handler and listed by discovery); a deleted CRD takes its custom
 //! resources and its versions with it. Names are accepted and the CRD is Established at once.
+//! Each version's schema must be structural ([`check_version_schema`]); the versions it
+//! registers carry their schema and scale paths, which [`crate::custom_resource`] applies.
 
 use std::sync::Arc;
 
 use serde_json::{Value, json};
 use skiff_apimachinery::ResourceInfo;
 use skiff_apimachinery::registry::ALL_VERBS;
+use skiff_apimachinery::structural::CustomVersion;
+use skiff_apimachinery::structural::check::check_version_schema;
 use skiff_apimachinery::table::PrinterColumn;
 use skiff_store::{ResourceKey, Revision};
 
@@ -91,6 +95,16 @@ pub fn prepare(info: &ResourceInfo, crd: &mut Value) -> Result<(), ApiError> {
                 .into(),
             field: "spec.versions".into(),
         });
+    }
+    for (i, version) in versions.iter().enumerate() {
+        let path = format!("spec.versions[{i}].schema");
+        for error in check_version_schema(version.get("schema"), &path) {
+            causes.push(Cause {
+                reason: error.reason,
+                message: error.message,
+                field: error.field,
+            });
+        }
     }
     let name = object::name(crd).to_string();
     if !plural.is_empty() && !group.is_empty() && name != format!("{plural}.{group}") {
@@ -192,6 +206,7 @@ pub fn served_versions(crd: &Value) -> Vec<(ResourceInfo, Vec<PrinterColumn>)> {
                         categories: strings(names.get("categories")),
                         verbs: ALL_VERBS.iter().map(|s| s.to_string()).collect(),
                         subresources,
+                        custom: Some(Arc::new(CustomVersion::from_crd_version(v))),
                     };
                     Some((info, PrinterColumn::for_crd_version(v)))
                 })
@@ -288,8 +303,10 @@ mod tests {
                 "scope": "Namespaced",
                 "names": {"plural": "widgets", "kind": "Widget", "shortNames": ["wd"]},
                 "versions": [
-                    {"name": "v1", "served": true, "storage": true, "subresources": {"status": {}}},
-                    {"name": "v1alpha1", "served": false, "storage": false},
+                    {"name": "v1", "served": true, "storage": true, "subresources": {"status": {}},
+                     "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}},
+                    {"name": "v1alpha1", "served": false, "storage": false,
+                     "schema": {"openAPIV3Schema": {"type": "object"}}},
                 ],
             },
         })
@@ -322,5 +339,35 @@ mod tests {
         obj["metadata"]["name"] = json!("wrong");
         let err = prepare(info, &mut obj).unwrap_err();
         assert_eq!(err.code, 422);
+    }
+
+    #[test]
+    fn a_non_structural_schema_is_invalid() {
+        let registry = Registry::builtin();
+        let info = registry
+            .find("apiextensions.k8s.io", "v1", "customresourcedefinitions")
+            .unwrap();
+        let mut obj = crd();
+        obj["spec"]["versions"][0]["schema"]["openAPIV3Schema"] =
+            json!({"type": "object", "properties": {"spec": {"properties": {}}}});
+        let err = prepare(info, &mut obj).unwrap_err();
+        assert_eq!(err.code, 422);
+        assert!(
+            err.message.contains(
+                "spec.versions[0].schema.openAPIV3Schema.properties[spec].type: Required value: must not be empty for specified object fields"
+            ),
+            "{}",
+            err.message
+        );
+        obj["spec"]["versions"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove("schema");
+        let err = prepare(info, &mut obj).unwrap_err();
+        assert!(
+            err.message.contains("schemas are required"),
+            "{}",
+            err.message
+        );
     }
 }

@@ -27,6 +27,7 @@ pub mod admission;
 pub mod authz;
 pub mod certificates;
 pub mod crd;
+pub mod custom_resource;
 pub mod default_storage_class;
 pub mod default_tolerations;
 pub mod discovery;

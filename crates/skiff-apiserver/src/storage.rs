@@ -42,8 +42,10 @@ pub fn decode(info: &ResourceInfo, kv: &KeyValue) -> Result<Value, ApiError> {
 
 /// Sets the type of the version served on an object (custom resources of several versions
 /// share one storage; their objects differ only in `apiVersion`).
+/// Custom objects get their schema's defaults, as kube-apiserver defaults on read.
 pub fn present(info: &ResourceInfo, obj: &mut Value) {
     object::set_type(obj, &info.api_version(), &info.kind);
+    crate::custom_resource::default_on_read(info, obj);
 }
 
 /// Encodes an object for the store.

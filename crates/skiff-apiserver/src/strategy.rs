@@ -31,12 +31,16 @@ pub fn has_status(info: &ResourceInfo) -> bool {
     info.has_subresource("status")
 }
 
-/// The object without metadata and status: what a change of bumps `generation`.
-fn desired_state(obj: &Value) -> Value {
+/// The object without metadata and status: what a change of bumps `generation`. A custom
+/// resource without a status subresource counts its `.status` too, as kube-apiserver does.
+fn desired_state(info: &ResourceInfo, obj: &Value) -> Value {
     let mut copy = obj.clone();
+    let status_counts = is_custom(info) && !has_status(info);
     if let Some(map) = copy.as_object_mut() {
         map.remove("metadata");
-        map.remove("status");
+        if !status_counts {
+            map.remove("status");
+        }
         map.remove("apiVersion");
         map.remove("kind");
     }
@@ -70,6 +74,7 @@ fn fold_string_data(secret: &mut Value) {
 /// Fills in what a new object gets, then validates it.
 pub fn prepare_create(info: &ResourceInfo, obj: &mut Value) -> Result<(), ApiError> {
     skiff_apimachinery::apply_defaults(info, obj);
+    crate::custom_resource::prune_and_default(info, obj);
     let track = tracks_generation(info, obj);
     {
         let meta = object::meta_mut(obj);
@@ -134,6 +139,14 @@ pub fn prepare_update(
         {
             map.remove("status");
         }
+        if info.custom.is_some() {
+            // kube-apiserver keeps the managed fields of a status write; the schema applies.
+            if let Some(fields) = wanted.pointer("/metadata/managedFields") {
+                object::meta_mut(&mut new).insert("managedFields".into(), fields.clone());
+            }
+            crate::custom_resource::prune_and_default(info, &mut new);
+            validate(info, &new)?;
+        }
         return Ok(new);
     }
     if has_status(info) {
@@ -151,6 +164,7 @@ pub fn prepare_update(
         crate::admission::keep_pod_priority(current, &mut wanted);
     }
     skiff_apimachinery::apply_defaults(info, &mut wanted);
+    crate::custom_resource::prune_and_default(info, &mut wanted);
     if info.group.is_empty() && info.plural == "secrets" {
         fold_string_data(&mut wanted);
     }
@@ -161,7 +175,7 @@ pub fn prepare_update(
     if let Some(generation) =
         old_generation.or_else(|| tracks_generation(info, &wanted).then_some(0))
     {
-        let bumped = if desired_state(current) != desired_state(&wanted) {
+        let bumped = if desired_state(info, current) != desired_state(info, &wanted) {
             generation + 1
         } else {
             generation.max(1)
@@ -303,13 +317,11 @@ pub fn check_fields(ctx: &Ctx, obj: &Value, body: Option<&[u8]>) -> Result<Vec<S
     Ok(problems)
 }
 
-/// Validation of every object: metadata for any kind, the kind's own rules for built-ins.
+/// Validation of every object: metadata for any kind, the kind's own rules for built-ins,
+/// the CRD's schema for custom resources.
 fn validate(info: &ResourceInfo, obj: &Value) -> Result<(), ApiError> {
     let errors = skiff_apimachinery::validate(info, obj);
-    if errors.is_empty() {
-        return Ok(());
-    }
-    let causes = errors
+    let mut causes: Vec<Cause> = errors
         .into_iter()
         .map(|e| Cause {
             reason: e.reason,
@@ -317,6 +329,18 @@ fn validate(info: &ResourceInfo, obj: &Value) -> Result<(), ApiError> {
             field: e.field,
         })
         .collect();
+    let custom = crate::custom_resource::schema_causes(info, obj);
+    if causes.is_empty() && custom.is_empty() {
+        return Ok(());
+    }
+    if info.custom.is_some() {
+        causes.extend(custom);
+        return Err(crate::custom_resource::invalid(
+            info,
+            object::name(obj),
+            causes,
+        ));
+    }
     Err(ApiError::invalid(info, object::name(obj), causes))
 }
 

@@ -2,100 +2,17 @@
 //! kubectl and client libraries rely on, request by request.
 #![allow(clippy::unwrap_used)]
 
-use std::sync::Arc;
+mod support;
+
 use std::time::Duration;
 
-use axum::Router;
 use axum::body::Body;
-use axum::http::{HeaderMap, Method, Request, StatusCode};
+use axum::http::{Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
-use skiff_apiserver::{ApiServer, ServerOptions};
+use skiff_apiserver::ServerOptions;
+use support::{TOKEN, api, api_with};
 use tower::ServiceExt;
-
-const TOKEN: &str = "test-token";
-
-struct Api {
-    router: Router,
-    _server: ApiServer,
-}
-
-async fn api() -> Api {
-    api_with(ServerOptions::default()).await
-}
-
-async fn api_with(options: ServerOptions) -> Api {
-    let store = Arc::new(skiff_store::MemoryStore::new());
-    let server = ApiServer::new(store, options, TOKEN).await.unwrap();
-    Api {
-        router: server.router(),
-        _server: server,
-    }
-}
-
-struct Reply {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Value,
-}
-
-impl Api {
-    async fn send(&self, method: Method, path: &str, content_type: &str, body: Vec<u8>) -> Reply {
-        let request = Request::builder()
-            .method(method)
-            .uri(path)
-            .header("authorization", format!("Bearer {TOKEN}"))
-            .header("content-type", content_type)
-            .body(Body::from(body))
-            .unwrap();
-        let response = self.router.clone().oneshot(request).await.unwrap();
-        let status = response.status();
-        let headers = response.headers().clone();
-        let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        let body = serde_json::from_slice(&bytes)
-            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
-        Reply {
-            status,
-            headers,
-            body,
-        }
-    }
-
-    async fn get(&self, path: &str) -> Reply {
-        self.send(Method::GET, path, "application/json", Vec::new())
-            .await
-    }
-
-    async fn post(&self, path: &str, body: Value) -> Reply {
-        self.send(
-            Method::POST,
-            path,
-            "application/json",
-            body.to_string().into_bytes(),
-        )
-        .await
-    }
-
-    async fn put(&self, path: &str, body: Value) -> Reply {
-        self.send(
-            Method::PUT,
-            path,
-            "application/json",
-            body.to_string().into_bytes(),
-        )
-        .await
-    }
-
-    async fn patch(&self, path: &str, kind: &str, body: Value) -> Reply {
-        self.send(Method::PATCH, path, kind, body.to_string().into_bytes())
-            .await
-    }
-
-    async fn delete(&self, path: &str) -> Reply {
-        self.send(Method::DELETE, path, "application/json", Vec::new())
-            .await
-    }
-}
 
 fn cm(name: &str) -> Value {
     json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "labels": {"app": "web"}}, "data": {"a": "1"}})

@@ -38,7 +38,7 @@ pub async fn handle(
         ("scale", Method::GET) => {
             let (obj, _) =
                 storage::get(ctx.state.store.as_ref(), &ctx.info, ctx.ns(), ctx.name()).await?;
-            Ok(response::json(StatusCode::OK, &to_scale(&obj)))
+            Ok(response::json(StatusCode::OK, &scale_of(&ctx.info, &obj)))
         }
         ("scale", Method::PUT) => update_scale(ctx, Some(body), None).await,
         ("scale", Method::PATCH) => update_scale(ctx, None, Some(body)).await,
@@ -198,7 +198,16 @@ pub fn to_scale(obj: &Value) -> Value {
     })
 }
 
-/// PUT (`body`) or PATCH (`patch_body`) of `/scale`: changes `spec.replicas`.
+/// The Scale of a workload or of a custom resource (at its CRD's paths).
+fn scale_of(info: &skiff_apimachinery::ResourceInfo, obj: &Value) -> Value {
+    match crate::custom_resource::scale_paths(info) {
+        Some(paths) => crate::custom_resource::to_scale(paths, obj),
+        None => to_scale(obj),
+    }
+}
+
+/// PUT (`body`) or PATCH (`patch_body`) of `/scale`: changes `spec.replicas` (a custom
+/// resource's `specReplicasPath`).
 async fn update_scale(
     ctx: &Ctx,
     body: Option<&[u8]>,
@@ -219,7 +228,7 @@ async fn update_scale(
     let info = ctx.info.clone();
     let name = ctx.name().to_string();
     let outcome = update_addressed(ctx, |current, revision| {
-        let scale = to_scale(current);
+        let scale = scale_of(&info, current);
         let new_scale = match (&wanted, kind, patch_body) {
             (Some(w), _, _) => w.clone(),
             (None, Some(kind), Some(p)) => apply_patch(&info, kind, &scale, p)?,
@@ -244,14 +253,26 @@ async fn update_scale(
             ));
         }
         let mut new = current.clone();
-        if !new.get("spec").is_some_and(Value::is_object) {
-            new["spec"] = json!({});
+        match crate::custom_resource::scale_paths(&info) {
+            Some(paths) => skiff_apimachinery::structural::set_path(
+                &mut new,
+                &paths.spec_replicas,
+                json!(replicas),
+            ),
+            None => {
+                if !new.get("spec").is_some_and(Value::is_object) {
+                    new["spec"] = json!({});
+                }
+                new["spec"]["replicas"] = json!(replicas);
+            }
         }
-        new["spec"]["replicas"] = json!(replicas);
         strategy::prepare_update(&info, current, new, false).map(Change::Update)
     })
     .await?;
-    Ok(response::json(StatusCode::OK, &to_scale(&outcome.object)))
+    Ok(response::json(
+        StatusCode::OK,
+        &scale_of(&ctx.info, &outcome.object),
+    ))
 }
 
 /// `POST pods/{name}/binding`: assigns the pod to a node.

@@ -66,6 +66,7 @@ pub fn infos() -> Vec<ResourceInfo> {
             categories: Vec::new(),
             verbs: vec!["create".to_string()],
             subresources: Vec::new(),
+            custom: None,
         })
         .collect()
 }
