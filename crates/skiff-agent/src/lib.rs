@@ -80,7 +80,14 @@ pub struct AgentConfig {
     pub ingress_http_port: u16,
     /// See `ingress_http_port`.
     pub ingress_https_port: u16,
+    /// How often the containers, directories, addresses and cgroups of pods the API no
+    /// longer has are looked for between re-lists ([`DEFAULT_ORPHAN_SWEEP_INTERVAL`]).
+    pub orphan_sweep_interval: std::time::Duration,
 }
+
+/// The default [`AgentConfig::orphan_sweep_interval`]: a listing of the node's containers
+/// every 30 s.
+pub const DEFAULT_ORPHAN_SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// What the agent's tasks share.
 pub struct Context {

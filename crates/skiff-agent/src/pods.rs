@@ -2,8 +2,11 @@
 //! task per pod uid. A worker syncs its pod when the pod changes and every second while
 //! something runs. Once the first list is in, engine containers of pods the API no longer has
 //! are stopped and removed (a pod deleted while the agent was down), and so are the pod
-//! directories and the empty pod cgroups of pods that are gone. A teardown that fails is
-//! retried with back-off until it succeeds ([`crate::teardown`]).
+//! directories and the empty pod cgroups of pods that are gone; the same sweep runs again
+//! every [`AgentConfig::orphan_sweep_interval`](crate::AgentConfig) against the pods the
+//! watch knows (the kubelet's housekeeping), so a container that outlived its pod (made by a
+//! sync racing the pod's deletion, say) does not wait for the next re-list. A teardown that
+//! fails is retried with back-off until it succeeds ([`crate::teardown`]).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::Path;
@@ -34,7 +37,25 @@ pub async fn run(ctx: Arc<Context>) {
         .boxed();
     let mut workers: HashMap<String, Slot> = HashMap::new();
     let mut listed: HashSet<String> = HashSet::new();
-    while let Some(event) = events.next().await {
+    let mut sweep = tokio::time::interval(ctx.config.orphan_sweep_interval);
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut swept_once = false;
+    loop {
+        let event = tokio::select! {
+            event = events.next() => match event {
+                Some(event) => event,
+                None => break,
+            },
+            _ = sweep.tick() => {
+                // Only once the first list is in: before it, every pod looks gone.
+                if swept_once {
+                    let started = SystemTime::now();
+                    let known: HashSet<String> = workers.keys().cloned().collect();
+                    tokio::spawn(remove_orphans(Arc::clone(&ctx), known, started, Sweep::Timed));
+                }
+                continue;
+            }
+        };
         match event {
             Ok(watcher::Event::Init) => listed.clear(),
             Ok(watcher::Event::InitApply(pod)) => {
@@ -49,7 +70,15 @@ pub async fn run(ctx: Arc<Context>) {
                     }
                     keep
                 });
-                tokio::spawn(remove_orphans(Arc::clone(&ctx), listed.clone()));
+                let started = SystemTime::now();
+                tokio::spawn(remove_orphans(
+                    Arc::clone(&ctx),
+                    listed.clone(),
+                    started,
+                    Sweep::AfterList,
+                ));
+                swept_once = true;
+                sweep.reset();
             }
             Ok(watcher::Event::Apply(pod)) => dispatch(&ctx, &mut workers, pod),
             Ok(watcher::Event::Delete(pod)) => {
@@ -129,10 +158,18 @@ async fn run_worker(ctx: Arc<Context>, mut rx: watch::Receiver<Option<Arc<Pod>>>
 
 /// Stops and removes the containers and directories of pods the API does not list for this
 /// node (retrying failures, [`teardown::until_done`]), and frees the addresses and cgroups of
-/// pods that are gone.
-async fn remove_orphans(ctx: Arc<Context>, listed: HashSet<String>) {
-    let started = SystemTime::now();
-    if let Some(net) = ctx.net.get() {
+/// pods that are gone. `started` is taken before `listed`: containers and pod directories
+/// made after it may belong to a pod that arrived after `listed` was taken, and are left
+/// alone.
+async fn remove_orphans(
+    ctx: Arc<Context>,
+    listed: HashSet<String>,
+    started: SystemTime,
+    sweep: Sweep,
+) {
+    if sweep == Sweep::AfterList
+        && let Some(net) = ctx.net.get()
+    {
         match net.node.release_except(&listed).await {
             Ok(freed) if !freed.is_empty() => {
                 tracing::info!(?freed, "freed the addresses of pods that are gone")
@@ -151,9 +188,14 @@ async fn remove_orphans(ctx: Arc<Context>, listed: HashSet<String>) {
     };
     ctx.index.learn(&pods);
     let mut gone: BTreeSet<String> = pods
-        .keys()
-        .filter(|uid| !listed.contains(*uid))
-        .cloned()
+        .iter()
+        .filter(|(uid, containers)| {
+            !listed.contains(*uid)
+                && containers.iter().all(|c| {
+                    skiff_engine::time::parse_rfc3339(&c.config.created).is_none_or(|t| t < started)
+                })
+        })
+        .map(|(uid, _)| uid.clone())
         .collect();
     // Pod directories left behind by a teardown that failed after the containers went.
     gone.extend(
@@ -169,6 +211,11 @@ async fn remove_orphans(ctx: Arc<Context>, listed: HashSet<String>) {
             async move { teardown::until_done(&ctx, &uid, Duration::from_secs(2)).await }
         });
     }
+    if sweep == Sweep::Timed {
+        // Addresses and cgroups go with each pod's teardown; the bulk release below is for
+        // what a previous run of the agent left, and would race a pod starting now.
+        return;
+    }
     let data_dir = ctx.config.data_dir.clone();
     match blocking("remove pod cgroups", move || {
         Ok(crate::podcgroup::remove_except(&listed, &data_dir)?)
@@ -181,6 +228,16 @@ async fn remove_orphans(ctx: Arc<Context>, listed: HashSet<String>) {
         Ok(_) => {}
         Err(err) => tracing::warn!(error = %err, "removing the cgroups of gone pods failed"),
     }
+}
+
+/// Which sweep [`remove_orphans`] runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sweep {
+    /// After a full list of the node's pods: also frees every address and empty pod cgroup
+    /// of pods not listed (what an earlier run of the agent left).
+    AfterList,
+    /// The periodic one between lists: the containers and directories of pods that are gone.
+    Timed,
 }
 
 /// The uids of the pod directories made before `before` (a pod that arrived after the list

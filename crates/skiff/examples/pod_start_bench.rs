@@ -173,7 +173,7 @@ fn anonymous_mappings(pid: u32) -> String {
         }
     }
     mappings.retain(|m| m.2 > 0);
-    mappings.sort_by(|a, b| b.2.cmp(&a.2));
+    mappings.sort_by_key(|m| std::cmp::Reverse(m.2));
     mappings
         .iter()
         .take(8)

@@ -52,6 +52,10 @@ pub struct AgentArgs {
     /// The port of the node's built-in Ingress proxy for HTTPS.
     #[arg(long, value_name = "PORT", default_value_t = 443)]
     ingress_https_port: u16,
+    /// How often the agent looks for containers and directories of pods the API no longer
+    /// has, between its re-lists of the node's pods (a duration such as `30s`).
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = crate::server::parse_duration)]
+    orphan_sweep_interval: std::time::Duration,
 }
 
 /// The node's Ingress proxy ports (HTTP, HTTPS).
@@ -126,6 +130,7 @@ impl AgentArgs {
                 pod_network: self.pod_network == PodNetworkMode::Bridge,
                 ingress_http_port: self.ingress_http_port,
                 ingress_https_port: self.ingress_https_port,
+                orphan_sweep_interval: self.orphan_sweep_interval,
             };
             skiff_agent::run(agent, client, crate::server::shutdown_signal())
                 .await
@@ -190,6 +195,7 @@ pub fn embedded(
         pod_network: pod_network == PodNetworkMode::Bridge,
         ingress_http_port: ingress.0,
         ingress_https_port: ingress.1,
+        orphan_sweep_interval: skiff_agent::DEFAULT_ORPHAN_SWEEP_INTERVAL,
     })
 }
 

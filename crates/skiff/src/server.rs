@@ -121,6 +121,10 @@ pub struct ServerArgs {
     /// The port of the embedded agent's Ingress proxy for HTTPS.
     #[arg(long, value_name = "PORT", default_value_t = 443)]
     ingress_https_port: u16,
+    /// How often the embedded agent looks for containers and directories of pods the API no
+    /// longer has, between its re-lists of the node's pods (a duration such as `30s`).
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    orphan_sweep_interval: std::time::Duration,
     /// How long a node may go without renewing its Lease before it is marked `Unknown`,
     /// tainted unreachable and its pods evicted (seconds, or a duration such as `40s`, `1m`).
     #[arg(long, value_name = "DURATION", default_value = "40s", value_parser = parse_duration)]
@@ -374,7 +378,7 @@ impl ServerArgs {
             credentials.apply(&mut node_config);
             let node_client = skiff_agent::apiclient::build(node_config)
                 .context("cannot build the node agent's API client")?;
-            let config = crate::agent::embedded(
+            let mut config = crate::agent::embedded(
                 &self.data_dir,
                 node_name,
                 client_host,
@@ -383,6 +387,7 @@ impl ServerArgs {
                 self.pod_network,
                 crate::agent::IngressPorts(self.ingress_http_port, self.ingress_https_port),
             )?;
+            config.orphan_sweep_interval = self.orphan_sweep_interval;
             Some(tokio::spawn(skiff_agent::run(
                 config,
                 node_client,
@@ -591,7 +596,7 @@ pub async fn shutdown_signal() {
 }
 
 /// A duration flag: whole seconds (`40`) or Go's duration syntax (`40s`, `1m30s`, `500ms`).
-fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     let bad = || format!("invalid duration {text:?}: use seconds or a duration such as 40s, 1m30s");
     if let Ok(seconds) = text.parse::<u64>() {
         return Ok(std::time::Duration::from_secs(seconds));

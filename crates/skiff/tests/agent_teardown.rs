@@ -94,3 +94,53 @@ spec:
         c.log()
     );
 }
+
+/// A container of a pod the API does not have, found while the agent runs (not at its start):
+/// the agent's periodic sweep stops and removes it, and leaves the running pod alone.
+#[test]
+fn a_container_whose_pod_is_gone_is_swept_while_the_agent_runs() {
+    let c = Cluster::start();
+    c.apply(&format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: live}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: {image}
+    command: [sleep, "3600"]
+"#,
+        image = c.image
+    ));
+    c.wait("the pod to run", LONG, || {
+        c.field(&["get", "pod", "live"], "{.status.phase}") == "Running"
+    });
+    let before = c.containers();
+    // What a sync racing its pod's deletion could leave: a container labelled with a pod uid
+    // the API has never had.
+    let out = Command::new(agent_support::skiff())
+        .args(["run", "-d", "--name", "stray", "--label"])
+        .arg("io.kubernetes.pod.uid=0b6f2a5e-0000-4000-8000-000000000001")
+        .arg(&c.image)
+        .args(["sleep", "3600"])
+        .env("SKIFF_DATA_ROOT", c.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    c.wait("the stray container to be swept", LONG, || {
+        !c.containers().iter().any(|n| n == "stray")
+    });
+    assert!(
+        c.log()
+            .contains("removing what is left of a pod that is gone"),
+        "{}",
+        c.log()
+    );
+    assert_eq!(c.containers(), before, "the live pod's containers stay");
+    assert_eq!(c.field(&["get", "pod", "live"], "{.status.phase}"), "Running");
+}

@@ -23,6 +23,9 @@ pub struct ContainerOptions {
     /// Set an environment variable (KEY=VALUE, or KEY to copy it from here).
     #[arg(short, long = "env", value_name = "KEY=VALUE")]
     env: Vec<String>,
+    /// Set a label on the container (KEY=VALUE, or KEY for an empty value).
+    #[arg(short, long = "label", value_name = "KEY=VALUE")]
+    label: Vec<String>,
     /// Working directory inside the container.
     #[arg(short, long = "workdir")]
     workdir: Option<String>,
@@ -226,6 +229,7 @@ impl ContainerOptions {
             tty: self.tty,
             no_procfs: self.no_procfs,
             quota_cpuset: true,
+            labels: super::volume::parse_labels(&self.label),
             ..CreateRequest::default()
         })
     }

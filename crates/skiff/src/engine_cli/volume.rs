@@ -78,7 +78,7 @@ enum VolumeCommand {
 }
 
 /// `KEY=VALUE` (or `KEY`, an empty value) labels.
-fn parse_labels(labels: &[String]) -> BTreeMap<String, String> {
+pub(crate) fn parse_labels(labels: &[String]) -> BTreeMap<String, String> {
     labels
         .iter()
         .map(|l| match l.split_once('=') {

@@ -17,7 +17,7 @@ use skiff_testkit::registry::{Registry, RegistryAuth};
 pub mod server_support;
 pub use server_support::{KUBECTL_DIR, ok, run};
 
-fn skiff() -> PathBuf {
+pub fn skiff() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_skiff"))
 }
 
@@ -81,6 +81,9 @@ impl Cluster {
                 // they must not change (the networking tests run nodes in namespaces of
                 // their own).
                 .args(["--pod-network", "none"])
+                // The agent's sweep for what pods that are gone left behind, often enough for
+                // a test to see it (and to catch a sweep that took what a live pod owns).
+                .args(["--orphan-sweep-interval", "2s"])
                 .env("RUST_LOG", "info")
                 .stdout(Stdio::null())
                 .stderr(log);
