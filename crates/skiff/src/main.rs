@@ -8,6 +8,7 @@ mod agent;
 mod builtin;
 mod cli;
 mod cluster_network;
+mod cluster_secrets;
 mod engine_cli;
 mod image_cli;
 mod info;

@@ -47,6 +47,20 @@ impl NodeCredentials {
     }
 }
 
+/// Removes every stored node certificate of `data_dir` (they chain to a CA the cluster no
+/// longer uses); the next start issues new ones.
+pub fn forget(data_dir: &Path) -> anyhow::Result<()> {
+    let dir = data_dir.join("node-credentials");
+    match std::fs::remove_dir_all(&dir) {
+        Ok(()) => {
+            tracing::warn!(dir = %dir.display(), "removed node certificates of a CA the cluster no longer uses");
+            Ok(())
+        }
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(err) => Err(err).with_context(|| format!("cannot remove {}", dir.display())),
+    }
+}
+
 fn paths(data_dir: &Path, node: &str) -> (PathBuf, PathBuf) {
     let dir = data_dir.join("node-credentials");
     (

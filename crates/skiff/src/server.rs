@@ -13,6 +13,8 @@ use skiff_store::{
     CompactionPolicy, Compactor, EtcdOptions, EtcdStore, MemoryStore, SqliteStore, Store,
 };
 
+use crate::cluster_secrets::Found;
+
 /// Which store holds the cluster state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum StoreKind {
@@ -225,8 +227,6 @@ impl ServerArgs {
         if let Some(ip) = service_ranges.kubernetes_ip() {
             serving_names.push(ip.to_string());
         }
-        let pki = ServerPki::load_or_create(&server_dir, &serving_names)
-            .context("cannot prepare the server's TLS material")?;
         let issuer = self
             .service_account_issuer
             .clone()
@@ -236,12 +236,34 @@ impl ServerArgs {
         } else {
             self.api_audiences.clone()
         };
-        let token_signer = skiff_apiserver::serviceaccount::TokenSigner::load_or_create(
-            &server_dir,
-            &issuer,
-            audiences,
-        )
-        .context("cannot prepare the service account signing key")?;
+        // The CA, signing key and tokens are the cluster's, shared by every server of the
+        // store: adopted from it, or made here and published by the first server.
+        let found = crate::cluster_secrets::adopt(store.as_ref(), &server_dir).await?;
+        let mut replaced_ca = found == Found::Adopted { replaced_ca: true };
+        let load = || -> anyhow::Result<_> {
+            let pki = ServerPki::load_or_create(&server_dir, &serving_names)
+                .context("cannot prepare the server's TLS material")?;
+            let signer = skiff_apiserver::serviceaccount::TokenSigner::load_or_create(
+                &server_dir,
+                &issuer,
+                audiences.clone(),
+            )
+            .context("cannot prepare the service account signing key")?;
+            Ok((pki, signer))
+        };
+        let (mut pki, mut token_signer) = load()?;
+        if found == Found::Nothing
+            && !crate::cluster_secrets::publish(store.as_ref(), &server_dir).await?
+        {
+            // Another server published first: theirs is the cluster's.
+            replaced_ca |= crate::cluster_secrets::adopt(store.as_ref(), &server_dir).await?
+                == Found::Adopted { replaced_ca: true };
+            (pki, token_signer) = load()?;
+        }
+        if replaced_ca {
+            // The embedded agent's certificate came from the CA this server had before.
+            crate::node_credentials::forget(&self.data_dir)?;
+        }
         let tls = pki.rustls_config()?;
         let listener =
             tokio::net::TcpListener::bind(SocketAddr::new(self.bind_address, self.https_port))

@@ -142,5 +142,8 @@ spec:
         c.log()
     );
     assert_eq!(c.containers(), before, "the live pod's containers stay");
-    assert_eq!(c.field(&["get", "pod", "live"], "{.status.phase}"), "Running");
+    assert_eq!(
+        c.field(&["get", "pod", "live"], "{.status.phase}"),
+        "Running"
+    );
 }
