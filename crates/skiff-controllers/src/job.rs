@@ -35,6 +35,7 @@ use kube::{Client, ResourceExt};
 use crate::backoff::ItemBackoff;
 use crate::expectations::Expectations;
 use crate::informer::Informer;
+use crate::job_backoff;
 use crate::job_policy;
 use crate::job_tracking;
 use crate::replicaset::{create_pods, deletion_order};
@@ -469,12 +470,32 @@ fn plan_job(
     }
     .max(0);
     let wanted = usize::try_from(wanted).unwrap_or(0);
+    // Replacements of failed pods wait out the failure back-off: per index with
+    // `backoffLimitPerIndex`, else for the whole Job.
+    let mut backoff_wait: Option<Duration> = None;
+    let job_backoff = if per_index_limit.is_some() {
+        None
+    } else {
+        job_backoff::remaining(&job_backoff::record(pods.iter().map(|p| p.as_ref())), now)
+    };
     if manage && spec.suspend == Some(true) {
         delete_active(&mut plan);
     } else if manage && let Some(ix) = &indexed {
         plan.delete = ix.extra.iter().map(|p| name_uid(p)).collect();
         let kept = ix.active.len() + ix.terminating.len();
-        if kept < wanted {
+        if kept < wanted && job_backoff.is_some() {
+            backoff_wait = job_backoff;
+        } else if kept < wanted {
+            let mut index_wait = |i: i32| {
+                per_index_limit?;
+                let of_index = pods
+                    .iter()
+                    .filter(|p| pod_index(p) == Some(i))
+                    .map(|p| p.as_ref());
+                let wait = job_backoff::remaining(&job_backoff::record(of_index), now)?;
+                backoff_wait = Some(backoff_wait.map_or(wait, |w| w.min(wait)));
+                Some(wait)
+            };
             plan.create_indexes = (0..completions)
                 .filter(|i| {
                     !ix.completed.contains(i)
@@ -482,6 +503,7 @@ fn plan_job(
                         && !ix.active.contains_key(i)
                         && !ix.terminating.contains(i)
                 })
+                .filter(|&i| index_wait(i).is_none())
                 .take(wanted - kept)
                 .collect();
             plan.create = plan.create_indexes.len();
@@ -496,7 +518,9 @@ fn plan_job(
             );
         }
     } else if manage {
-        if active.len() + blocking < wanted {
+        if active.len() + blocking < wanted && job_backoff.is_some() {
+            backoff_wait = job_backoff;
+        } else if active.len() + blocking < wanted {
             plan.create = wanted - active.len() - blocking;
         } else if active.len() > wanted {
             let mut victims = active.clone();
@@ -508,7 +532,13 @@ fn plan_job(
                 .collect();
         }
     }
-    plan.requeue_after = deadline.and_then(|d| d.duration_since(now).ok());
+    plan.requeue_after = match (
+        deadline.and_then(|d| d.duration_since(now).ok()),
+        backoff_wait,
+    ) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
     plan.status = status;
     plan
 }

@@ -484,3 +484,61 @@ fn a_fail_index_rule_fails_the_index_without_retries() {
     assert_eq!(plan.status.failed_indexes.as_deref(), Some(""));
     assert_eq!(plan.create_indexes, [0], "another exit code is retried");
 }
+
+/// A pod of `phase` that finished at `finished` (its container's `finishedAt`).
+fn finished_pod(name: &str, index: Option<i32>, phase: &str, finished: SystemTime) -> Arc<Pod> {
+    let mut p = (*pod(name, index, phase)).clone();
+    let at = k8s_openapi::jiff::Timestamp::try_from(finished)
+        .unwrap()
+        .to_string();
+    p.status = Some(
+        serde_json::from_value(json!({"phase": phase, "containerStatuses": [{
+            "name": "c", "image": "busybox", "imageID": "", "ready": false, "restartCount": 0,
+            "state": {"terminated": {"exitCode": 1, "finishedAt": at}}}]}))
+        .unwrap(),
+    );
+    Arc::new(p)
+}
+
+#[test]
+fn a_failed_pod_is_replaced_after_the_failure_back_off() {
+    let job = job(
+        json!({"completions": 1, "parallelism": 1, "backoffLimit": 6}),
+        json!({}),
+    );
+    let failed = [finished_pod("a", None, "Failed", at(100))];
+    // 3 s after the failure: nothing is created, and the Job is looked at again 7 s later.
+    let plan = decide_counted(&job, &failed, true, at(103));
+    assert_eq!(plan.create, 0);
+    assert_eq!(plan.requeue_after, Some(Duration::from_secs(7)));
+    // 10 s after it: the replacement.
+    assert_eq!(decide_counted(&job, &failed, true, at(110)).create, 1);
+    // A second failure in a row doubles the wait to 20 s.
+    let twice = [
+        finished_pod("a", None, "Failed", at(100)),
+        finished_pod("b", None, "Failed", at(120)),
+    ];
+    let plan = decide_counted(&job, &twice, true, at(130));
+    assert_eq!(
+        (plan.create, plan.requeue_after),
+        (0, Some(Duration::from_secs(10)))
+    );
+    assert_eq!(decide_counted(&job, &twice, true, at(140)).create, 1);
+}
+
+#[test]
+fn with_a_per_index_limit_only_the_failing_index_waits() {
+    let job = job(
+        json!({"completionMode": "Indexed", "completions": 2, "parallelism": 2,
+            "backoffLimitPerIndex": 3}),
+        json!({}),
+    );
+    let pods = [finished_pod("a", Some(0), "Failed", at(100))];
+    let plan = decide_counted(&job, &pods, true, at(105));
+    assert_eq!(plan.create_indexes, vec![1]);
+    assert_eq!(plan.requeue_after, Some(Duration::from_secs(5)));
+    assert_eq!(
+        decide_counted(&job, &pods, true, at(111)).create_indexes,
+        vec![0, 1]
+    );
+}

@@ -44,6 +44,7 @@ pub mod expectations;
 pub mod garbage_collector;
 pub mod informer;
 pub mod job;
+pub mod job_backoff;
 pub mod job_policy;
 pub mod job_tracking;
 pub mod leader;
