@@ -226,11 +226,11 @@ fn policy_script(
     net: &PodNetwork,
     policies: &Store<NetworkPolicy>,
     namespaces: &Store<Namespace>,
-    pods: &[Pod],
+    pods: &[Arc<Pod>],
 ) -> String {
     let policies: Vec<NetworkPolicy> = policies.state().iter().map(|s| (**s).clone()).collect();
     let namespaces: Vec<Namespace> = namespaces.state().iter().map(|s| (**s).clone()).collect();
-    let mut pods = pods.to_vec();
+    let mut pods: Vec<Pod> = pods.iter().map(|p| (**p).clone()).collect();
     if let Ok(dns) = serde_json::from_value::<Pod>(serde_json::json!({
         "metadata": {"name": "skiff-node-dns", "namespace": "kube-system",
                      "labels": {"k8s-app": "kube-dns"}},
@@ -278,8 +278,8 @@ async fn ingress_proxy(ctx: &Context) -> Option<skiff_net::ingress::IngressHandl
     }
 }
 
-/// Reflects one kind into a store and pokes `changed` after every event.
-fn reflect<K>(api: Api<K>, changed: Arc<Notify>) -> Store<K>
+/// Reflects one kind into a store and pokes each of `changed` after every event.
+fn reflect<K>(api: Api<K>, changed: &[&Arc<Notify>]) -> Store<K>
 where
     K: kube::Resource<DynamicType = ()>
         + Clone
@@ -289,6 +289,7 @@ where
         + Sync
         + 'static,
 {
+    let changed = changed.iter().map(|n| Arc::clone(n)).collect();
     reflect_with(api, watcher::Config::default(), changed).0
 }
 
@@ -296,7 +297,7 @@ where
 fn reflect_with<K>(
     api: Api<K>,
     config: watcher::Config,
-    changed: Arc<Notify>,
+    changed: Vec<Arc<Notify>>,
 ) -> (Store<K>, tokio::task::AbortHandle)
 where
     K: kube::Resource<DynamicType = ()>
@@ -314,7 +315,9 @@ where
             if let Err(err) = &event {
                 tracing::warn!(error = %err, "a network watch failed; retrying");
             }
-            changed.notify_one();
+            for notify in &changed {
+                notify.notify_one();
+            }
             futures::future::ready(())
         });
     let task = tokio::spawn(stream);
@@ -367,7 +370,7 @@ impl IngressSecrets {
             let watch = reflect_with::<Secret>(
                 Api::namespaced(client.clone(), &key.0),
                 config,
-                Arc::clone(&self.changed),
+                vec![Arc::clone(&self.changed)],
             );
             self.watches.insert(key, watch);
         }
@@ -390,27 +393,29 @@ impl Drop for IngressSecrets {
     }
 }
 
-/// Recomputes and applies the proxy rules, the DNS records and the routes after every burst
-/// of changes.
+/// Recomputes and applies the network policies, the Ingress routes, the DNS records and the
+/// routes after every burst of changes; the service proxy has a task of its own
+/// ([`keep_proxy_in_step`]) so that its rules never wait for this work.
 async fn keep_in_step(
     ctx: Arc<Context>,
     net: Arc<PodNetwork>,
     dns: Arc<skiff_net::dns::DnsServer>,
 ) {
     let changed = Arc::new(Notify::new());
-    let services = reflect::<Service>(Api::all(ctx.client.clone()), Arc::clone(&changed));
-    let slices = reflect::<EndpointSlice>(Api::all(ctx.client.clone()), Arc::clone(&changed));
-    let nodes = reflect::<Node>(Api::all(ctx.client.clone()), Arc::clone(&changed));
-    let pods = reflect::<Pod>(Api::all(ctx.client.clone()), Arc::clone(&changed));
-    let policies = reflect::<NetworkPolicy>(Api::all(ctx.client.clone()), Arc::clone(&changed));
-    let namespaces = reflect::<Namespace>(Api::all(ctx.client.clone()), Arc::clone(&changed));
+    let proxy_changed = Arc::new(Notify::new());
+    let both = [&changed, &proxy_changed];
+    let services = reflect::<Service>(Api::all(ctx.client.clone()), &both);
+    let slices = reflect::<EndpointSlice>(Api::all(ctx.client.clone()), &both);
+    let nodes = reflect::<Node>(Api::all(ctx.client.clone()), &[&changed]);
+    let pods = reflect::<Pod>(Api::all(ctx.client.clone()), &both);
+    let policies = reflect::<NetworkPolicy>(Api::all(ctx.client.clone()), &[&changed]);
+    let namespaces = reflect::<Namespace>(Api::all(ctx.client.clone()), &[&changed]);
     let policy_executor = skiff_net::policy::Executor::new();
     let mut policy_applied = String::new();
     let mut ingress = match ingress_proxy(&ctx).await {
         Some(proxy) => {
-            let ingresses = reflect::<Ingress>(Api::all(ctx.client.clone()), Arc::clone(&changed));
-            let classes =
-                reflect::<IngressClass>(Api::all(ctx.client.clone()), Arc::clone(&changed));
+            let ingresses = reflect::<Ingress>(Api::all(ctx.client.clone()), &[&changed]);
+            let classes = reflect::<IngressClass>(Api::all(ctx.client.clone()), &[&changed]);
             let secrets = IngressSecrets::new(Arc::clone(&changed));
             Some((proxy, ingresses, classes, secrets))
         }
@@ -424,37 +429,28 @@ async fn keep_in_step(
             tracing::warn!(error = %err, "a network store never filled");
         }
     }
-    let executor = skiff_net::proxy::Executor::new();
-    let mut proxy = skiff_net::proxy::ProxyState::new();
+    tokio::spawn(keep_proxy_in_step(
+        Arc::clone(&ctx),
+        Arc::clone(&net),
+        ProxyStores {
+            services: services.clone(),
+            slices: slices.clone(),
+            pods: pods.clone(),
+        },
+        proxy_changed,
+    ));
     let mut routes_applied: Vec<Peer> = Vec::new();
     let node_ip = match ctx.config.node_ip {
         std::net::IpAddr::V4(ip) => ip,
         std::net::IpAddr::V6(_) => Ipv4Addr::LOCALHOST,
     };
     loop {
-        let services: Vec<Service> = services.state().iter().map(|s| (**s).clone()).collect();
-        let slices: Vec<EndpointSlice> = slices.state().iter().map(|s| (**s).clone()).collect();
-        let nodes: Vec<Node> = nodes.state().iter().map(|s| (**s).clone()).collect();
-        let pods: Vec<Pod> = pods.state().iter().map(|s| (**s).clone()).collect();
+        // Shared, not copied: a thousand Services and their slices are read on every pass.
+        let services = services.state();
+        let slices = slices.state();
+        let nodes = nodes.state();
+        let pods = pods.state();
 
-        let mut model = skiff_net::proxy::build(&skiff_net::proxy::ProxyInput {
-            services: &services,
-            slices: &slices,
-            node_name: &ctx.config.node_name,
-            node_ips: &[node_ip],
-            pod_cidr: Some(net.pod_cidr),
-            cluster_cidr: net.cluster.cluster_cidr,
-            service_cidr: net.cluster.service_cidr,
-            dns: Some(skiff_net::proxy::DnsRedirect {
-                cluster_ip: net.cluster.cluster_dns,
-                local: SocketAddrV4::new(net.pod_cidr.gateway(), 53),
-            }),
-        });
-        model.host_ports = skiff_net::proxy::host_ports(&pods, &ctx.config.node_name);
-        match proxy.apply(&executor, &model) {
-            Ok(stats) => record_proxy_applied(&ctx, &services, &slices, &stats),
-            Err(err) => tracing::warn!(error = %err, "applying the service rules failed"),
-        }
         let script = policy_script(&ctx, &net, &policies, &namespaces, &pods);
         if script != policy_applied {
             match policy_executor.apply(&script) {
@@ -479,7 +475,7 @@ async fn keep_in_step(
                 },
             ));
         }
-        dns.update(skiff_net::dns::build(
+        dns.update(skiff_net::dns::DnsSnapshot::build_from(
             &services,
             &slices,
             &pods,
@@ -520,15 +516,100 @@ async fn keep_in_step(
     }
 }
 
+/// The stores the service proxy reads.
+struct ProxyStores {
+    services: Store<Service>,
+    slices: Store<EndpointSlice>,
+    /// For the hostPorts of this node's pods.
+    pods: Store<Pod>,
+}
+
+/// Keeps the service proxy's rules in step with Services, EndpointSlices and this node's
+/// hostPorts: after each change (and at least every [`RESYNC`]) it builds the model from the
+/// stores as they are (shared, not copied) and applies the difference.
+///
+/// No fixed debounce: the first change is applied at once, and changes arriving while one is
+/// applied are taken together by the next pass (the `Notify` keeps one wake-up), so a burst
+/// costs a few passes and a lone change costs no waiting.
+async fn keep_proxy_in_step(
+    ctx: Arc<Context>,
+    net: Arc<PodNetwork>,
+    stores: ProxyStores,
+    changed: Arc<Notify>,
+) {
+    for store in [
+        stores.services.wait_until_ready().await,
+        stores.slices.wait_until_ready().await,
+    ] {
+        if let Err(err) = store {
+            tracing::warn!(error = %err, "a service proxy store never filled");
+        }
+    }
+    let executor = skiff_net::proxy::Executor::new();
+    let mut proxy = Some(skiff_net::proxy::ProxyState::new());
+    let node_ip = match ctx.config.node_ip {
+        std::net::IpAddr::V4(ip) => ip,
+        std::net::IpAddr::V6(_) => Ipv4Addr::LOCALHOST,
+    };
+    loop {
+        let started = std::time::Instant::now();
+        let services = stores.services.state();
+        let slices = stores.slices.state();
+        let pods = stores.pods.state();
+        let mut model = skiff_net::proxy::build(&skiff_net::proxy::ProxyInput {
+            services: &services,
+            slices: &slices,
+            node_name: &ctx.config.node_name,
+            node_ips: &[node_ip],
+            pod_cidr: Some(net.pod_cidr),
+            cluster_cidr: net.cluster.cluster_cidr,
+            service_cidr: net.cluster.service_cidr,
+            dns: Some(skiff_net::proxy::DnsRedirect {
+                cluster_ip: net.cluster.cluster_dns,
+                local: SocketAddrV4::new(net.pod_cidr.gateway(), 53),
+            }),
+        });
+        model.host_ports = skiff_net::proxy::host_ports(&pods, &ctx.config.node_name);
+        let built = started.elapsed();
+        // `nft` and `conntrack` are processes: run them off the async workers.
+        let mut state = proxy.take().unwrap_or_default();
+        let executor_copy = executor.clone();
+        let outcome = tokio::task::spawn_blocking(move || {
+            let result = state.apply(&executor_copy, &model);
+            (state, result)
+        })
+        .await;
+        match outcome {
+            Ok((state, result)) => {
+                proxy = Some(state);
+                match result {
+                    Ok(stats) => {
+                        record_proxy_applied(&ctx, &services, &slices, &stats, built);
+                    }
+                    Err(err) => tracing::warn!(error = %err, "applying the service rules failed"),
+                }
+            }
+            // A panic lost the state: the next pass starts over with a full replace.
+            Err(err) => tracing::error!(error = %err, "applying the service rules panicked"),
+        }
+        drop((services, slices, pods));
+        // Wake on the next change, and at least every RESYNC: an apply that failed (nft busy)
+        // is retried even when nothing else changes.
+        let _ = tokio::time::timeout(RESYNC, changed.notified()).await;
+    }
+}
+
 /// Notes which Service/EndpointSlice changes the proxy rules now include: the highest
 /// `resourceVersion` of the model just applied, when, and how, in `DATA/agent/proxy-applied`
-/// (`RV APPLIED_AT_UNIX_MICROS KIND NFT_MICROS`, replaced atomically), for benchmarks and
+/// (`RV APPLIED_AT_UNIX_MICROS KIND NFT_MICROS COMPUTE_MICROS`, replaced atomically; compute
+/// is building the model and the delta, everything but `nft`), for benchmarks and
 /// diagnostics. Best effort.
 fn record_proxy_applied(
     ctx: &Context,
-    services: &[Service],
-    slices: &[EndpointSlice],
+    services: &[Arc<Service>],
+    slices: &[Arc<EndpointSlice>],
     stats: &skiff_net::proxy::ApplyStats,
+    built: Duration,
 ) {
     let versions = services
         .iter()
@@ -544,13 +625,18 @@ fn record_proxy_applied(
         .unwrap_or(0);
     if stats.kind != skiff_net::proxy::ApplyKind::Unchanged {
         tracing::debug!(kind = ?stats.kind, bytes = stats.script_bytes, nft = ?stats.nft,
-            took = ?stats.elapsed, resource_version = newest,
+            model = ?built, took = ?stats.elapsed, resource_version = newest,
             conntrack_flushed = stats.conntrack_flows, conntrack_deleted = stats.conntrack_deleted,
             "applied the service rules");
     }
     let path = ctx.config.data_dir.join("agent/proxy-applied");
     let temp = path.with_extension("tmp");
-    let line = format!("{newest} {at} {:?} {}\n", stats.kind, stats.nft.as_micros());
+    let line = format!(
+        "{newest} {at} {:?} {} {}\n",
+        stats.kind,
+        stats.nft.as_micros(),
+        (built + stats.elapsed.saturating_sub(stats.nft)).as_micros()
+    );
     if let Err(err) = std::fs::write(&temp, line).and_then(|()| std::fs::rename(&temp, &path)) {
         tracing::debug!(error = %err, path = %path.display(), "cannot record the applied proxy rules");
     }

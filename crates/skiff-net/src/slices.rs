@@ -1,6 +1,7 @@
 //! EndpointSlices grouped by the Service they belong to (the `kubernetes.io/service-name`
 //! label, within the slice's namespace), as the proxy, the DNS and the Ingress proxy read them.
 
+use std::borrow::Borrow;
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -10,12 +11,15 @@ pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
 /// The slices of each `(namespace, service)` whose address type is one of `families`
 /// (`IPv4`, `IPv6`, `FQDN`; empty: every type); slices without the label are left out.
-pub fn by_service<'a>(
-    slices: &'a [EndpointSlice],
+/// `slices` may hold the objects or anything borrowing them (the agent's `Arc`s from its
+/// reflector stores, which need no deep copy).
+pub fn by_service<'a, E: Borrow<EndpointSlice>>(
+    slices: &'a [E],
     families: &[&str],
 ) -> BTreeMap<(&'a str, &'a str), Vec<&'a EndpointSlice>> {
     let mut out: BTreeMap<(&str, &str), Vec<&EndpointSlice>> = BTreeMap::new();
     for slice in slices {
+        let slice: &EndpointSlice = slice.borrow();
         if !families.is_empty() && !families.contains(&slice.address_type.as_str()) {
             continue;
         }

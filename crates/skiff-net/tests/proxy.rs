@@ -769,3 +769,40 @@ fn incremental_updates_keep_session_affinity_of_the_endpoints_that_stay() {
     let seen = tally(cluster.node(3), &url, 5);
     assert_eq!(seen.keys().collect::<Vec<_>>(), ["node2:8080"], "{seen:?}");
 }
+
+/// The node's own connections to a cluster IP are masqueraded keeping their source port: the
+/// conntrack entry's reply goes back to the port the client's socket bound. (Random ports
+/// there collide with the entries of earlier connections at high connection rates.)
+#[test]
+fn the_nodes_own_connections_keep_their_source_port() {
+    let cluster = Cluster::start();
+    cluster.apply(&[web_service(json!({}))], &[cluster.slice(&[1, 2])]);
+    let node = cluster.node(0);
+    for _ in 0..5 {
+        let answer = get(node, &format!("http://{CLUSTER_IP}:80/name")).expect("answer");
+        assert!(answer.ends_with(":8080"), "{answer}");
+    }
+    let listing = node
+        .command("conntrack")
+        .args(["-L", "-p", "tcp"])
+        .output()
+        .expect("run conntrack");
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    let entries: Vec<&str> = listing
+        .lines()
+        .filter(|l| l.contains(&format!("dst={CLUSTER_IP} ")))
+        .collect();
+    assert_eq!(entries.len(), 5, "{listing}");
+    for entry in entries {
+        // `sport=CLIENT dport=80` (original), then `sport=8080 dport=CLIENT` (reply).
+        let field = |name: &str| -> Vec<&str> {
+            entry
+                .split_whitespace()
+                .filter_map(|f| f.strip_prefix(name))
+                .collect()
+        };
+        let (sports, dports) = (field("sport="), field("dport="));
+        assert_eq!(sports.len(), 2, "{entry}");
+        assert_eq!(dports, ["80", sports[0]], "source port changed: {entry}");
+    }
+}

@@ -4,10 +4,13 @@
 //! (a) Rule propagation: 1,000 selector-less Services with an EndpointSlice of 10 (fake)
 //!     endpoints each, then 50 single-EndpointSlice changes; for each, the time from the API
 //!     write returning (`kubectl patch` exiting) to the change being in the proxy rules of
-//!     every node, read from `DATA/agent/proxy-applied` (`RV APPLIED_AT_US KIND NFT_US`, written
-//!     by the agent after each apply), plus the agents' `nft` time.
+//!     every node, read from `DATA/agent/proxy-applied` (`RV APPLIED_AT_US KIND NFT_US
+//!     COMPUTE_US`, written by the agent after each apply), plus the agents' `nft` and compute
+//!     time.
 //! (b) HTTP through a ClusterIP against straight to the pod IP: `wrk` from the client node's
-//!     namespace against a busybox `httpd` pod on another node, interleaved rounds.
+//!     namespace against a busybox `httpd` pod on another node, interleaved rounds. The pod
+//!     serves the same file on two ports, the Service targets one, the pod-IP rounds use the
+//!     other: see `throughput`.
 //!
 //! Environment: `SKIFF_BIN` (the release binary), `SKIFF_NET_BENCH_SERVICES` (1000),
 //! `SKIFF_NET_BENCH_CHANGES` (50), `SKIFF_NET_BENCH_SECONDS` (per wrk round, 5). Needs root,
@@ -39,13 +42,14 @@ fn now_us() -> u128 {
         .unwrap_or(0)
 }
 
-/// `RV APPLIED_AT_US KIND NFT_US` of a node's last proxy apply.
+/// `RV APPLIED_AT_US KIND NFT_US COMPUTE_US` of a node's last proxy apply.
 #[derive(Debug, Clone)]
 struct Applied {
     rv: u64,
     at_us: u128,
     kind: String,
     nft_us: u128,
+    compute_us: u128,
 }
 
 fn read_applied(dir: &Path) -> Option<Applied> {
@@ -56,6 +60,7 @@ fn read_applied(dir: &Path) -> Option<Applied> {
         at_us: fields.next()?.parse().ok()?,
         kind: fields.next()?.to_string(),
         nft_us: fields.next()?.parse().ok()?,
+        compute_us: fields.next().and_then(|f| f.parse().ok()).unwrap_or(0),
     })
 }
 
@@ -179,6 +184,7 @@ fn propagation(cluster: &NetCluster, services: usize, changes: usize) {
 
     let mut latency_ms = Vec::new();
     let mut nft_ms = Vec::new();
+    let mut compute_ms = Vec::new();
     let mut kinds = std::collections::BTreeMap::new();
     for round in 0..changes {
         let i = (round * 37) % services;
@@ -206,11 +212,13 @@ fn propagation(cluster: &NetCluster, services: usize, changes: usize) {
         latency_ms.push(last.saturating_sub(returned) as f64 / 1000.0);
         for a in &applied {
             nft_ms.push(a.nft_us as f64 / 1000.0);
+            compute_ms.push(a.compute_us as f64 / 1000.0);
             *kinds.entry(a.kind.clone()).or_insert(0usize) += 1;
         }
     }
     let latency = sorted(latency_ms);
     let nft = sorted(nft_ms);
+    let compute = sorted(compute_ms);
     println!(
         "Rule propagation: {services} services x 10 endpoints, 3 nodes, {changes} EndpointSlice changes"
     );
@@ -230,6 +238,13 @@ fn propagation(cluster: &NetCluster, services: usize, changes: usize) {
         "agent nft apply (per node and change)",
         percentile(&nft, 0.5),
         percentile(&nft, 0.99),
+        ""
+    );
+    println!(
+        "{:<44} {:>10.1} {:>10.1} {:>10}",
+        "agent model + delta (per node and change)",
+        percentile(&compute, 0.5),
+        percentile(&compute, 0.99),
         ""
     );
     println!("applies by kind: {kinds:?}");
@@ -267,6 +282,13 @@ fn wrk(cluster: &NetCluster, url: &str, seconds: u64) -> (f64, u64) {
     (rate, errors)
 }
 
+/// The pod serves one file on port 8080 (the pod-IP rounds) and 8081 (the Service's target).
+/// One port for both would make the rounds disturb each other, whatever the proxy does: the
+/// client's TCP timestamps run from an offset per (source, destination address) pair, so
+/// after a pod-IP round the pod's TIME_WAIT sockets (60 s) hold newer timestamps for the same
+/// (node address, port, pod address, port) tuples than the ClusterIP round's connections,
+/// which dial the cluster IP, carry; the pod drops their SYNs as old duplicates (PAWS) and
+/// each waits for a retransmit. Two ports keep the two kinds of tuples apart.
 fn throughput(cluster: &NetCluster, seconds: u64) {
     cluster.apply(&format!(
         r#"apiVersion: v1
@@ -281,7 +303,7 @@ spec:
   - name: web
     image: {IMAGE}
     imagePullPolicy: IfNotPresent
-    command: ["sh", "-c", "mkdir -p /www && echo hello > /www/index.html && exec httpd -f -p 8080 -h /www"]
+    command: ["sh", "-c", "mkdir -p /www && echo hello > /www/index.html && httpd -p 8081 -h /www && exec httpd -f -p 8080 -h /www"]
 ---
 apiVersion: v1
 kind: Service
@@ -290,7 +312,7 @@ metadata:
   namespace: default
 spec:
   selector: {{ app: web }}
-  ports: [{{ name: http, port: 80, targetPort: 8080 }}]
+  ports: [{{ name: http, port: 80, targetPort: 8081 }}]
 "#
     ));
     let pod_ip = cluster.wait_running("default", "web");
@@ -350,7 +372,8 @@ spec:
     let (pod, svc) = (sorted(pod), sorted(svc));
     let (pod_median, svc_median) = (percentile(&pod, 0.5), percentile(&svc, 0.5));
     println!(
-        "HTTP from node 2 to a busybox httpd pod on node 1 (wrk -t2 -c32, 3 x {seconds} s each, median)"
+        "HTTP from node 2 to a busybox httpd pod on node 1 (wrk -t2 -c32, 3 x {seconds} s each, median;\n\
+         pod IP to port 8080, ClusterIP to the same pod's port 8081)"
     );
     println!(
         "{:<44} {:>12} {:>12} {:>8}",

@@ -3,6 +3,7 @@
 //!
 //! Names are stored lowercase without the trailing dot; lookups are case-insensitive.
 
+use std::borrow::Borrow;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -281,6 +282,17 @@ impl DnsSnapshot {
         pods: &[Pod],
         domain: &str,
     ) -> DnsSnapshot {
+        DnsSnapshot::build_from(services, slices, pods, domain)
+    }
+
+    /// [`build`](Self::build) from anything borrowing the objects, such as the `Arc`s of a
+    /// reflector store, which then need no deep copy.
+    pub fn build_from<S: Borrow<Service>, E: Borrow<EndpointSlice>, P: Borrow<Pod>>(
+        services: &[S],
+        slices: &[E],
+        pods: &[P],
+        domain: &str,
+    ) -> DnsSnapshot {
         let domain = normalize(domain);
         let mut b = Builder {
             domain: domain.clone(),
@@ -293,6 +305,7 @@ impl DnsSnapshot {
 
         let mut headless: HashMap<(String, String), bool> = HashMap::new();
         for svc in services {
+            let svc: &Service = svc.borrow();
             let (Some(name), Some(spec)) = (svc.metadata.name.as_deref(), svc.spec.as_ref()) else {
                 continue;
             };
@@ -352,7 +365,7 @@ impl DnsSnapshot {
         }
 
         // Pods naming a headless service as their subdomain: `<hostname>.<subdomain>...`.
-        for pod in pods.iter().filter(|p| pod_live(p)) {
+        for pod in pods.iter().map(Borrow::borrow).filter(|p| pod_live(p)) {
             let Some(spec) = pod.spec.as_ref() else {
                 continue;
             };
@@ -377,7 +390,7 @@ impl DnsSnapshot {
         }
 
         // Pod records `a-b-c-d.<ns>.pod.<domain>`; their PTR when nothing else claimed the IP.
-        for pod in pods.iter().filter(|p| pod_live(p)) {
+        for pod in pods.iter().map(Borrow::borrow).filter(|p| pod_live(p)) {
             let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
             for ip in pod_ips(pod) {
                 let name = format!("{}.{ns}.pod.{domain}", dashed(ip));

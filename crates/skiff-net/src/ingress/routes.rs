@@ -10,6 +10,7 @@
 //! Conflicting definitions (the same host and path, the same TLS host) are won by the oldest
 //! Ingress (creation timestamp, then namespace and name).
 
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -33,17 +34,18 @@ pub const LEGACY_CLASS_ANNOTATION: &str = "kubernetes.io/ingress.class";
 /// The Secret type holding a certificate chain and key (`tls.crt`, `tls.key`).
 pub const TLS_SECRET_TYPE: &str = "kubernetes.io/tls";
 
-/// Everything the route table depends on, as the node agent sees it.
+/// Everything the route table depends on, as the node agent sees it. Services and slices
+/// may be given as themselves or as anything borrowing them (a reflector store's `Arc`s).
 #[derive(Debug, Clone, Copy)]
-pub struct IngressInput<'a> {
+pub struct IngressInput<'a, S = Service, E = EndpointSlice> {
     /// All Ingresses of the cluster (those of other classes are skipped).
     pub ingresses: &'a [Ingress],
     /// All IngressClasses (to know whether `class_name` is the default class).
     pub classes: &'a [IngressClass],
     /// All Services.
-    pub services: &'a [Service],
+    pub services: &'a [S],
     /// All EndpointSlices.
-    pub slices: &'a [EndpointSlice],
+    pub slices: &'a [E],
     /// The Secrets that TLS sections may name (others are ignored).
     pub secrets: &'a [Secret],
     /// The class this controller implements ([`DEFAULT_CLASS_NAME`]).
@@ -340,7 +342,7 @@ fn parse_rule_host(host: &str) -> Result<HostKey, String> {
 
 /// The Ingresses of `input.class_name` (the selection [`build`] makes), oldest first
 /// (creation timestamp, then namespace and name); Ingresses being deleted are left out.
-pub fn served<'a>(input: &IngressInput<'a>) -> Vec<&'a Ingress> {
+pub fn served<'a, S, E>(input: &IngressInput<'a, S, E>) -> Vec<&'a Ingress> {
     selected(input)
         .into_iter()
         .map(|(ingress, _)| ingress)
@@ -348,7 +350,7 @@ pub fn served<'a>(input: &IngressInput<'a>) -> Vec<&'a Ingress> {
 }
 
 /// Selected Ingresses, oldest first, with their `namespace/name`.
-fn selected<'a>(input: &IngressInput<'a>) -> Vec<(&'a Ingress, String)> {
+fn selected<'a, S, E>(input: &IngressInput<'a, S, E>) -> Vec<(&'a Ingress, String)> {
     let default_class = input.classes.iter().any(|class| {
         class.metadata.name.as_deref() == Some(input.class_name)
             && class
@@ -414,9 +416,12 @@ struct Resolver<'a> {
 }
 
 impl<'a> Resolver<'a> {
-    fn new(input: &IngressInput<'a>) -> Resolver<'a> {
+    fn new<S: Borrow<Service>, E: Borrow<EndpointSlice>>(
+        input: &IngressInput<'a, S, E>,
+    ) -> Resolver<'a> {
         let mut services = HashMap::new();
         for service in input.services {
+            let service: &Service = service.borrow();
             let namespace = service.metadata.namespace.as_deref().unwrap_or("default");
             let name = service.metadata.name.as_deref().unwrap_or("");
             services.insert((namespace, name), service);
@@ -579,7 +584,9 @@ impl<'a> Resolver<'a> {
 /// annotation `kubernetes.io/ingress.class` names it; without either when the IngressClass of
 /// that name is the default class. Never fails: what cannot be used is left out and listed in
 /// [`RouteTable::warnings`].
-pub fn build(input: &IngressInput) -> RouteTable {
+pub fn build<S: Borrow<Service>, E: Borrow<EndpointSlice>>(
+    input: &IngressInput<S, E>,
+) -> RouteTable {
     let mut table = RouteTable::default();
     let mut warnings = Vec::new();
     let mut resolver = Resolver::new(input);

@@ -26,9 +26,10 @@ pub struct HostPort {
 /// The host ports of the running, non-host-network pods bound to `node_name` that have an
 /// address. A port claimed twice (the scheduler keeps that from happening) goes to the pod
 /// listed first.
-pub fn host_ports(pods: &[Pod], node_name: &str) -> Vec<HostPort> {
+pub fn host_ports<P: std::borrow::Borrow<Pod>>(pods: &[P], node_name: &str) -> Vec<HostPort> {
     let mut out: Vec<HostPort> = Vec::new();
     for pod in pods {
+        let pod: &Pod = pod.borrow();
         let Some(spec) = pod.spec.as_ref() else {
             continue;
         };

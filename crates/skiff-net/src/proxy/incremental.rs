@@ -12,7 +12,10 @@
 //!   call and any call after a failure re-create the table with [`render`] as before;
 //! - the elements of the named sets and maps (`cluster-ips`, `service-ips`,
 //!   `no-endpoint-services`, `service-nodeports`, `no-endpoint-nodeports`);
-//! - the chains and affinity sets of each service port, as `render` prints them.
+//! - the chains and affinity sets of each service port, as `render` prints them, kept per
+//!   service port together with the [`ServicePortRules`] they were printed from: a port whose
+//!   rules did not change is neither printed again nor compared, so the work per update
+//!   follows the size of the change, not the number of services.
 //!
 //! A delta is one script, hence one kernel transaction, in an order that keeps every
 //! reference valid: new sets and (empty) chains first, then the rules of new and changed
@@ -23,11 +26,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::apply::{Executor, ProxyError};
 use super::conntrack::{self, UdpFlow, stale_udp_flows, udp_flows};
-use super::model::ProxyModel;
+use super::model::{ProxyModel, ServicePortRules};
 use super::nft::{TABLE, named_elements, render, render_service_objects};
 
 /// How [`ProxyState::apply`] brought the table up to date.
@@ -128,8 +132,8 @@ impl ProxyState {
         model: &ProxyModel,
     ) -> Result<ApplyStats, ProxyError> {
         let start = Instant::now();
-        let next = Snapshot::of(model);
         let previous = self.applied.take();
+        let next = Snapshot::of(model, previous.as_ref());
         let mut stats = match &previous {
             Some(previous) if previous.base == next.base => {
                 let mut stats = ApplyStats::new(ApplyKind::Incremental);
@@ -168,7 +172,7 @@ impl ProxyState {
     /// The script that [`apply`](Self::apply) would feed to `nft` for `model` right now: the
     /// full [`render`] or the delta (empty when nothing changed). For tests and diagnostics.
     pub fn plan(&self, model: &ProxyModel) -> String {
-        let next = Snapshot::of(model);
+        let next = Snapshot::of(model, self.applied.as_ref());
         match &self.applied {
             Some(previous) if previous.base == next.base => delta(
                 previous,
@@ -199,6 +203,20 @@ struct Chain {
     rules: Vec<String>,
 }
 
+/// The chains and affinity sets of one service port, with the rules they were printed from:
+/// a service port whose [`ServicePortRules`] did not change reuses them as they are.
+#[derive(Debug, PartialEq, Eq)]
+struct ServiceObjects {
+    rules: ServicePortRules,
+    /// False when two service ports of the model had the same key and were merged here:
+    /// then the rules alone do not say what the objects hold, so they are never reused.
+    reusable: bool,
+    /// The chains by name.
+    chains: BTreeMap<String, Chain>,
+    /// The affinity sets by name: their definition (`type ...; flags ...; timeout ...`).
+    sets: BTreeMap<String, String>,
+}
+
 /// What a model puts into the table, in comparable pieces.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Snapshot {
@@ -206,34 +224,79 @@ struct Snapshot {
     base: ProxyModel,
     /// Set or map name -> key -> verdict (empty for plain sets).
     elements: Vec<(&'static str, BTreeMap<String, String>)>,
-    /// The chains of the service ports by name.
-    chains: BTreeMap<String, Chain>,
-    /// The affinity sets by name: their definition (`type ...; flags ...; timeout ...`).
-    sets: BTreeMap<String, String>,
+    /// The chains and sets of each service port, by [`ServicePortRules::key`] (the model has
+    /// one entry per key; a duplicate would be merged into the first).
+    services: BTreeMap<String, Arc<ServiceObjects>>,
 }
 
 impl Snapshot {
-    fn of(model: &ProxyModel) -> Snapshot {
-        let base = ProxyModel {
-            services: Vec::new(),
-            warnings: Vec::new(),
-            ..model.clone()
-        };
-        let mut chains = BTreeMap::new();
-        let mut sets = BTreeMap::new();
+    /// The snapshot of `model`. With `previous` (taken with the same base), service ports
+    /// whose rules are unchanged share its printed objects instead of printing them again:
+    /// one endpoint change then costs one service's rendering, not a thousand.
+    fn of(model: &ProxyModel, previous: Option<&Snapshot>) -> Snapshot {
+        let base = base_of(model);
+        let reusable = previous.filter(|p| p.base == base);
+        let mut services: BTreeMap<String, Arc<ServiceObjects>> = BTreeMap::new();
         for rules in &model.services {
-            parse_objects(
-                &render_service_objects(model, rules),
-                &mut chains,
-                &mut sets,
-            );
+            let key = rules.key();
+            if let Some(existing) = services.get_mut(&key) {
+                // Never happens with `build`'s models (keys are unique); merge to stay exact.
+                let mut merged = ServiceObjects {
+                    rules: existing.rules.clone(),
+                    reusable: false,
+                    chains: existing.chains.clone(),
+                    sets: existing.sets.clone(),
+                };
+                parse_objects(
+                    &render_service_objects(model, rules),
+                    &mut merged.chains,
+                    &mut merged.sets,
+                );
+                *existing = Arc::new(merged);
+                continue;
+            }
+            let kept = reusable
+                .and_then(|p| p.services.get(&key))
+                .filter(|objects| objects.reusable && objects.rules == *rules);
+            let objects = match kept {
+                Some(objects) => Arc::clone(objects),
+                None => {
+                    let mut objects = ServiceObjects {
+                        rules: rules.clone(),
+                        reusable: true,
+                        chains: BTreeMap::new(),
+                        sets: BTreeMap::new(),
+                    };
+                    parse_objects(
+                        &render_service_objects(model, rules),
+                        &mut objects.chains,
+                        &mut objects.sets,
+                    );
+                    Arc::new(objects)
+                }
+            };
+            services.insert(key, objects);
         }
         Snapshot {
             base,
             elements: named_elements(model),
-            chains,
-            sets,
+            services,
         }
+    }
+}
+
+/// The model without its services and warnings (cloning only what is left).
+fn base_of(model: &ProxyModel) -> ProxyModel {
+    ProxyModel {
+        bridge: model.bridge.clone(),
+        node_ips: model.node_ips.clone(),
+        pod_cidr: model.pod_cidr,
+        cluster_cidr: model.cluster_cidr,
+        service_cidr: model.service_cidr,
+        dns: model.dns,
+        services: Vec::new(),
+        host_ports: model.host_ports.clone(),
+        warnings: Vec::new(),
     }
 }
 
@@ -294,11 +357,38 @@ fn parse_objects(
 /// The script taking the table from `old` to `new` (same base), empty when they have the same
 /// rules; `None` when a delta cannot express the change (an object redefined under the same
 /// name), so the caller re-creates the table.
+///
+/// Only service ports whose objects differ are looked at (shared or equal ones are skipped),
+/// so the cost follows the size of the change, not of the table.
 fn delta(old: &Snapshot, new: &Snapshot, stats: &mut ApplyStats) -> Option<String> {
+    // The chains and sets of the service ports that changed, were added or were removed,
+    // before and after; names are unique across service ports (they hash the port's key).
+    let mut old_chains: BTreeMap<&str, &Chain> = BTreeMap::new();
+    let mut new_chains: BTreeMap<&str, &Chain> = BTreeMap::new();
+    let mut old_sets: BTreeMap<&str, &str> = BTreeMap::new();
+    let mut new_sets: BTreeMap<&str, &str> = BTreeMap::new();
+    for (key, before) in &old.services {
+        match new.services.get(key) {
+            Some(after) if Arc::ptr_eq(before, after) || **before == **after => {}
+            _ => {
+                old_chains.extend(before.chains.iter().map(|(n, c)| (n.as_str(), c)));
+                old_sets.extend(before.sets.iter().map(|(n, d)| (n.as_str(), d.as_str())));
+            }
+        }
+    }
+    for (key, after) in &new.services {
+        match old.services.get(key) {
+            Some(before) if Arc::ptr_eq(before, after) || **before == **after => {}
+            _ => {
+                new_chains.extend(after.chains.iter().map(|(n, c)| (n.as_str(), c)));
+                new_sets.extend(after.sets.iter().map(|(n, d)| (n.as_str(), d.as_str())));
+            }
+        }
+    }
     let mut s = String::new();
     // 1. New affinity sets; a set cannot be redefined in place.
-    for (name, definition) in &new.sets {
-        match old.sets.get(name) {
+    for (name, definition) in &new_sets {
+        match old_sets.get(name) {
             Some(previous) if previous == definition => {}
             Some(_) => return None,
             None => {
@@ -307,8 +397,8 @@ fn delta(old: &Snapshot, new: &Snapshot, stats: &mut ApplyStats) -> Option<Strin
         }
     }
     // 2. New chains, empty, so that rules may reference any of them.
-    for (name, chain) in &new.chains {
-        match old.chains.get(name) {
+    for (name, chain) in &new_chains {
+        match old_chains.get(name) {
             Some(previous) if previous.comment != chain.comment => return None,
             Some(_) => {}
             None => {
@@ -325,8 +415,8 @@ fn delta(old: &Snapshot, new: &Snapshot, stats: &mut ApplyStats) -> Option<Strin
         }
     }
     // 3. The rules of new and changed chains.
-    for (name, chain) in &new.chains {
-        match old.chains.get(name) {
+    for (name, chain) in &new_chains {
+        match old_chains.get(name) {
             Some(previous) if previous.rules == chain.rules => continue,
             Some(_) => {
                 stats.chains_changed += 1;
@@ -340,6 +430,9 @@ fn delta(old: &Snapshot, new: &Snapshot, stats: &mut ApplyStats) -> Option<Strin
     }
     // 4. Elements: removed and changed ones out, then new and changed ones in.
     for ((name, old_elements), (_, new_elements)) in old.elements.iter().zip(&new.elements) {
+        if old_elements == new_elements {
+            continue;
+        }
         let gone: Vec<&str> = old_elements
             .iter()
             .filter(|(key, value)| new_elements.get(*key) != Some(*value))
@@ -374,10 +467,9 @@ fn delta(old: &Snapshot, new: &Snapshot, stats: &mut ApplyStats) -> Option<Strin
         }
     }
     // 5. Removed chains: nothing refers to them any more once all of them are empty.
-    let removed: Vec<&String> = old
-        .chains
+    let removed: Vec<&&str> = old_chains
         .keys()
-        .filter(|name| !new.chains.contains_key(*name))
+        .filter(|name| !new_chains.contains_key(*name))
         .collect();
     stats.chains_removed = removed.len();
     for name in &removed {
@@ -387,7 +479,7 @@ fn delta(old: &Snapshot, new: &Snapshot, stats: &mut ApplyStats) -> Option<Strin
         let _ = writeln!(s, "delete chain ip {TABLE} {name}");
     }
     // 6. Removed affinity sets (their chains are gone or flushed).
-    for name in old.sets.keys().filter(|name| !new.sets.contains_key(*name)) {
+    for name in old_sets.keys().filter(|name| !new_sets.contains_key(*name)) {
         let _ = writeln!(s, "delete set ip {TABLE} {name}");
     }
     Some(s)

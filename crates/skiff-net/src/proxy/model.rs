@@ -1,6 +1,7 @@
 //! Services and EndpointSlices translated into plain data: what each service port answers on
 //! and which endpoints each kind of traffic may reach, following kube-proxy's rules.
 
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -33,12 +34,15 @@ pub struct DnsRedirect {
 }
 
 /// Everything the proxy rules depend on, as the node agent sees it.
+///
+/// The objects may be given as themselves (`S = Service`, `E = EndpointSlice`) or as anything
+/// borrowing them, such as the `Arc`s of a reflector store, which then need no deep copy.
 #[derive(Debug, Clone, Copy)]
-pub struct ProxyInput<'a> {
+pub struct ProxyInput<'a, S = Service, E = EndpointSlice> {
     /// All Services of the cluster.
-    pub services: &'a [Service],
+    pub services: &'a [S],
     /// All EndpointSlices of the cluster.
-    pub slices: &'a [EndpointSlice],
+    pub slices: &'a [E],
     /// This node's name (endpoints with this `nodeName` are local).
     pub node_name: &'a str,
     /// This node's addresses: NodePorts answer on each of them.
@@ -270,7 +274,7 @@ pub struct ProxyModel {
 ///
 /// Headless and ExternalName services get no rules; slices are matched to services by the
 /// `kubernetes.io/service-name` label within the namespace; only IPv4 slices are read.
-pub fn build(input: &ProxyInput) -> ProxyModel {
+pub fn build<S: Borrow<Service>, E: Borrow<EndpointSlice>>(input: &ProxyInput<S, E>) -> ProxyModel {
     let mut model = ProxyModel {
         bridge: DEFAULT_BRIDGE.to_string(),
         node_ips: input.node_ips.to_vec(),
@@ -285,7 +289,7 @@ pub fn build(input: &ProxyInput) -> ProxyModel {
 
     let slices = crate::slices::by_service(input.slices, &["IPv4"]);
 
-    let mut services: Vec<&Service> = input.services.iter().collect();
+    let mut services: Vec<&Service> = input.services.iter().map(Borrow::borrow).collect();
     services.sort_by_key(|s| {
         (
             s.metadata.namespace.as_deref().unwrap_or("default"),

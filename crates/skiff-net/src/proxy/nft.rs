@@ -20,7 +20,14 @@
 //!   does nothing and the connection is refused (seen with `numgen ... map { ... }` under
 //!   endpoint churn, about one connection in 10,000). Plain rules carry no such state.
 //! - `nat-postrouting` masquerades (a) packets marked 0x4000 (external traffic with policy
-//!   Cluster, off-cluster clients of a cluster IP, hairpin), (b) DNATed traffic from this
+//!   Cluster, off-cluster clients of a cluster IP, hairpin): with random source ports
+//!   (`fully-random`), except for the node's own connections (`fib saddr type local`), which
+//!   keep the port their socket has. The node's port allocator already made that port unique,
+//!   and a random one breaks the reuse of closed connections: at thousands of connections a
+//!   second from the node to one endpoint, random ports keep landing on tuples that conntrack
+//!   (120 s) and the endpoint (TIME_WAIT, PAWS) still hold, and connections stall for a SYN
+//!   retransmit (the node's requests through a cluster IP fell to a fifth of the pod IP's);
+//!   (b) DNATed traffic from this
 //!   node's pods leaving through the pod bridge again (the pod bridge would carry the reply
 //!   straight back un-NATed; this covers hairpin too), (c) pod egress out of the cluster.
 //! - `filter-input`/`-forward`/`-output` (after NAT) reject traffic to services without
@@ -321,7 +328,8 @@ fn render_base_chains(s: &mut String, model: &ProxyModel) {
     out!(
         s,
         "\tchain masquerading {{\n\t\tmeta mark and {MASQUERADE_MARK:#x} == 0 return\n\t\t\
-         meta mark set meta mark xor {MASQUERADE_MARK:#x}\n\t\tmasquerade fully-random\n\t}}"
+         meta mark set meta mark xor {MASQUERADE_MARK:#x}\n\t\t\
+         fib saddr type local masquerade\n\t\tmasquerade fully-random\n\t}}"
     );
     out!(
         s,

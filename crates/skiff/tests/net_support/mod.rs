@@ -4,7 +4,8 @@
 //! with its own data root holding the test kit's busybox (loaded, no registry needed). Nothing
 //! is added to the host's network namespace: every process runs under `nsenter --net`.
 //! On drop the processes are killed and every container of every node is force-removed (also
-//! when the test panicked).
+//! when the test panicked). The nodes log at `RUST_LOG=$SKIFF_NET_LOG` (default `info`), into
+//! `node.log` in their data roots.
 #![allow(dead_code, clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
@@ -121,7 +122,10 @@ impl NetCluster {
         let mut command = self.network.node(i).command(skiff());
         command
             .args(args)
-            .env("RUST_LOG", "info")
+            .env(
+                "RUST_LOG",
+                std::env::var("SKIFF_NET_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdout(Stdio::null())
             .stderr(log);
         self.nodes[i].child = Some(ChildGuard::spawn("skiff", &mut command).unwrap());

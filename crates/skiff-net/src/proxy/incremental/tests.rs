@@ -43,7 +43,7 @@ fn web(endpoints: &[&str], extra: serde_json::Value) -> ProxyModel {
 /// A state that believes `model` is applied.
 fn applied(model: &ProxyModel) -> ProxyState {
     ProxyState {
-        applied: Some(Snapshot::of(model)),
+        applied: Some(Snapshot::of(model, None)),
         udp_flows: None,
     }
 }
@@ -192,4 +192,30 @@ fn a_new_node_port_service_adds_its_elements_and_chains() {
         "add rule ip skiff-proxy {ext} jump mark-for-masquerade"
     )));
     assert!(!plan.contains("delete"), "{plan}");
+}
+
+#[test]
+fn unchanged_service_ports_reuse_the_objects_printed_before() {
+    let before = web(&["10.42.0.5"], json!({}));
+    let after = web(&["10.42.0.5", "10.42.0.6"], json!({}));
+    let first = Snapshot::of(&before, None);
+    let next = Snapshot::of(&after, Some(&first));
+    let shared = |key: &str| Arc::ptr_eq(&first.services[key], &next.services[key]);
+    assert!(shared("default/other/tcp/http"));
+    assert!(!shared("default/web/tcp/http"));
+    // Reusing changes nothing in what is applied: the same delta as from fresh snapshots.
+    let fresh = Snapshot::of(&after, None);
+    let mut stats = ApplyStats::new(ApplyKind::Incremental);
+    assert_eq!(
+        delta(&first, &next, &mut stats),
+        delta(&first, &fresh, &mut stats)
+    );
+    // A base change makes nothing reusable (the objects print base settings).
+    let mut moved = after.clone();
+    moved.cluster_cidr = cidr("10.44.0.0/16");
+    let other = Snapshot::of(&moved, Some(&first));
+    assert!(!Arc::ptr_eq(
+        &first.services["default/other/tcp/http"],
+        &other.services["default/other/tcp/http"]
+    ));
 }

@@ -146,6 +146,16 @@ fn services_are_looked_up_in_verdict_maps() {
     assert!(script.contains(
         "ip daddr 10.43.0.10 tcp dport 80 ip saddr != 10.42.0.0/16 jump mark-for-masquerade"
     ));
+    // Marked traffic: the node's own connections keep their source port, others get random
+    // ones.
+    assert!(
+        script.contains(
+            "\tchain masquerading {\n\t\tmeta mark and 0x4000 == 0 return\n\t\t\
+             meta mark set meta mark xor 0x4000\n\t\tfib saddr type local masquerade\n\t\t\
+             masquerade fully-random\n\t}"
+        ),
+        "{script}"
+    );
     // DNS goes to the node-local server first.
     assert!(script.contains("ip daddr 10.43.0.10 udp dport 53 dnat to 10.42.0.1:53"));
     assert!(script.contains("ip daddr 10.43.0.10 tcp dport 53 dnat to 10.42.0.1:53"));
