@@ -640,7 +640,7 @@ async fn create_indexed_pods(
         .spec
         .as_ref()
         .is_some_and(|s| s.backoff_limit_per_index.is_some());
-    let results = futures::future::join_all(indexes.iter().map(|&i| async move {
+    let create = |i: i32| async move {
         let mut pod = pod_for_index(job, i);
         if per_index {
             let count = failures.get(&i).copied().unwrap_or(0);
@@ -650,17 +650,29 @@ async fn create_indexed_pods(
                 .insert(job_policy::INDEX_FAILURE_COUNT.into(), count.to_string());
         }
         api.create(params, &pod).await
-    }))
-    .await;
+    };
+    // Slow start, as for other pods (`create_pods`): batches of 1, 2, 4 ... indexes, none
+    // after a batch with a failure (a quota or webhook refusing one refuses the rest).
     let mut created = Vec::new();
-    let mut failure = None;
-    for r in results {
-        match r {
-            Ok(p) => created.push(p.name_any()),
-            Err(e) => failure = failure.or(Some(e)),
+    let mut rest = indexes;
+    let mut batch = 1;
+    while !rest.is_empty() {
+        let (now, later) = rest.split_at(batch.min(rest.len()));
+        let results = futures::future::join_all(now.iter().map(|&i| create(i))).await;
+        let mut failure = None;
+        for r in results {
+            match r {
+                Ok(p) => created.push(p.name_any()),
+                Err(e) => failure = failure.or(Some(e)),
+            }
         }
+        if failure.is_some() {
+            return (created, failure);
+        }
+        rest = later;
+        batch *= 2;
     }
-    (created, failure)
+    (created, None)
 }
 
 /// The shared state of the Job controller.
