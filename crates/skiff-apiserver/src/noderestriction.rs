@@ -8,7 +8,9 @@
 //! - creates and changes only the Lease named after it, in `kube-node-lease`.
 //!
 //! A CertificateSigningRequest it creates is checked by [`crate::certificates`] (it is
-//! approved only for the node itself).
+//! approved only for the node itself); a service account token it requests must be bound to
+//! a pod scheduled on it ([`crate::serviceaccount`]). Pods themselves it may only read, and
+//! change the status of, delete or evict those bound to it: the Node authorizer decides that.
 
 use std::collections::BTreeSet;
 

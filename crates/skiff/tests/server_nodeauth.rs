@@ -257,6 +257,33 @@ fn nodes_bootstrap_with_the_join_token_and_may_touch_only_their_own_objects() {
     succeeded(create(&s, &admin, &pod("web", "n1", "used")));
     succeeded(create(&s, &admin, &pod("other", "n2", "elsewhere")));
     succeeded(kubectl(&s, &n1, &["get", "pods", "-A"], None));
+    // Service account tokens: only bound to a pod it runs (NodeRestriction).
+    let token = |args: &[&str]| {
+        let mut all = vec!["create", "token", "default"];
+        all.extend_from_slice(args);
+        kubectl(&s, &n1, &all, None)
+    };
+    // kubectl prints the Status message after its own prefix.
+    let refused = |out: Output, what: &str| {
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(
+            !out.status.success() && err.contains(what),
+            "expected {what}\ngot: {err}"
+        );
+    };
+    succeeded(token(&[
+        "--bound-object-kind=Pod",
+        "--bound-object-name=web",
+    ]));
+    refused(
+        token(&[]),
+        "failed to create token: serviceaccounts \"default\" is forbidden: node requested token not bound to a pod",
+    );
+    refused(
+        token(&["--bound-object-kind=Pod", "--bound-object-name=other"]),
+        "serviceaccounts \"default\" is forbidden: node requested token bound to a pod scheduled on a different node",
+    );
+    succeeded(kubectl(&s, &admin, &["create", "token", "default"], None));
     let status = r#"{"status":{"message":"from the node"}}"#;
     succeeded(kubectl(
         &s,

@@ -163,6 +163,20 @@ pub async fn token_request(ctx: &Ctx, body: &[u8]) -> Result<Response, ApiError>
         .get("boundObjectRef")
         .filter(|b| b.is_object())
         .cloned();
+    // NodeRestriction: a node asks only for tokens bound to a pod it runs.
+    let requesting_node = crate::noderestriction::node_name(&ctx.identity).map(str::to_string);
+    if requesting_node.is_some()
+        && bound
+            .as_ref()
+            .and_then(|b| b.get("kind"))
+            .and_then(Value::as_str)
+            != Some("Pod")
+    {
+        return Err(node_token_forbidden(
+            &name,
+            "node requested token not bound to a pod",
+        ));
+    }
     if let Some(bound) = &bound {
         let bkind = bound.get("kind").and_then(Value::as_str).unwrap_or("");
         let bname = bound.get("name").and_then(Value::as_str).unwrap_or("");
@@ -196,11 +210,16 @@ pub async fn token_request(ctx: &Ctx, body: &[u8]) -> Result<Response, ApiError>
                 "cannot bind token for serviceaccount \"{name}\" to pod \"{bname}\": the pod runs as serviceaccount \"{pod_sa}\""
             )));
         }
-        if let Some(n) = obj
-            .pointer("/spec/nodeName")
-            .and_then(Value::as_str)
-            .filter(|n| !n.is_empty())
+        let pod_node = obj.pointer("/spec/nodeName").and_then(Value::as_str);
+        if let Some(requesting) = &requesting_node
+            && pod_node != Some(requesting.as_str())
         {
+            return Err(node_token_forbidden(
+                &name,
+                "node requested token bound to a pod scheduled on a different node",
+            ));
+        }
+        if let Some(n) = pod_node.filter(|n| !n.is_empty()) {
             node = Some(ObjectRef {
                 name: n.to_string(),
                 uid: String::new(),
@@ -264,4 +283,12 @@ pub fn discovery_document(state: &Arc<AppState>, path: &str) -> Option<Result<Re
         doc.map(|d| response::json(StatusCode::OK, &d))
             .ok_or_else(ApiError::no_such_path),
     )
+}
+
+/// NodeRestriction's refusal of a node's token request (403), in kube-apiserver's words.
+fn node_token_forbidden(name: &str, reason: &str) -> ApiError {
+    ApiError {
+        details: Some(json!({"kind": "serviceaccounts", "name": name})),
+        ..ApiError::forbidden(format!("serviceaccounts \"{name}\" is forbidden: {reason}"))
+    }
 }
