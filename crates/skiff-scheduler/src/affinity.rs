@@ -144,27 +144,38 @@ pub fn effective_taints(node: &Node) -> Vec<Taint> {
     taints
 }
 
-/// The first NoSchedule or NoExecute taint of the node the pod does not tolerate.
-pub fn untolerated_taint(pod: &Pod, node: &Node) -> Option<Taint> {
-    let tolerations = pod
-        .spec
+fn tolerations_of(pod: &Pod) -> &[Toleration] {
+    pod.spec
         .as_ref()
         .and_then(|s| s.tolerations.as_deref())
-        .unwrap_or_default();
-    effective_taints(node)
-        .into_iter()
+        .unwrap_or_default()
+}
+
+/// The first NoSchedule or NoExecute taint of the node the pod does not tolerate.
+pub fn untolerated_taint(pod: &Pod, node: &Node) -> Option<Taint> {
+    untolerated_among(pod, &effective_taints(node)).cloned()
+}
+
+/// The first NoSchedule or NoExecute taint of `taints` (a node's effective taints) the pod
+/// does not tolerate.
+pub fn untolerated_among<'a>(pod: &Pod, taints: &'a [Taint]) -> Option<&'a Taint> {
+    let tolerations = tolerations_of(pod);
+    taints
+        .iter()
         .filter(|t| t.effect == "NoSchedule" || t.effect == "NoExecute")
         .find(|t| !tolerations.iter().any(|tol| tolerates(tol, t)))
 }
 
 /// How many PreferNoSchedule taints of the node the pod does not tolerate.
 pub fn intolerable_preferred_taints(pod: &Pod, node: &Node) -> usize {
-    let tolerations = pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.tolerations.as_deref())
-        .unwrap_or_default();
-    effective_taints(node)
+    intolerable_preferred_among(pod, &effective_taints(node))
+}
+
+/// How many PreferNoSchedule taints of `taints` (a node's effective taints) the pod does not
+/// tolerate.
+pub fn intolerable_preferred_among(pod: &Pod, taints: &[Taint]) -> usize {
+    let tolerations = tolerations_of(pod);
+    taints
         .iter()
         .filter(|t| t.effect == "PreferNoSchedule")
         .filter(|t| !tolerations.iter().any(|tol| tolerates(tol, t)))

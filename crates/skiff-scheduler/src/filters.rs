@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Pod, PodAffinityTerm, Taint, Toleration};
 
-use crate::affinity::{node_matches_pod, term_selects, tolerates, untolerated_taint};
+use crate::affinity::{node_matches_pod, term_selects, tolerates, untolerated_among};
 use crate::quantity::pod_requests;
 use crate::resources::{Resources, fits};
 use crate::snapshot::{HostPort, NodeInfo, Snapshot, host_ports};
@@ -46,6 +46,8 @@ pub struct Prepared {
     ports: Vec<HostPort>,
     /// `(topologyKey, value)`: a node with this label value is refused (`EXISTING_ANTI_AFFINITY`).
     refused_domains: OnceCell<Vec<(String, String)>>,
+    /// The pod's `DoNotSchedule` topology spread constraints, counted on first need.
+    spread: OnceCell<crate::topology_spread::Prepared>,
 }
 
 impl Prepared {
@@ -55,16 +57,23 @@ impl Prepared {
             requests: pod_requests(pod),
             ports: host_ports(pod),
             refused_domains: OnceCell::new(),
+            spread: OnceCell::new(),
         }
     }
 
+    /// The `PodTopologySpread` filter's counts (one pass over the snapshot, the first time).
+    fn spread(&self, pod: &Pod, snapshot: &Snapshot) -> &crate::topology_spread::Prepared {
+        self.spread
+            .get_or_init(|| crate::topology_spread::Prepared::new(pod, snapshot))
+    }
+
     /// The domains where placed pods' required anti-affinity refuses `pod` (one pass over the
-    /// placed pods, the first time).
+    /// placed pods that have such terms, the first time).
     fn refused_domains(&self, pod: &Pod, snapshot: &Snapshot) -> &[(String, String)] {
         self.refused_domains.get_or_init(|| {
             let mut refused = Vec::new();
             for info in &snapshot.nodes {
-                for existing in &info.pods {
+                for existing in info.with_required_anti_affinity() {
                     let terms = existing
                         .spec
                         .as_ref()
@@ -130,8 +139,8 @@ pub fn run_prepared(
         return one(NODE_NAME);
     }
     // TaintToleration
-    if let Some(taint) = untolerated_taint(pod, n) {
-        return Err(vec![taint_reason(&taint)]);
+    if let Some(taint) = untolerated_among(pod, node.taints()) {
+        return Err(vec![taint_reason(taint)]);
     }
     // NodeAffinity
     if !node_matches_pod(pod, n) {
@@ -158,7 +167,12 @@ pub fn run_prepared(
         return Err(reasons);
     }
     // PodTopologySpread
-    crate::topology_spread::filter(pod, node, snapshot).map_err(|r| vec![r.to_string()])?;
+    if crate::topology_spread::has_constraints(pod) {
+        prepared
+            .spread(pod, snapshot)
+            .check(node)
+            .map_err(|r| vec![r.to_string()])?;
+    }
     // InterPodAffinity
     inter_pod_affinity(pod, prepared, node, snapshot).map_err(|r| vec![r.to_string()])
 }

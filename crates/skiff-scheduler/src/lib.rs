@@ -18,11 +18,13 @@
 //! - [`preemption`]: evicting lower-priority pods for a pod that fits nowhere (victims per
 //!   node, kube-scheduler's choice of node, nominated pods holding the freed room);
 //! - [`algorithm`]: one decision, or a [`FitError`] with kube-scheduler's message;
+//! - [`cache`]: the nodes and placed pods, updated from watch events (no rebuild per pass);
 //! - [`scheduler`]: the loop over the API (watches, queue, assumed pods, binder, back-off,
 //!   `PodScheduled=False` and `FailedScheduling` events). [`run`] is the entry point.
 
 pub mod affinity;
 pub mod algorithm;
+pub mod cache;
 pub mod default_spread;
 pub mod events;
 pub mod filters;

@@ -17,6 +17,14 @@ impl Resources {
             memory: self.memory + other.memory,
         }
     }
+
+    /// `self` without `other` (never below zero).
+    pub fn minus(self, other: Resources) -> Resources {
+        Resources {
+            milli_cpu: self.milli_cpu.saturating_sub(other.milli_cpu),
+            memory: self.memory.saturating_sub(other.memory),
+        }
+    }
 }
 
 /// Whether a pod requesting `request` fits on a node with `allocatable` where `requested` is

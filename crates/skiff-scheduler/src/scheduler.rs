@@ -1,7 +1,9 @@
 //! The scheduler's loop: watches nodes and pods through the API, keeps a queue of pods waiting
-//! for a node, decides with [`schedule`](crate::schedule) over a snapshot, and binds through
-//! `pods/{name}/binding`. Pods it has just bound are "assumed" on their node until the watch
-//! shows them bound, so the next decision already counts them.
+//! for a node, decides with [`schedule`](crate::schedule) over the snapshot of a
+//! [`ClusterCache`] (kept up to date from the node and bound-pod watches, never rebuilt per
+//! pass), and binds through `pods/{name}/binding`, several bindings in flight at once. Pods it
+//! has just bound are "assumed" on their node until the watch shows them bound, so the next
+//! decision already counts them and two decisions never overcommit a node.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -19,8 +21,8 @@ use kube::{Client, ResourceExt};
 use serde_json::json;
 use tokio::sync::{Notify, Semaphore, mpsc};
 
+use crate::cache::{ClusterCache, ClusterEvent};
 use crate::events::{self, COMPONENT};
-use crate::snapshot::Snapshot;
 
 /// The scheduler could not run.
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +91,9 @@ struct Unschedulable {
     message: String,
 }
 
+/// How long a pod this scheduler bound counts on its node without the watch showing it bound.
+const ASSUME_TTL: Duration = Duration::from_secs(30);
+
 /// How long an unschedulable pod waits for a change before it is tried again anyway.
 const FLUSH: Duration = Duration::from_secs(60);
 
@@ -135,6 +140,42 @@ where
     (reader, task)
 }
 
+/// Spawns a watch whose events go to the loop's [`ClusterCache`] through `tx` (as `wrap`
+/// makes them); `changed` is notified and `generation` bumped on every event.
+fn spawn_cluster_watch<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    wrap: fn(watcher::Event<K>) -> ClusterEvent,
+    tx: mpsc::UnboundedSender<ClusterEvent>,
+    changed: Arc<Notify>,
+    generation: Arc<AtomicU64>,
+) -> tokio::task::JoinHandle<()>
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(watcher(api, config).default_backoff());
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(event) => {
+                    if tx.send(wrap(event)).is_err() {
+                        return;
+                    }
+                }
+                Err(error) => tracing::warn!(%error, "scheduler watch failed; retrying"),
+            }
+            generation.fetch_add(1, Ordering::Relaxed);
+            changed.notify_one();
+        }
+    })
+}
+
 /// Runs the scheduler with `options` until `shutdown` completes.
 pub async fn run_with(
     client: Client,
@@ -144,17 +185,22 @@ pub async fn run_with(
     let changed = Arc::new(Notify::new());
     let generation = Arc::new(AtomicU64::new(0));
     let pods: Api<Pod> = Api::all(client.clone());
-    let (node_store, node_task) = spawn_reflector(
+    let (cluster_tx, mut cluster_rx) = mpsc::unbounded_channel::<ClusterEvent>();
+    let node_task = spawn_cluster_watch(
         Api::<Node>::all(client.clone()),
         watcher::Config::default(),
+        ClusterEvent::node,
+        cluster_tx.clone(),
         Arc::clone(&changed),
-        Some(Arc::clone(&generation)),
+        Arc::clone(&generation),
     );
-    let (assigned_store, assigned_task) = spawn_reflector(
+    let assigned_task = spawn_cluster_watch(
         pods.clone(),
         watcher::Config::default().fields("spec.nodeName!="),
+        ClusterEvent::pod,
+        cluster_tx,
         Arc::clone(&changed),
-        Some(Arc::clone(&generation)),
+        Arc::clone(&generation),
     );
     let (pending_store, pending_task) = spawn_reflector(
         pods,
@@ -238,15 +284,17 @@ pub async fn run_with(
         stateful_set_task,
     ];
     let mut shutdown = std::pin::pin!(shutdown);
+    let mut cache = ClusterCache::default();
     let synced = async {
-        node_store
-            .wait_until_ready()
-            .await
-            .map_err(|_| SchedulerError::CacheNeverSynced { resource: "nodes" })?;
-        assigned_store
-            .wait_until_ready()
-            .await
-            .map_err(|_| SchedulerError::CacheNeverSynced { resource: "pods" })?;
+        while !cache.synced() {
+            let event = cluster_rx
+                .recv()
+                .await
+                .ok_or(SchedulerError::CacheNeverSynced {
+                    resource: "nodes or pods",
+                })?;
+            cache.apply(event);
+        }
         pending_store
             .wait_until_ready()
             .await
@@ -283,7 +331,7 @@ pub async fn run_with(
     let mut state = Loop {
         client,
         options,
-        assumed: HashMap::new(),
+        cache,
         unschedulable: HashMap::new(),
         nominated: HashMap::new(),
         ties: 0,
@@ -310,9 +358,10 @@ pub async fn run_with(
         while let Ok(outcome) = rx.try_recv() {
             state.on_bound(outcome);
         }
+        while let Ok(event) = cluster_rx.try_recv() {
+            state.cache.apply(event);
+        }
         state.schedule_pending(
-            &node_store,
-            &assigned_store,
             &pending_store,
             generation.load(Ordering::Relaxed),
             &tx,
@@ -327,8 +376,9 @@ pub async fn run_with(
 struct Loop {
     client: Client,
     options: SchedulerOptions,
-    /// Pods bound (or being bound) by us but not yet seen bound: uid -> the pod as bound.
-    assumed: HashMap<String, (Arc<Pod>, Instant)>,
+    /// Nodes and the pods placed on them: bound, or assumed (bound or being bound by us but
+    /// not yet seen bound).
+    cache: ClusterCache,
     unschedulable: HashMap<String, Unschedulable>,
     /// Pods this scheduler nominated to a node by preemption: uid -> node.
     nominated: HashMap<String, String>,
@@ -380,7 +430,7 @@ impl Loop {
             Ok(()) => self.bound += 1,
             Err(error) => {
                 tracing::warn!(uid = %outcome.uid, %error, "binding failed; the pod goes back to the queue");
-                self.assumed.remove(&outcome.uid);
+                self.cache.forget(&outcome.uid);
             }
         }
     }
@@ -398,38 +448,24 @@ impl Loop {
 
     fn schedule_pending(
         &mut self,
-        nodes: &Store<Node>,
-        assigned: &Store<Pod>,
         pending: &Store<Pod>,
         generation: u64,
         tx: &mpsc::UnboundedSender<BindOutcome>,
         binds: &Arc<Semaphore>,
     ) {
-        // Forget assumptions the watch has caught up with (or that are too old).
+        // Forget assumptions the watch never confirmed.
         let now = Instant::now();
-        self.assumed.retain(|uid, (pod, since)| {
-            let key = reflector::ObjectRef::from_obj(pod.as_ref());
-            let seen = assigned
-                .get(&key)
-                .is_some_and(|p| p.metadata.uid.as_deref() == Some(uid.as_str()));
-            !seen && now.duration_since(*since) < Duration::from_secs(30)
-        });
+        self.cache.expire(now, ASSUME_TTL);
         let mut queue: Vec<Arc<Pod>> = pending
             .state()
             .into_iter()
             .filter(|p| self.is_ours(p))
             .filter(|p| {
-                !self
-                    .assumed
-                    .contains_key(p.metadata.uid.as_deref().unwrap_or_default())
-            })
-            // Already bound: the watch of bound pods saw it before the pending one dropped it
-            // (binding it again would only get 409 Conflict "already assigned").
-            .filter(|p| {
-                let key = reflector::ObjectRef::from_obj(p.as_ref());
-                assigned
-                    .get(&key)
-                    .is_none_or(|b| b.metadata.uid != p.metadata.uid)
+                let uid = p.metadata.uid.as_deref().unwrap_or_default();
+                // Already bound: the watch of bound pods saw it before the pending one
+                // dropped it (binding it again would only get 409 Conflict "already
+                // assigned").
+                !self.cache.is_assumed(uid) && !self.cache.is_bound(uid)
             })
             .collect();
         let live: std::collections::HashSet<String> = queue
@@ -452,14 +488,7 @@ impl Loop {
                 })
                 .then_with(|| a.metadata.name.cmp(&b.metadata.name))
         });
-        let mut snapshot = Snapshot::new(
-            nodes.state(),
-            assigned
-                .state()
-                .into_iter()
-                .chain(self.assumed.values().map(|(p, _)| Arc::clone(p))),
-        )
-        .with_workloads(Arc::new(self.workloads.current()));
+        self.cache.snapshot_mut().workloads = Arc::new(self.workloads.current());
         let mut nominated = crate::preemption::nominations(&queue, &self.nominated);
         for pod in queue {
             let uid = pod.metadata.uid.clone().unwrap_or_default();
@@ -474,9 +503,10 @@ impl Loop {
             }
             self.ties = self.ties.wrapping_add(1);
             // Room freed by preemption is kept for the pods nominated to it.
+            let snapshot = self.cache.snapshot();
             let view = (!nominated.is_empty())
-                .then(|| crate::preemption::with_nominated(&snapshot, &nominated, &pod));
-            let seen = view.as_ref().unwrap_or(&snapshot);
+                .then(|| crate::preemption::with_nominated(snapshot, &nominated, &pod));
+            let seen = view.as_ref().unwrap_or(snapshot);
             match crate::volumes::schedule_with_volumes(&pod, seen, self.ties, &self.volumes) {
                 Ok((node, claims)) => {
                     self.unschedulable.remove(&uid);
@@ -484,9 +514,7 @@ impl Loop {
                     if let Some(spec) = bound.spec.as_mut() {
                         spec.node_name = Some(node.clone());
                     }
-                    let bound = Arc::new(bound);
-                    snapshot.add_pod(Arc::clone(&bound));
-                    self.assumed.insert(uid.clone(), (bound, now));
+                    self.cache.assume(Arc::new(bound), now);
                     let target = (node, claims);
                     self.spawn_bind(Arc::clone(&pod), target, uid, tx.clone(), Arc::clone(binds));
                 }
@@ -546,7 +574,7 @@ impl Loop {
         let name = pod.name_any();
         let namespace = pod.namespace().unwrap_or_else(|| "default".into());
         tokio::spawn(async move {
-            let _permit = binds.acquire_owned().await;
+            let permit = binds.acquire_owned().await;
             let api: Api<Pod> = Api::namespaced(client.clone(), &namespace);
             let binding = Binding {
                 metadata: ObjectMeta {
@@ -577,12 +605,16 @@ impl Loop {
                     .map(|_| ())
                     .map_err(|e| e.to_string()),
             };
-            if result.is_ok() {
+            let ok = result.is_ok();
+            let _ = tx.send(BindOutcome { uid, result });
+            if ok {
                 tracing::debug!(pod = %name, %namespace, %node, "bound");
                 let message = format!("Successfully assigned {namespace}/{name} to {node}");
                 events::record(&client, &pod, "Normal", "Scheduled", &message).await;
             }
-            let _ = tx.send(BindOutcome { uid, result });
+            // The event counts against the same limit: scheduler writes never crowd out the
+            // API's other writers (the controllers creating pods).
+            drop(permit);
         });
     }
 }

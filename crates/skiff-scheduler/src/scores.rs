@@ -3,7 +3,7 @@
 
 use k8s_openapi::api::core::v1::Pod;
 
-use crate::affinity::{intolerable_preferred_taints, term_matches, term_selects};
+use crate::affinity::{intolerable_preferred_among, term_matches, term_selects};
 use crate::quantity::pod_requests;
 use crate::resources::{balanced_allocation_score, least_allocated_score};
 use crate::snapshot::{NodeInfo, Snapshot};
@@ -90,7 +90,7 @@ pub fn score_nodes(pod: &Pod, candidates: &[&NodeInfo], snapshot: &Snapshot) -> 
 
     let taints: Vec<i64> = candidates
         .iter()
-        .map(|n| intolerable_preferred_taints(pod, &n.node) as i64)
+        .map(|n| intolerable_preferred_among(pod, n.taints()) as i64)
         .collect();
     let node_affinity: Vec<i64> = candidates
         .iter()

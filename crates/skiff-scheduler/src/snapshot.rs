@@ -1,11 +1,12 @@
 //! A consistent view of the cluster for one scheduling decision: every node with the pods
 //! already on it (bound, or assumed by this scheduler and not yet seen bound).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Node, Pod, Taint};
 
+use crate::affinity::effective_taints;
 use crate::default_spread::Workloads;
 use crate::quantity::{pod_requests, resources_of, value};
 use crate::resources::Resources;
@@ -27,18 +28,29 @@ pub struct NodeInfo {
     /// `allocatable()` and `allowed_pods()`, read from the node once (a decision asks every
     /// node, for every pod).
     cached: (Resources, u64),
+    /// The node's effective taints (its own plus the not-ready/unreachable one), worked out
+    /// once per node change instead of once per pod and node.
+    taints: Vec<Taint>,
+    /// The pods again, by namespace: topology spreading counts the pods of one namespace.
+    by_namespace: HashMap<String, Vec<Arc<Pod>>>,
+    /// The pods with required pod anti-affinity terms, which every decision checks.
+    anti_affinity: Vec<Arc<Pod>>,
 }
 
 impl NodeInfo {
     /// A node with no pods.
     pub fn new(node: Arc<Node>) -> NodeInfo {
         let cached = (allocatable_of(&node), allowed_pods_of(&node));
+        let taints = effective_taints(&node);
         NodeInfo {
             node,
             pods: Vec::new(),
             requested: Resources::default(),
             used_ports: HashSet::new(),
             cached,
+            taints,
+            by_namespace: HashMap::new(),
+            anti_affinity: Vec::new(),
         }
     }
 
@@ -63,12 +75,76 @@ impl NodeInfo {
         self.cached.1
     }
 
+    /// The node's taints plus the `not-ready`/`unreachable` one of a node that is not Ready
+    /// ([`effective_taints`]).
+    pub fn taints(&self) -> &[Taint] {
+        &self.taints
+    }
+
+    /// The pods on the node in namespace `ns`.
+    pub fn pods_in(&self, ns: &str) -> &[Arc<Pod>] {
+        self.by_namespace.get(ns).map_or(&[], Vec::as_slice)
+    }
+
+    /// The pods on the node with required pod anti-affinity terms.
+    pub fn with_required_anti_affinity(&self) -> &[Arc<Pod>] {
+        &self.anti_affinity
+    }
+
+    /// Replaces the node object (a watch update), keeping its pods.
+    pub fn set_node(&mut self, node: Arc<Node>) {
+        self.cached = (allocatable_of(&node), allowed_pods_of(&node));
+        self.taints = effective_taints(&node);
+        self.node = node;
+    }
+
     /// Counts `pod` as running here.
     pub fn add_pod(&mut self, pod: Arc<Pod>) {
         self.requested = self.requested.plus(pod_requests(&pod));
         self.used_ports.extend(host_ports(&pod));
+        let ns = pod.metadata.namespace.clone().unwrap_or_default();
+        self.by_namespace
+            .entry(ns)
+            .or_default()
+            .push(Arc::clone(&pod));
+        if has_required_anti_affinity(&pod) {
+            self.anti_affinity.push(Arc::clone(&pod));
+        }
         self.pods.push(pod);
     }
+
+    /// Stops counting the pod with this uid here; the pod, if it was here.
+    pub fn remove_pod(&mut self, uid: &str) -> Option<Arc<Pod>> {
+        let same = |p: &Arc<Pod>| p.metadata.uid.as_deref() == Some(uid);
+        let at = self.pods.iter().position(same)?;
+        let pod = self.pods.remove(at);
+        self.requested = self.requested.minus(pod_requests(&pod));
+        if !host_ports(&pod).is_empty() {
+            self.used_ports = self.pods.iter().flat_map(|p| host_ports(p)).collect();
+        }
+        let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
+        if let Some(list) = self.by_namespace.get_mut(ns) {
+            list.retain(|p| !same(p));
+            if list.is_empty() {
+                self.by_namespace.remove(ns);
+            }
+        }
+        self.anti_affinity.retain(|p| !same(p));
+        Some(pod)
+    }
+}
+
+/// Whether a pod has required pod anti-affinity terms.
+fn has_required_anti_affinity(pod: &Pod) -> bool {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.affinity.as_ref())
+        .and_then(|a| a.pod_anti_affinity.as_ref())
+        .and_then(|a| {
+            a.required_during_scheduling_ignored_during_execution
+                .as_deref()
+        })
+        .is_some_and(|terms| !terms.is_empty())
 }
 
 /// CPU and memory a node offers to pods (`status.allocatable`, else `capacity`).
@@ -161,6 +237,35 @@ impl Snapshot {
         if let Some(info) = self.node_mut(&node) {
             info.add_pod(pod);
         }
+    }
+
+    /// Stops counting the pod with this uid on node `node`.
+    pub fn remove_pod(&mut self, node: &str, uid: &str) -> Option<Arc<Pod>> {
+        self.node_mut(node)?.remove_pod(uid)
+    }
+
+    /// Adds the node, or replaces the object of a known one (keeping its pods); whether it
+    /// is new.
+    pub fn upsert_node(&mut self, node: Arc<Node>) -> bool {
+        let name = node.metadata.name.as_deref().unwrap_or_default();
+        match self.nodes.binary_search_by(|n| n.name().cmp(name)) {
+            Ok(i) => {
+                if let Some(info) = self.nodes.get_mut(i) {
+                    info.set_node(node);
+                }
+                false
+            }
+            Err(i) => {
+                self.nodes.insert(i, NodeInfo::new(node));
+                true
+            }
+        }
+    }
+
+    /// Removes the node called `name` with its pods.
+    pub fn remove_node(&mut self, name: &str) -> Option<NodeInfo> {
+        let i = self.nodes.binary_search_by(|n| n.name().cmp(name)).ok()?;
+        Some(self.nodes.remove(i))
     }
 
     /// The same snapshot with these Services and controllers for default spreading.

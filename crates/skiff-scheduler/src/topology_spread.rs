@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use k8s_openapi::api::core::v1::{Pod, TopologySpreadConstraint};
 use skiff_apimachinery::{LabelSelector, Requirement};
 
-use crate::affinity::{node_matches_pod, selector_of, untolerated_taint};
+use crate::affinity::{node_matches_pod, selector_of, untolerated_among};
 use crate::snapshot::{NodeInfo, Snapshot};
 
 /// The filter's reason when placing the pod on a node would break a constraint.
@@ -76,82 +76,145 @@ fn eligible(pod: &Pod, node: &NodeInfo, all: &[&TopologySpreadConstraint]) -> bo
         let affinity_ok = c.node_affinity_policy.as_deref() == Some("Ignore")
             || node_matches_pod(pod, &node.node);
         let taints_ok = c.node_taints_policy.as_deref() != Some("Honor")
-            || untolerated_taint(pod, &node.node).is_none();
+            || untolerated_among(pod, node.taints()).is_none();
         affinity_ok && taints_ok
     })
 }
 
+/// How many pods of `node` count for a constraint: pods in the namespace `ns`, not being
+/// deleted, that `selector` selects.
+fn matching_on(node: &NodeInfo, ns: &str, selector: Option<&LabelSelector>) -> i64 {
+    let Some(selector) = selector else {
+        return 0;
+    };
+    let n = node
+        .pods_in(ns)
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| selector.matches(p.metadata.labels.as_ref().unwrap_or(&EMPTY)))
+        .count();
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
 /// Matching pods per domain (value of the constraint's key) over the eligible nodes; every
 /// eligible domain is present, with 0 when it has no matching pod.
-fn domain_counts(
+fn domain_counts<'a>(
     pod: &Pod,
     constraint: &TopologySpreadConstraint,
     all: &[&TopologySpreadConstraint],
-    snapshot: &Snapshot,
-) -> BTreeMap<String, i64> {
+    snapshot: &'a Snapshot,
+) -> BTreeMap<&'a str, i64> {
     let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
     let selector = selector_for(pod, constraint);
     let mut counts = BTreeMap::new();
-    for node in snapshot.nodes.iter().filter(|n| eligible(pod, n, all)) {
+    for node in &snapshot.nodes {
+        // The cheap test first: most nodes of a large cluster may lack the key.
         let Some(value) = node.labels().get(&constraint.topology_key) else {
             continue;
         };
-        let n = node
-            .pods
-            .iter()
-            .filter(|p| p.metadata.namespace.as_deref().unwrap_or_default() == ns)
-            .filter(|p| p.metadata.deletion_timestamp.is_none())
-            .filter(|p| {
-                selector
-                    .as_ref()
-                    .is_some_and(|s| s.matches(p.metadata.labels.as_ref().unwrap_or(&EMPTY)))
-            })
-            .count();
-        *counts.entry(value.clone()).or_insert(0) += i64::try_from(n).unwrap_or(i64::MAX);
+        if !eligible(pod, node, all) {
+            continue;
+        }
+        let n = matching_on(node, ns, selector.as_ref());
+        *counts.entry(value.as_str()).or_insert(0) += n;
     }
     counts
 }
 
+/// One `DoNotSchedule` constraint worked out over a snapshot: its key, the matching pods per
+/// eligible domain, the global minimum, whether the pod counts itself, and `maxSkew`.
+#[derive(Debug, Clone)]
+struct HardConstraint {
+    key: String,
+    counts: BTreeMap<String, i64>,
+    min: i64,
+    self_match: i64,
+    max_skew: i64,
+}
+
+/// The pod's `DoNotSchedule` constraints counted over one snapshot, once per decision
+/// instead of once per node.
+#[derive(Debug, Clone, Default)]
+pub struct Prepared {
+    hard: Vec<HardConstraint>,
+}
+
+impl Prepared {
+    /// Counts `pod`'s hard constraints over `snapshot` (nothing to do without any).
+    pub fn new(pod: &Pod, snapshot: &Snapshot) -> Prepared {
+        let hard = constraints(pod, DO_NOT_SCHEDULE);
+        let own_labels = pod.metadata.labels.as_ref().unwrap_or(&EMPTY);
+        let hard = hard
+            .iter()
+            .map(|c| {
+                let counts = domain_counts(pod, c, &hard, snapshot);
+                let domains = i64::try_from(counts.len()).unwrap_or(i64::MAX);
+                let mut min = counts.values().copied().min().unwrap_or(0);
+                if c.min_domains.is_some_and(|m| domains < i64::from(m)) {
+                    min = 0;
+                }
+                HardConstraint {
+                    key: c.topology_key.clone(),
+                    counts: counts
+                        .into_iter()
+                        .map(|(k, v)| (k.to_string(), v))
+                        .collect(),
+                    min,
+                    self_match: i64::from(
+                        selector_for(pod, c).is_some_and(|s| s.matches(own_labels)),
+                    ),
+                    max_skew: i64::from(c.max_skew),
+                }
+            })
+            .collect();
+        Prepared { hard }
+    }
+
+    /// The filter on `node`: `Err` holds kube-scheduler's reason.
+    pub fn check(&self, node: &NodeInfo) -> Result<(), &'static str> {
+        if self
+            .hard
+            .iter()
+            .any(|c| !node.labels().contains_key(&c.key))
+        {
+            return Err(SPREAD_MISSING_LABEL);
+        }
+        for c in &self.hard {
+            let here = node
+                .labels()
+                .get(&c.key)
+                .and_then(|v| c.counts.get(v))
+                .copied()
+                .unwrap_or(0);
+            if here + c.self_match - c.min > c.max_skew {
+                return Err(SPREAD);
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The `PodTopologySpread` filter for `pod` on `node`: `Err` holds kube-scheduler's reason.
+/// (For many nodes in a row, [`Prepared`] counts once.)
 pub fn filter(pod: &Pod, node: &NodeInfo, snapshot: &Snapshot) -> Result<(), &'static str> {
-    let hard = constraints(pod, DO_NOT_SCHEDULE);
-    if hard.is_empty() {
+    if !has_constraints(pod) {
         return Ok(());
     }
-    if hard
-        .iter()
-        .any(|c| !node.labels().contains_key(&c.topology_key))
-    {
-        return Err(SPREAD_MISSING_LABEL);
-    }
-    let own_labels = pod.metadata.labels.as_ref().unwrap_or(&EMPTY);
-    for c in &hard {
-        let counts = domain_counts(pod, c, &hard, snapshot);
-        let domains = i64::try_from(counts.len()).unwrap_or(i64::MAX);
-        let mut min = counts.values().copied().min().unwrap_or(0);
-        if c.min_domains.is_some_and(|m| domains < i64::from(m)) {
-            min = 0;
-        }
-        let self_match = i64::from(selector_for(pod, c).is_some_and(|s| s.matches(own_labels)));
-        let here = node
-            .labels()
-            .get(&c.topology_key)
-            .and_then(|v| counts.get(v))
-            .copied()
-            .unwrap_or(0);
-        if here + self_match - min > i64::from(c.max_skew) {
-            return Err(SPREAD);
-        }
-    }
-    Ok(())
+    Prepared::new(pod, snapshot).check(node)
 }
+
+/// One `ScheduleAnyway` constraint worked out for scoring: the matching pods per domain
+/// (`None` when counted on each candidate itself), the selector, and the weight.
+type SoftConstraint<'a> = (Option<BTreeMap<&'a str, i64>>, Option<LabelSelector>, f64);
 
 /// The `PodTopologySpread` score of each candidate, 0..100 (same order as `candidates`):
 /// fewer matching pods in a node's domains (weighted by how many domains each constraint has)
 /// score higher. The pod's own `ScheduleAnyway` constraints count, or, when it has none at
 /// all, the system defaults of [`crate::default_spread`]. Under its own constraints a node
 /// lacking a key scores 0; under the defaults a node lacking the zone key is scored by
-/// hostname alone. All 0 when there is nothing to spread by.
+/// hostname alone. A `kubernetes.io/hostname` constraint counts the candidate's own pods (a
+/// node is its own domain), as kube-scheduler's scoring does, so a decision does not walk
+/// every node's pods for it. All 0 when there is nothing to spread by.
 pub fn score(pod: &Pod, candidates: &[&NodeInfo], snapshot: &Snapshot) -> Vec<u64> {
     let (soft, require_all): (Vec<TopologySpreadConstraint>, bool) = if has_constraints(pod) {
         let own = constraints(pod, SCHEDULE_ANYWAY)
@@ -169,13 +232,18 @@ pub fn score(pod: &Pod, candidates: &[&NodeInfo], snapshot: &Snapshot) -> Vec<u6
     let ignored =
         |n: &NodeInfo| require_all && !all.iter().all(|c| n.labels().contains_key(&c.topology_key));
     let scored = candidates.iter().filter(|n| !ignored(n)).count();
-    let per_constraint: Vec<(BTreeMap<String, i64>, f64)> = all
+    let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
+    // Per constraint: the counts per domain (`None` for the hostname key, whose domain is the
+    // node itself: its own pods are counted, as kube-scheduler does, instead of every node's),
+    // the selector, and the weight.
+    let per_constraint: Vec<SoftConstraint<'_>> = all
         .iter()
         .map(|c| {
             let own = [*c];
             let keys: &[&TopologySpreadConstraint] = if require_all { &all } else { &own };
-            let counts = domain_counts(pod, c, keys, snapshot);
-            let size = if c.topology_key == crate::default_spread::HOSTNAME {
+            let hostname = c.topology_key == crate::default_spread::HOSTNAME;
+            let counts = (!hostname).then(|| domain_counts(pod, c, keys, snapshot));
+            let size = if hostname {
                 scored
             } else {
                 candidates
@@ -187,7 +255,7 @@ pub fn score(pod: &Pod, candidates: &[&NodeInfo], snapshot: &Snapshot) -> Vec<u6
             };
             #[allow(clippy::cast_precision_loss)]
             let weight = ((size + 2) as f64).ln();
-            (counts, weight)
+            (counts, selector_for(pod, c), weight)
         })
         .collect();
     let raw: Vec<Option<i64>> = candidates
@@ -197,11 +265,14 @@ pub fn score(pod: &Pod, candidates: &[&NodeInfo], snapshot: &Snapshot) -> Vec<u6
                 return None;
             }
             let mut total = 0.0;
-            for (c, (counts, weight)) in all.iter().zip(&per_constraint) {
+            for (c, (counts, selector, weight)) in all.iter().zip(&per_constraint) {
                 let Some(value) = n.labels().get(&c.topology_key) else {
                     continue;
                 };
-                let count = counts.get(value).copied().unwrap_or(0);
+                let count = match counts {
+                    Some(counts) => counts.get(value.as_str()).copied().unwrap_or(0),
+                    None => matching_on(n, ns, selector.as_ref()),
+                };
                 #[allow(clippy::cast_precision_loss)]
                 let part = (count as f64) * weight + f64::from(c.max_skew - 1);
                 total += part;
