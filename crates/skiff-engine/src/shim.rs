@@ -201,13 +201,9 @@ pub fn run(data_root: &Path, id: &str, wait_attach: bool) -> Result<()> {
                 {
                     break;
                 }
-                state.status = Status::Restarting;
-                record::write_json(&dir.state(), &state)?;
-                if wait_backoff(&signals, backoff) || dir.stop_marker().exists() {
+                if !restart_after_backoff(&mut state, &dir, &signals, &mut backoff)? {
                     break;
                 }
-                backoff = (backoff * 2).min(BACKOFF_MAX);
-                state.restart_count += 1;
                 continue;
             }
         }
@@ -253,13 +249,9 @@ pub fn run(data_root: &Path, id: &str, wait_attach: bool) -> Result<()> {
         if started.elapsed() >= BACKOFF_RESET {
             backoff = BACKOFF_START;
         }
-        state.status = Status::Restarting;
-        record::write_json(&dir.state(), &state)?;
-        if wait_backoff(&signals, backoff) || dir.stop_marker().exists() {
+        if !restart_after_backoff(&mut state, &dir, &signals, &mut backoff)? {
             break;
         }
-        backoff = (backoff * 2).min(BACKOFF_MAX);
-        state.restart_count += 1;
     }
     drop(hub);
     let _ = std::fs::remove_file(dir.attach_socket());
@@ -275,6 +267,24 @@ pub fn run(data_root: &Path, id: &str, wait_attach: bool) -> Result<()> {
         crate::engine::Engine::open(data_root)?.remove_anonymous_volumes(&config)?;
     }
     Ok(())
+}
+
+/// Records the container as restarting and waits out `backoff` (doubled for next time, up to
+/// [`BACKOFF_MAX`]); `false` when a stop came meanwhile and the container must not restart.
+fn restart_after_backoff(
+    state: &mut State,
+    dir: &ContainerDir,
+    signals: &SignalFd,
+    backoff: &mut Duration,
+) -> Result<bool> {
+    state.status = Status::Restarting;
+    record::write_json(&dir.state(), state)?;
+    if wait_backoff(signals, *backoff) || dir.stop_marker().exists() {
+        return Ok(false);
+    }
+    *backoff = (*backoff * 2).min(BACKOFF_MAX);
+    state.restart_count += 1;
+    Ok(true)
 }
 
 fn sys(op: &'static str) -> impl Fn(nix::errno::Errno) -> EngineError {
