@@ -486,13 +486,14 @@ fn plan_job(
         if kept < wanted && job_backoff.is_some() {
             backoff_wait = job_backoff;
         } else if kept < wanted {
+            // Each index's back-off, from one pass over the pods.
+            let waits: BTreeMap<i32, Duration> = if per_index_limit.is_some() {
+                job_backoff::remaining_by_index(pods.iter().map(|p| p.as_ref()), now)
+            } else {
+                BTreeMap::new()
+            };
             let mut index_wait = |i: i32| {
-                per_index_limit?;
-                let of_index = pods
-                    .iter()
-                    .filter(|p| pod_index(p) == Some(i))
-                    .map(|p| p.as_ref());
-                let wait = job_backoff::remaining(&job_backoff::record(of_index), now)?;
+                let wait = *waits.get(&i)?;
                 backoff_wait = Some(backoff_wait.map_or(wait, |w| w.min(wait)));
                 Some(wait)
             };

@@ -8,6 +8,7 @@
 //! at its finish time: the latest `finishedAt` of its containers, else its last condition
 //! change, else its creation.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use k8s_openapi::api::core::v1::Pod;
@@ -78,6 +79,24 @@ pub fn record<'a>(pods: impl IntoIterator<Item = &'a Pod>) -> Record {
         }
     }
     record
+}
+
+/// The waits at `now` of the completion indexes of an Indexed Job's `pods` that must still
+/// wait (each index's own record, as with `backoffLimitPerIndex`).
+pub fn remaining_by_index<'a>(
+    pods: impl IntoIterator<Item = &'a Pod>,
+    now: SystemTime,
+) -> BTreeMap<i32, Duration> {
+    let mut by_index: BTreeMap<i32, Vec<&Pod>> = BTreeMap::new();
+    for pod in pods {
+        if let Some(i) = crate::job::pod_index(pod) {
+            by_index.entry(i).or_default().push(pod);
+        }
+    }
+    by_index
+        .into_iter()
+        .filter_map(|(i, pods)| Some((i, remaining(&record(pods), now)?)))
+        .collect()
 }
 
 /// The wait after `failures` failures in a row: [`INITIAL`] doubling, at most [`MAX`].
