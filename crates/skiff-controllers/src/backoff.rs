@@ -16,6 +16,12 @@ pub enum BackoffError {
     },
 }
 
+/// `base * 2^exponent`, at most `cap` (never overflowing).
+pub fn doubled(base: Duration, exponent: u32, cap: Duration) -> Duration {
+    base.checked_mul(1u32 << exponent.min(31))
+        .map_or(cap, |d| d.min(cap))
+}
+
 /// Delay before retrying a key: `base * 2^failures`, capped.
 #[derive(Debug, Clone)]
 pub struct ItemBackoff {
@@ -50,11 +56,9 @@ impl ItemBackoff {
     /// Records a failure of `key` and returns how long to wait before retrying it.
     pub fn next_delay(&mut self, key: &str) -> Duration {
         let failures = self.failures.entry(key.to_string()).or_insert(0);
-        let exponent = (*failures).min(31);
+        let exponent = *failures;
         *failures = failures.saturating_add(1);
-        self.base
-            .checked_mul(1u32 << exponent)
-            .map_or(self.cap, |d| d.min(self.cap))
+        doubled(self.base, exponent, self.cap)
     }
 
     /// Forgets `key` after a success, so its next failure starts from the base again.

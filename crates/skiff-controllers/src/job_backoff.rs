@@ -104,10 +104,7 @@ pub fn delay(failures: u32) -> Duration {
     if failures == 0 {
         return Duration::ZERO;
     }
-    let exponent = (failures - 1).min(16);
-    INITIAL
-        .checked_mul(1u32 << exponent)
-        .map_or(MAX, |d| d.min(MAX))
+    crate::backoff::doubled(INITIAL, failures - 1, MAX)
 }
 
 /// How long new pods must still wait at `now` (`None`: they may be created now).
