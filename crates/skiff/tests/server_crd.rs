@@ -5,11 +5,10 @@
 
 mod server_support;
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 use serde_json::Value;
-use server_support::{KUBECTL_DIR, Server, run};
+use server_support::{KUBECTL_DIR, Server, run, run_with_stdin};
 
 const CRD: &str = r#"apiVersion: apiextensions.k8s.io/v1
 kind: CustomResourceDefinition
@@ -101,20 +100,7 @@ impl Kubectl<'_> {
     }
 
     fn run_stdin(&self, args: &[&str], input: &str) -> Output {
-        let mut child = self
-            .cmd(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-        child.wait_with_output().unwrap()
+        run_with_stdin(&mut self.cmd(args), input)
     }
 
     /// Runs kubectl; panics (with its stderr) when it fails; gives (stdout, stderr).

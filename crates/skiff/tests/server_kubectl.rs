@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
-use server_support::{KUBECTL_DIR, Server, ok, run, wait_until};
+use server_support::{KUBECTL_DIR, Server, ok, run, run_with_stdin, wait_until};
 
 const APP: &str = r#"apiVersion: v1
 kind: ConfigMap
@@ -112,20 +112,7 @@ impl Kubectl<'_> {
 
     /// Runs kubectl with `input` on stdin.
     fn ok_stdin(&self, args: &[&str], input: &str) -> String {
-        let mut child = self
-            .cmd(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
+        let out = run_with_stdin(&mut self.cmd(args), input);
         assert!(
             out.status.success(),
             "kubectl {} {args:?} failed:\n{}",

@@ -12,14 +12,13 @@
 
 mod server_support;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use base64::Engine as _;
 use serde_json::{Value, json};
-use server_support::{KUBECTL_DIR, Server, ok, run, wait_until};
+use server_support::{KUBECTL_DIR, Server, ok, run, run_with_stdin, wait_until};
 
 const WAIT: Duration = Duration::from_secs(30);
 const N1: &str = "system:node:n1";
@@ -61,19 +60,7 @@ fn kubectl(s: &Server, who: &As<'_>, args: &[&str], stdin: Option<&str>) -> Outp
     let Some(doc) = stdin else {
         return run(&mut command);
     };
-    let mut child = command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(doc.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
+    run_with_stdin(&mut command, doc)
 }
 
 fn succeeded(out: Output) -> String {

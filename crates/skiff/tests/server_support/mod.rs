@@ -130,6 +130,24 @@ pub fn run(command: &mut Command) -> Output {
     command.stdin(Stdio::null()).output().unwrap()
 }
 
+/// Runs a command with `input` on its stdin and returns its output.
+pub fn run_with_stdin(command: &mut Command, input: &str) -> Output {
+    use std::io::Write as _;
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
 /// Polls `check` until it holds or `deadline` passes.
 pub fn wait_until(what: &str, deadline: Duration, mut check: impl FnMut() -> bool) {
     let start = Instant::now();
