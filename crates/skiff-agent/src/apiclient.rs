@@ -29,9 +29,24 @@ pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 #[error("cannot build the API client: {0}")]
 pub struct ClientError(#[from] kube::Error);
 
+/// Names the client in its `User-Agent` (`kubelet/v0.1.0`) unless the config already has
+/// one: kube-apiserver derives the field manager of a write from it (the part before `/`).
+pub fn set_user_agent(config: &mut kube::Config, component: &str) {
+    use axum::http::{HeaderValue, header::USER_AGENT};
+    if config.headers.iter().any(|(name, _)| *name == USER_AGENT) {
+        return;
+    }
+    let agent = format!("{component}/v{}", env!("CARGO_PKG_VERSION"));
+    if let Ok(value) = HeaderValue::from_str(&agent) {
+        config.headers.push((USER_AGENT, value));
+    }
+}
+
 /// The agent's client for `config` (as `kube::Client::try_from` builds it, with the pool
-/// above). Must be called inside a tokio runtime.
-pub fn build(config: kube::Config) -> Result<kube::Client, ClientError> {
+/// above), named `kubelet` in its `User-Agent` unless it already has a name. Must be called
+/// inside a tokio runtime.
+pub fn build(mut config: kube::Config) -> Result<kube::Client, ClientError> {
+    set_user_agent(&mut config, "kubelet");
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_connect_timeout(config.connect_timeout);

@@ -5,6 +5,8 @@
 //!
 //! - [`cidr`]: IPv4 CIDR blocks and port ranges for the address allocators;
 //! - [`labels`]: label selectors (`app=web,tier!=db,env in (a,b),!legacy`);
+//! - [`fieldmanager`]: server-side apply and `metadata.managedFields` (field sets, merge by
+//!   list type, conflicts, ownership);
 //! - [`fields`]: field selectors (`metadata.name=web,status.phase!=Failed`) and the fields each
 //!   kind can be selected by;
 //! - [`defaults`]: the values kube-apiserver fills in (`restartPolicy: Always` ...);
@@ -21,6 +23,7 @@
 
 pub mod cidr;
 pub mod defaults;
+pub mod fieldmanager;
 pub mod fields;
 pub mod labels;
 pub mod openapi;

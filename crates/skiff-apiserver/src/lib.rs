@@ -6,7 +6,8 @@
 //! resource has one watch cache fed by a single store watch ([`watchcache`]), which serves all
 //! client watches. Around it: discovery (legacy and aggregated), client-certificate and bearer-token
 //! authentication, node credentials ([`certificates`]),
-//! `Status` errors, Prometheus metrics, CRDs, TLS material for a fresh cluster ([`pki`]), and
+//! `Status` errors, managed fields and server-side apply ([`fieldmanager`]), Prometheus
+//! metrics, CRDs, TLS material for a fresh cluster ([`pki`]), and
 //! Service addresses and the default Services ([`services`]).
 //!
 //! ```no_run
@@ -31,6 +32,7 @@ pub mod custom_resource;
 pub mod default_storage_class;
 pub mod default_tolerations;
 pub mod discovery;
+pub mod fieldmanager;
 pub mod handlers;
 pub mod metrics;
 pub mod noderestriction;

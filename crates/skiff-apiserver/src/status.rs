@@ -116,6 +116,19 @@ impl ApiError {
         }
     }
 
+    /// 409 Conflict of a server-side apply (kube's `NewApplyConflict`): the message lists the
+    /// conflicts, `details.causes` has one `FieldManagerConflict` per field, without a name.
+    pub fn apply_conflict(message: String, causes: Vec<Cause>) -> ApiError {
+        let causes: Vec<Value> = causes
+            .iter()
+            .map(|c| json!({ "reason": c.reason, "message": c.message, "field": c.field }))
+            .collect();
+        ApiError {
+            details: Some(json!({ "causes": causes })),
+            ..ApiError::new(409, "Conflict", message)
+        }
+    }
+
     /// 422 Invalid with field causes: `Pod "web" is invalid: spec.containers: Required value`.
     pub fn invalid(info: &ResourceInfo, name: &str, causes: Vec<Cause>) -> ApiError {
         let summary: Vec<String> = causes

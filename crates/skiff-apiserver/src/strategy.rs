@@ -71,6 +71,13 @@ fn fold_string_data(secret: &mut Value) {
     }
 }
 
+/// The defaults kube-apiserver fills in as it decodes a request (built-in defaults; a custom
+/// resource pruned and defaulted by its schema).
+pub fn default_fields(info: &ResourceInfo, obj: &mut Value) {
+    skiff_apimachinery::apply_defaults(info, obj);
+    crate::custom_resource::prune_and_default(info, obj);
+}
+
 /// Fills in what a new object gets, then validates it.
 pub fn prepare_create(info: &ResourceInfo, obj: &mut Value) -> Result<(), ApiError> {
     skiff_apimachinery::apply_defaults(info, obj);

@@ -338,12 +338,16 @@ impl ServerArgs {
         // until the listener below answers.
         let kubeconfig_doc = kube::config::Kubeconfig::read_from(&kubeconfig)
             .context("cannot read the admin kubeconfig")?;
-        let client_config =
+        let mut client_config =
             kube::Config::from_custom_kubeconfig(kubeconfig_doc, &Default::default())
                 .await
                 .context("cannot load the admin kubeconfig")?;
+        let mut node_base = client_config.clone();
+        skiff_agent::apiclient::set_user_agent(&mut node_base, "kubelet");
+        // Their writes are recorded in managedFields under kube's names for the components.
+        skiff_agent::apiclient::set_user_agent(&mut client_config, "kube-controller-manager");
         let client =
-            kube::Client::try_from(client_config.clone()).context("cannot build the API client")?;
+            kube::Client::try_from(client_config).context("cannot build the API client")?;
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let until = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|stopped| *stopped).await;
@@ -396,7 +400,7 @@ impl ServerArgs {
                 &node_name,
                 &pki.client_signer()?,
             )?;
-            let mut node_config = client_config.clone();
+            let mut node_config = node_base.clone();
             credentials.apply(&mut node_config);
             let node_client = skiff_agent::apiclient::build(node_config)
                 .context("cannot build the node agent's API client")?;

@@ -61,15 +61,15 @@ spec:
     });
     let port = &ep.subsets.unwrap()[0].ports.clone().unwrap()[0];
     assert_eq!((port.name.as_deref(), port.port), (Some("http"), 8080));
-    let slices = cluster.block_on(async {
-        Api::<EndpointSlice>::namespaced(cluster.client.clone(), "default")
+    // The slices follow the Endpoints (written after them, in the same pass).
+    let slices = cluster.wait("a slice with both pods", DEADLINE, |client| async move {
+        let slices = Api::<EndpointSlice>::namespaced(client, "default")
             .list(&ListParams::default().labels("kubernetes.io/service-name=web"))
             .await
-            .unwrap()
-            .items
+            .ok()?
+            .items;
+        (slices.len() == 1 && slices[0].endpoints.len() == 2).then_some(slices)
     });
-    assert_eq!(slices.len(), 1);
-    assert_eq!(slices[0].endpoints.len(), 2);
     assert_eq!(
         slices[0].metadata.owner_references.clone().unwrap()[0].kind,
         "Service"

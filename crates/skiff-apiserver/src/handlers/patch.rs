@@ -84,7 +84,7 @@ pub fn apply_patch(
         }
         PatchType::Apply => {
             let applied = parse_yaml(patch)?;
-            doc = apply_merge(current, &applied);
+            doc = crate::fieldmanager::apply(info, "", false, true, current, &applied)?;
         }
     }
     Ok(doc)
@@ -99,58 +99,6 @@ fn parse_patch(patch: &[u8]) -> Result<Value, ApiError> {
     Ok(value)
 }
 
-/// Server-side apply's merge, simplified: the applied configuration's fields replace the
-/// current ones, fields it does not mention stay (lists are replaced whole).
-fn apply_merge(current: &Value, applied: &Value) -> Value {
-    match (current, applied) {
-        (Value::Object(cur), Value::Object(app)) => {
-            let mut out = cur.clone();
-            for (k, v) in app {
-                let merged = match cur.get(k) {
-                    Some(existing) => apply_merge(existing, v),
-                    None => v.clone(),
-                };
-                out.insert(k.clone(), merged);
-            }
-            Value::Object(out)
-        }
-        (_, applied) => applied.clone(),
-    }
-}
-
-/// Records a manager in `metadata.managedFields` (replacing its previous entry).
-fn record_manager(
-    obj: &mut Value,
-    manager: &str,
-    operation: &str,
-    api_version: &str,
-    subresource: Option<&str>,
-) {
-    let meta = object::meta_mut(obj);
-    let mut entries: Vec<Value> = meta
-        .get("managedFields")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    entries.retain(|e| {
-        !(e.get("manager").and_then(Value::as_str) == Some(manager)
-            && e.get("operation").and_then(Value::as_str) == Some(operation))
-    });
-    let mut entry = json!({
-        "manager": manager,
-        "operation": operation,
-        "apiVersion": api_version,
-        "time": object::now(),
-        "fieldsType": "FieldsV1",
-        "fieldsV1": {},
-    });
-    if let Some(sub) = subresource {
-        entry["subresource"] = json!(sub);
-    }
-    entries.push(entry);
-    meta.insert("managedFields".into(), Value::Array(entries));
-}
-
 /// `PATCH .../{plural}/{name}` and `.../{name}/status`.
 pub async fn patch(ctx: &Ctx, body: &[u8]) -> Result<Response, ApiError> {
     let kind = patch_type(ctx)?;
@@ -162,6 +110,7 @@ pub async fn patch(ctx: &Ctx, body: &[u8]) -> Result<Response, ApiError> {
         return apply(ctx, body, status_update).await;
     }
     let strict = strategy::field_validation(ctx)? == strategy::FieldValidation::Strict;
+    let manager = crate::fieldmanager::manager_name(ctx)?;
     let info = ctx.info.clone();
     let name = ctx.name().to_string();
     let outcome = update_addressed(ctx, |current, revision| {
@@ -170,23 +119,35 @@ pub async fn patch(ctx: &Ctx, body: &[u8]) -> Result<Response, ApiError> {
             strategy::check_fields(ctx, &patched, None)?;
         }
         check_resource_version(&info, &name, &patched, revision)?;
-        strategy::prepare_update(&info, current, patched, status_update).map(Change::Update)
+        let requested = patched.pointer("/metadata/managedFields").cloned();
+        let mut new = strategy::prepare_update(&info, current, patched, status_update)?;
+        crate::fieldmanager::record_update(
+            &info,
+            &manager,
+            status_update.then_some("status"),
+            current,
+            &mut new,
+            requested.as_ref(),
+        );
+        Ok(Change::Update(new))
     })
     .await?;
     Ok(respond_object(ctx, StatusCode::OK, &outcome.object))
 }
 
 /// Server-side apply: creates the object when missing, merges the applied configuration
-/// into it otherwise, and records the field manager.
+/// into it otherwise (see [`crate::fieldmanager::apply`]: pruning, conflicts, `force`).
 async fn apply(ctx: &Ctx, body: &[u8], status_update: bool) -> Result<Response, ApiError> {
     let manager = ctx.query.get("fieldManager").ok_or_else(|| {
         ApiError::bad_request("PATCH requests with the apply patch type must set fieldManager")
     })?;
+    // Checks the name's length and characters.
+    crate::fieldmanager::manager_name(ctx)?;
+    let force = ctx.query.flag("force");
     let mut applied = parse_yaml(body)?;
     check_type(&ctx.info, &mut applied)?;
     check_name(ctx, &applied)?;
     check_namespace_field(ctx, &mut applied)?;
-    let api_version = ctx.info.api_version();
     let exists = match storage::get(ctx.state.store.as_ref(), &ctx.info, ctx.ns(), ctx.name()).await
     {
         Ok(_) => true,
@@ -200,11 +161,19 @@ async fn apply(ctx: &Ctx, body: &[u8], status_update: bool) -> Result<Response, 
         if let Some(ns) = ctx.ns() {
             storage::check_namespace(ctx.state.store.as_ref(), ns, true).await?;
         }
-        let mut obj = applied;
-        object::meta_mut(&mut obj).insert("name".into(), json!(ctx.name()));
+        let mut skeleton = json!({"metadata": {"name": ctx.name()}});
+        object::set_type(&mut skeleton, &ctx.info.api_version(), &ctx.info.kind);
+        if let Some(ns) = ctx.ns() {
+            skeleton["metadata"]["namespace"] = json!(ns);
+        }
+        let mut obj =
+            crate::fieldmanager::apply(&ctx.info, manager, false, force, &skeleton, &applied)?;
         crate::admission::admit_create(&ctx.state, &ctx.info, ctx.ns(), &mut obj).await?;
+        let managed = obj.pointer("/metadata/managedFields").cloned();
         strategy::prepare_create(&ctx.info, &mut obj)?;
-        record_manager(&mut obj, manager, "Apply", &api_version, None);
+        if let Some(managed) = managed {
+            object::meta_mut(&mut obj).insert("managedFields".into(), managed);
+        }
         if ctx.query.dry_run() {
             crate::services::admit_create(&ctx.state, &ctx.info, &mut obj, true)
                 .await?
@@ -218,17 +187,16 @@ async fn apply(ctx: &Ctx, body: &[u8], status_update: bool) -> Result<Response, 
     let name = ctx.name().to_string();
     let outcome = update_addressed(ctx, |current, revision| {
         check_resource_version(&info, &name, &applied, revision)?;
-        let mut without_rv = applied.clone();
-        object::meta_mut(&mut without_rv).remove("resourceVersion");
-        let mut merged = apply_merge(current, &without_rv);
-        record_manager(
-            &mut merged,
-            manager,
-            "Apply",
-            &api_version,
-            status_update.then_some("status"),
-        );
-        strategy::prepare_update(&info, current, merged, status_update).map(Change::Update)
+        let merged =
+            crate::fieldmanager::apply(&info, manager, status_update, force, current, &applied)?;
+        let managed = merged.pointer("/metadata/managedFields").cloned();
+        let mut new = strategy::prepare_update(&info, current, merged, status_update)?;
+        let meta = object::meta_mut(&mut new);
+        match managed {
+            Some(managed) => meta.insert("managedFields".into(), managed),
+            None => meta.remove("managedFields"),
+        };
+        Ok(Change::Update(new))
     })
     .await?;
     Ok(respond_object(ctx, StatusCode::OK, &outcome.object))
@@ -268,14 +236,5 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err.code, 422);
-    }
-
-    #[test]
-    fn apply_keeps_fields_it_does_not_mention() {
-        let current = json!({"metadata": {"name": "a", "labels": {"k": "v"}}, "data": {"x": "1"}});
-        let applied = json!({"metadata": {"name": "a"}, "data": {"y": "2"}});
-        let merged = apply_merge(&current, &applied);
-        assert_eq!(merged["metadata"]["labels"]["k"], "v");
-        assert_eq!(merged["data"], json!({"x": "1", "y": "2"}));
     }
 }

@@ -71,11 +71,22 @@ async fn replace_field(ctx: &Ctx, body: &[u8], _field: &str) -> Result<Response,
     let mut wanted = parse_body(&ctx.headers, body)?;
     super::write::check_type(&ctx.info, &mut wanted)?;
     super::write::check_name(ctx, &wanted)?;
+    let manager = crate::fieldmanager::manager_name(ctx)?;
+    let requested = wanted.pointer("/metadata/managedFields").cloned();
     let info = ctx.info.clone();
     let name = ctx.name().to_string();
     let outcome = update_addressed(ctx, |current, revision| {
         check_resource_version(&info, &name, &wanted, revision)?;
-        strategy::prepare_update(&info, current, wanted.clone(), true).map(Change::Update)
+        let mut new = strategy::prepare_update(&info, current, wanted.clone(), true)?;
+        crate::fieldmanager::record_update(
+            &info,
+            &manager,
+            Some("status"),
+            current,
+            &mut new,
+            requested.as_ref(),
+        );
+        Ok(Change::Update(new))
     })
     .await?;
     Ok(respond_object(ctx, StatusCode::OK, &outcome.object))
@@ -225,6 +236,7 @@ async fn update_scale(
         Some(b) => Some(parse_body(&ctx.headers, b)?),
         None => None,
     };
+    let manager = crate::fieldmanager::manager_name(ctx)?;
     let info = ctx.info.clone();
     let name = ctx.name().to_string();
     let outcome = update_addressed(ctx, |current, revision| {
@@ -266,7 +278,9 @@ async fn update_scale(
                 new["spec"]["replicas"] = json!(replicas);
             }
         }
-        strategy::prepare_update(&info, current, new, false).map(Change::Update)
+        let mut new = strategy::prepare_update(&info, current, new, false)?;
+        crate::fieldmanager::record_update(&info, &manager, Some("scale"), current, &mut new, None);
+        Ok(Change::Update(new))
     })
     .await?;
     Ok(response::json(

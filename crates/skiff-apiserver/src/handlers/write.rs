@@ -68,6 +68,23 @@ pub async fn create(ctx: &Ctx, body: &[u8]) -> Result<Response, ApiError> {
     if let Some(ns) = ctx.ns() {
         storage::check_namespace(ctx.state.store.as_ref(), ns, true).await?;
     }
+    // The creator owns what it sent, defaults included; what admission adds stays unowned,
+    // as in kube.
+    let manager = crate::fieldmanager::manager_name(ctx)?;
+    let managed = {
+        let requested = obj.pointer("/metadata/managedFields").cloned();
+        let mut sent = obj.clone();
+        strategy::default_fields(&ctx.info, &mut sent);
+        crate::fieldmanager::record_update(
+            &ctx.info,
+            &manager,
+            None,
+            &json!({}),
+            &mut sent,
+            requested.as_ref(),
+        );
+        sent.pointer("/metadata/managedFields").cloned()
+    };
     crate::admission::admit_create(&ctx.state, &ctx.info, ctx.ns(), &mut obj).await?;
     crate::noderestriction::admit_create(&ctx.identity, &ctx.info, &obj)?;
     let generate = object::name(&obj).is_empty();
@@ -91,6 +108,11 @@ pub async fn create(ctx: &Ctx, body: &[u8]) -> Result<Response, ApiError> {
         }
         strategy::prepare_create(&ctx.info, &mut candidate)?;
         crate::certificates::admit_create(&ctx.state, &ctx.identity, &ctx.info, &mut candidate)?;
+        let meta = object::meta_mut(&mut candidate);
+        match &managed {
+            Some(managed) => meta.insert("managedFields".into(), managed.clone()),
+            None => meta.remove("managedFields"),
+        };
         if ctx.query.dry_run() {
             services::admit_create(&ctx.state, &ctx.info, &mut candidate, true)
                 .await?
@@ -347,11 +369,22 @@ pub async fn update(ctx: &Ctx, body: &[u8]) -> Result<Response, ApiError> {
     check_name(ctx, &wanted)?;
     check_namespace_field(ctx, &mut wanted)?;
     let warnings = strategy::check_fields(ctx, &wanted, Some(body))?;
+    let manager = crate::fieldmanager::manager_name(ctx)?;
+    let requested = wanted.pointer("/metadata/managedFields").cloned();
     let info = ctx.info.clone();
     let name = ctx.name().to_string();
     let outcome = update_addressed(ctx, |current, revision| {
         check_resource_version(&info, &name, &wanted, revision)?;
-        strategy::prepare_update(&info, current, wanted.clone(), false).map(Change::Update)
+        let mut new = strategy::prepare_update(&info, current, wanted.clone(), false)?;
+        crate::fieldmanager::record_update(
+            &info,
+            &manager,
+            None,
+            current,
+            &mut new,
+            requested.as_ref(),
+        );
+        Ok(Change::Update(new))
     })
     .await?;
     let response = respond_object(ctx, StatusCode::OK, &outcome.object);
