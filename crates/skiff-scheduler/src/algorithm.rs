@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::Pod;
 
 use crate::filters::{Prepared, run_prepared};
 use crate::scores::score_nodes;
-use crate::snapshot::Snapshot;
+use crate::snapshot::{NodeInfo, Snapshot};
 
 /// No node can take the pod.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -59,11 +59,35 @@ pub fn feasible_nodes_to_find(nodes: usize) -> usize {
     (nodes * percentage / 100).max(MIN_NODES)
 }
 
+/// A filter of the caller's own, run before the others: `Some(reason)` refuses the node.
+pub type NodeFilter<'a> = &'a dyn Fn(&NodeInfo) -> Option<&'static str>;
+
+/// Where one decision starts looking and how it breaks ties.
+#[derive(Clone, Copy, Default)]
+pub struct Search<'a> {
+    /// Among equally good nodes, this chooses (a counter, so that ties rotate).
+    pub tie_breaker: usize,
+    /// The index of the node filtering starts at (taken modulo the node count).
+    pub start: usize,
+    /// An extra filter (the volume filter), if any.
+    pub node_filter: Option<NodeFilter<'a>>,
+}
+
+/// Where a pod goes, and where the next decision should start looking.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    /// The chosen node.
+    pub node: String,
+    /// The node after the last one this decision filtered (kube-scheduler's
+    /// `nextStartNodeIndex`).
+    pub next_start: usize,
+}
+
 /// Picks a node for `pod`. Among equally good nodes, `tie_breaker` chooses (the scheduler
 /// passes a counter so that ties rotate). In clusters of 100 nodes or more, filtering stops
 /// once [`feasible_nodes_to_find`] nodes passed, as kube-scheduler's does; decision `k` starts
-/// at node `k * that` so that successive decisions go round every node (kube-scheduler's
-/// `nextStartNodeIndex`). When no node fits, every node was filtered.
+/// at node `k * that` so that successive decisions go round every node ([`schedule_with`]
+/// starts where the caller says). When no node fits, every node was filtered.
 ///
 /// ```
 /// use skiff_scheduler::{Snapshot, schedule};
@@ -71,18 +95,46 @@ pub fn feasible_nodes_to_find(nodes: usize) -> usize {
 /// assert_eq!(err.message, "no nodes available to schedule pods");
 /// ```
 pub fn schedule(pod: &Pod, snapshot: &Snapshot, tie_breaker: usize) -> Result<String, FitError> {
+    let all = snapshot.nodes.len().max(1);
+    let search = Search {
+        tie_breaker,
+        start: tie_breaker.wrapping_mul(feasible_nodes_to_find(all)) % all,
+        node_filter: None,
+    };
+    schedule_with(pod, snapshot, &search).map(|p| p.node)
+}
+
+/// [`schedule`] from the node `search.start`, with `search.node_filter` run first on each
+/// node. The scheduler starts each decision where the previous one stopped, as
+/// kube-scheduler does, so that successive decisions go round every node.
+pub fn schedule_with(
+    pod: &Pod,
+    snapshot: &Snapshot,
+    search: &Search<'_>,
+) -> Result<Placement, FitError> {
     let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
     let mut feasible = Vec::new();
     let prepared = Prepared::new(pod);
     let all = snapshot.nodes.len();
+    if all == 0 {
+        return Err(FitError::new(0, reasons));
+    }
     let to_find = feasible_nodes_to_find(all);
     let start = if to_find >= all {
         0
     } else {
-        tie_breaker.wrapping_mul(to_find) % all
+        search.start % all
     };
-    for node in snapshot.nodes.iter().cycle().skip(start).take(all) {
-        match run_prepared(pod, &prepared, node, snapshot) {
+    let (wrapped, from_start) = snapshot.nodes.split_at(start);
+    let mut filtered = 0;
+    for node in from_start.iter().chain(wrapped) {
+        filtered += 1;
+        let refused = search.node_filter.and_then(|f| f(node));
+        let result = match refused {
+            Some(reason) => Err(vec![reason.to_string()]),
+            None => run_prepared(pod, &prepared, node, snapshot),
+        };
+        match result {
             Ok(()) => {
                 feasible.push(node);
                 if feasible.len() >= to_find {
@@ -97,11 +149,14 @@ pub fn schedule(pod: &Pod, snapshot: &Snapshot, tie_breaker: usize) -> Result<St
         }
     }
     if feasible.is_empty() {
-        return Err(FitError::new(snapshot.nodes.len(), reasons));
+        return Err(FitError::new(all, reasons));
     }
     let scores = score_nodes(pod, &feasible, snapshot);
     let best = scores.iter().copied().max().unwrap_or(0);
     let ties: Vec<usize> = (0..feasible.len()).filter(|&i| scores[i] == best).collect();
-    let pick = ties[tie_breaker % ties.len()];
-    Ok(feasible[pick].name().to_string())
+    let pick = ties[search.tie_breaker % ties.len()];
+    Ok(Placement {
+        node: feasible[pick].name().to_string(),
+        next_start: (start + filtered) % all,
+    })
 }

@@ -3,7 +3,7 @@
 //! Placed pods are the bound ones the watch reported and the ones this scheduler assumed
 //! (decided and being bound, not yet seen bound), so the next decision already counts them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -49,6 +49,9 @@ pub struct ClusterCache {
     /// Every placed pod by uid. A pod counts in the snapshot while its node is known; the pods
     /// of a node that appears later are counted then.
     placed: HashMap<String, Placed>,
+    /// `(assumed at, uid)` in the order assumed, so expiry looks only at the oldest (an entry
+    /// whose pod was since seen bound, forgotten or assumed again is skipped).
+    assumed_order: VecDeque<(Instant, String)>,
     /// Objects of a watch being (re)listed, swapped in at its end.
     listing_nodes: Option<Vec<Arc<Node>>>,
     listing_pods: Option<Vec<Arc<Pod>>>,
@@ -203,6 +206,7 @@ impl ClusterCache {
     pub fn assume(&mut self, pod: Arc<Pod>, now: Instant) {
         let uid = uid_of(&pod);
         self.remove(&uid);
+        self.assumed_order.push_back((now, uid.clone()));
         self.insert(Arc::clone(&pod), Some(now));
         if self.placed.contains_key(&uid) {
             self.snapshot.add_pod(pod);
@@ -217,17 +221,23 @@ impl ClusterCache {
         }
     }
 
-    /// Drops assumptions older than `ttl` (bindings the watch never confirmed).
-    pub fn expire(&mut self, now: Instant, ttl: Duration) {
-        let old: Vec<String> = self
-            .placed
-            .iter()
-            .filter(|(_, p)| p.assumed.is_some_and(|at| now.duration_since(at) >= ttl))
-            .map(|(uid, _)| uid.clone())
-            .collect();
-        for uid in old {
-            self.remove(&uid);
+    /// Drops assumptions older than `ttl` (bindings the watch never confirmed); the uids of
+    /// the pods dropped.
+    pub fn expire(&mut self, now: Instant, ttl: Duration) -> Vec<String> {
+        let mut expired = Vec::new();
+        while let Some((at, _)) = self.assumed_order.front() {
+            if now.duration_since(*at) < ttl {
+                break;
+            }
+            let Some((at, uid)) = self.assumed_order.pop_front() else {
+                break;
+            };
+            if self.placed.get(&uid).is_some_and(|p| p.assumed == Some(at)) {
+                self.remove(&uid);
+                expired.push(uid);
+            }
         }
+        expired
     }
 
     /// Whether this scheduler assumed the pod and the watch has not shown it bound yet.
@@ -353,9 +363,11 @@ mod tests {
         cache.forget("p3");
         assert_eq!(cpu_on(&cache, "b"), Some((1000, 1)));
         cache.assume(Arc::new(pod("p4", "a", "1")), start);
-        cache.expire(start + Duration::from_secs(10), Duration::from_secs(30));
+        let expired = cache.expire(start + Duration::from_secs(10), Duration::from_secs(30));
+        assert!(expired.is_empty());
         assert_eq!(cpu_on(&cache, "a"), Some((2000, 2)));
-        cache.expire(start + Duration::from_secs(30), Duration::from_secs(30));
+        let expired = cache.expire(start + Duration::from_secs(30), Duration::from_secs(30));
+        assert_eq!(expired, ["p4"], "p2 was seen bound, p3 forgotten");
         assert_eq!(cpu_on(&cache, "a"), Some((1000, 1)));
         // A relist keeps assumptions it does not list yet.
         cache.assume(Arc::new(pod("p5", "a", "1")), start);

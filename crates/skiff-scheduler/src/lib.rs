@@ -19,6 +19,8 @@
 //!   node, kube-scheduler's choice of node, nominated pods holding the freed room);
 //! - [`algorithm`]: one decision, or a [`FitError`] with kube-scheduler's message;
 //! - [`cache`]: the nodes and placed pods, updated from watch events (no rebuild per pass);
+//! - [`queue`]: the pending pods, event by event from their watch: active (priority, then
+//!   age), back-off and unschedulable, as kube-scheduler's scheduling queue;
 //! - [`scheduler`]: the loop over the API (watches, queue, assumed pods, binder, back-off,
 //!   `PodScheduled=False` and `FailedScheduling` events). [`run`] is the entry point.
 
@@ -30,6 +32,7 @@ pub mod events;
 pub mod filters;
 pub mod preemption;
 pub mod quantity;
+pub mod queue;
 pub mod resources;
 pub mod scheduler;
 pub mod scores;
@@ -40,7 +43,7 @@ pub mod volumes;
 #[cfg(test)]
 mod tests;
 
-pub use algorithm::{FitError, schedule};
+pub use algorithm::{FitError, Placement, Search, schedule, schedule_with};
 pub use resources::{Resources, balanced_allocation_score, fits, least_allocated_score};
 pub use scheduler::{SchedulerError, SchedulerOptions, run, run_with};
 pub use snapshot::{NodeInfo, Snapshot};

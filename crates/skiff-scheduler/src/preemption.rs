@@ -8,7 +8,7 @@
 //! functions over a [`Snapshot`]; the scheduler loop deletes the victims and nominates the
 //! node.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Pod;
@@ -271,43 +271,52 @@ pub fn with_nominated(
     nominated: &[(Arc<Pod>, String)],
     pod: &Pod,
 ) -> Snapshot {
-    let mine = priority(pod);
     let mut view = snapshot.clone();
+    add_nominated(&mut view, nominated, pod);
+    view
+}
+
+/// [`with_nominated`] in place (no copy of the snapshot): the `(node, uid)` of the pods added,
+/// for [`remove_nominated`] to take them back once the decision is made.
+pub fn add_nominated(
+    snapshot: &mut Snapshot,
+    nominated: &[(Arc<Pod>, String)],
+    pod: &Pod,
+) -> Vec<(String, String)> {
+    let mine = priority(pod);
+    let mut added = Vec::new();
     for (other, node) in nominated {
-        if other.metadata.uid == pod.metadata.uid || priority(other) < mine {
+        if other.metadata.uid == pod.metadata.uid
+            || priority(other) < mine
+            || !crate::snapshot::is_active(other)
+        {
             continue;
         }
+        let Some(info) = snapshot.node_mut(node) else {
+            continue;
+        };
         let mut placed = (**other).clone();
         if let Some(spec) = placed.spec.as_mut() {
             spec.node_name = Some(node.clone());
         }
-        view.add_pod(Arc::new(placed));
+        info.add_pod(Arc::new(placed));
+        let uid = other.metadata.uid.clone().unwrap_or_default();
+        added.push((node.clone(), uid));
     }
-    view
+    added
+}
+
+/// Takes back the pods [`add_nominated`] counted.
+pub fn remove_nominated(snapshot: &mut Snapshot, added: &[(String, String)]) {
+    for (node, uid) in added {
+        snapshot.remove_pod(node, uid);
+    }
 }
 
 /// The full `FailedScheduling` message when preemption could not help: the fit error, then
 /// ` preemption: ` and why, with kube-scheduler's separator.
 pub fn failure_message(fit: &FitError, why: &str) -> String {
     format!("{} preemption: {why}.", fit.message)
-}
-
-/// The pods of `queue` nominated to a node: by this scheduler (`local`, uid -> node, which the
-/// watch may not show yet) or in their `status.nominatedNodeName`.
-pub fn nominations(queue: &[Arc<Pod>], local: &HashMap<String, String>) -> Vec<(Arc<Pod>, String)> {
-    queue
-        .iter()
-        .filter_map(|p| {
-            let uid = p.metadata.uid.as_deref().unwrap_or_default();
-            let node = local.get(uid).cloned().or_else(|| {
-                p.status
-                    .as_ref()
-                    .and_then(|s| s.nominated_node_name.clone())
-                    .filter(|n| !n.is_empty())
-            })?;
-            Some((Arc::clone(p), node))
-        })
-        .collect()
 }
 
 /// Carries out a decision: nominates the node for `preemptor` (`status.nominatedNodeName`),
@@ -513,6 +522,22 @@ mod tests {
         assert!(crate::schedule(&higher, &view, 0).is_ok());
         let view = with_nominated(&snap, &nominated, &nominated[0].0);
         assert!(crate::schedule(&nominated[0].0, &view, 0).is_ok());
+    }
+
+    #[test]
+    fn nominated_pods_counted_in_place_are_taken_back() {
+        let mut snap = Snapshot::new([node("a", "2")], [pod("x", "a", "1", 0)]);
+        let nominated = vec![(pod("hi", "", "1", 10), "a".to_string())];
+        let low = pod("low", "", "1", 0);
+        let added = add_nominated(&mut snap, &nominated, &low);
+        assert_eq!(added, [("a".to_string(), "hi".to_string())]);
+        assert!(crate::schedule(&low, &snap, 0).is_err());
+        remove_nominated(&mut snap, &added);
+        let a = snap.node("a").unwrap();
+        assert_eq!((a.requested.milli_cpu, a.pods.len()), (1000, 1));
+        assert!(crate::schedule(&low, &snap, 0).is_ok());
+        let itself = add_nominated(&mut snap, &nominated, &nominated[0].0);
+        assert!(itself.is_empty(), "a pod never holds room against itself");
     }
 
     fn labelled(name: &str, node: &str, cpu: &str, app: &str) -> Arc<Pod> {

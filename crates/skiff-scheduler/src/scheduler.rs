@@ -1,11 +1,11 @@
-//! The scheduler's loop: watches nodes and pods through the API, keeps a queue of pods waiting
-//! for a node, decides with [`schedule`](crate::schedule) over the snapshot of a
-//! [`ClusterCache`] (kept up to date from the node and bound-pod watches, never rebuilt per
-//! pass), and binds through `pods/{name}/binding`, several bindings in flight at once. Pods it
-//! has just bound are "assumed" on their node until the watch shows them bound, so the next
-//! decision already counts them and two decisions never overcommit a node.
+//! The scheduler's loop: watches nodes and pods through the API, keeps the pods waiting for a
+//! node in a [`SchedulingQueue`] (fed event by event from the pending-pod watch), decides with
+//! [`schedule_with`](crate::schedule_with) over the snapshot of a [`ClusterCache`] (kept up to
+//! date from the node and bound-pod watches, never rebuilt per pass), and binds through
+//! `pods/{name}/binding`, several bindings in flight at once. Pods it has just bound are
+//! "assumed" on their node until the watch shows them bound, so the next decision already
+//! counts them and two decisions never overcommit a node.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,8 +21,10 @@ use kube::{Client, ResourceExt};
 use serde_json::json;
 use tokio::sync::{Notify, Semaphore, mpsc};
 
+use crate::algorithm::Search;
 use crate::cache::{ClusterCache, ClusterEvent};
 use crate::events::{self, COMPONENT};
+use crate::queue::{Backoff, SchedulingQueue};
 
 /// The scheduler could not run.
 #[derive(Debug, thiserror::Error)]
@@ -76,26 +78,17 @@ pub async fn run(
     run_with(client, SchedulerOptions::default(), shutdown).await
 }
 
-/// A pod that could not be placed, and when to try it again.
-#[derive(Debug)]
-struct Unschedulable {
-    /// The cluster generation at the failed attempt.
-    generation: u64,
-    /// The pod's resourceVersion at the failed attempt.
-    resource_version: Option<String>,
-    /// Not before this instant.
-    retry_at: Instant,
-    /// The next back-off.
-    backoff: Duration,
-    /// The message already written to the pod.
-    message: String,
-}
-
 /// How long a pod this scheduler bound counts on its node without the watch showing it bound.
 const ASSUME_TTL: Duration = Duration::from_secs(30);
 
 /// How long an unschedulable pod waits for a change before it is tried again anyway.
 const FLUSH: Duration = Duration::from_secs(60);
+
+/// At most this many decisions in a row before the loop applies watch events again.
+const BATCH: usize = 256;
+
+/// At most this long deciding in a row before the loop applies watch events again.
+const BATCH_TIME: Duration = Duration::from_millis(20);
 
 /// What the binder reports back.
 #[derive(Debug)]
@@ -140,17 +133,18 @@ where
     (reader, task)
 }
 
-/// Spawns a watch whose events go to the loop's [`ClusterCache`] through `tx` (as `wrap`
-/// makes them); `changed` is notified and `generation` bumped on every event.
-fn spawn_cluster_watch<K>(
+/// Spawns a watch whose events go to the loop through `tx` (as `wrap` makes them);
+/// `changed` is notified and `generation` (when given) bumped on every event.
+fn spawn_watch<K, E>(
     api: Api<K>,
     config: watcher::Config,
-    wrap: fn(watcher::Event<K>) -> ClusterEvent,
-    tx: mpsc::UnboundedSender<ClusterEvent>,
+    wrap: fn(watcher::Event<K>) -> E,
+    tx: mpsc::UnboundedSender<E>,
     changed: Arc<Notify>,
-    generation: Arc<AtomicU64>,
+    generation: Option<Arc<AtomicU64>>,
 ) -> tokio::task::JoinHandle<()>
 where
+    E: Send + 'static,
     K: kube::Resource<DynamicType = ()>
         + Clone
         + serde::de::DeserializeOwned
@@ -170,7 +164,9 @@ where
                 }
                 Err(error) => tracing::warn!(%error, "scheduler watch failed; retrying"),
             }
-            generation.fetch_add(1, Ordering::Relaxed);
+            if let Some(g) = &generation {
+                g.fetch_add(1, Ordering::Relaxed);
+            }
             changed.notify_one();
         }
     })
@@ -185,26 +181,32 @@ pub async fn run_with(
     let changed = Arc::new(Notify::new());
     let generation = Arc::new(AtomicU64::new(0));
     let pods: Api<Pod> = Api::all(client.clone());
+    // Bumped by the Services and controllers default spreading reads.
+    let workload_generation = Arc::new(AtomicU64::new(0));
     let (cluster_tx, mut cluster_rx) = mpsc::unbounded_channel::<ClusterEvent>();
-    let node_task = spawn_cluster_watch(
+    let node_task = spawn_watch(
         Api::<Node>::all(client.clone()),
         watcher::Config::default(),
         ClusterEvent::node,
         cluster_tx.clone(),
         Arc::clone(&changed),
-        Arc::clone(&generation),
+        Some(Arc::clone(&generation)),
     );
-    let assigned_task = spawn_cluster_watch(
+    let assigned_task = spawn_watch(
         pods.clone(),
         watcher::Config::default().fields("spec.nodeName!="),
         ClusterEvent::pod,
         cluster_tx,
         Arc::clone(&changed),
-        Arc::clone(&generation),
+        Some(Arc::clone(&generation)),
     );
-    let (pending_store, pending_task) = spawn_reflector(
+    // The pending pods' events feed the queue; they are not cluster changes.
+    let (pending_tx, mut pending_rx) = mpsc::unbounded_channel::<watcher::Event<Pod>>();
+    let pending_task = spawn_watch(
         pods,
         watcher::Config::default().fields("spec.nodeName="),
+        std::convert::identity,
+        pending_tx,
         Arc::clone(&changed),
         None,
     );
@@ -234,30 +236,30 @@ pub async fn run_with(
         None,
     );
     // The selectors of default spreading only steer scores: their changes need not wake the
-    // loop either.
+    // loop either; the loop takes them anew before its next decision.
     let (services, service_task) = spawn_reflector(
         Api::all(client.clone()),
         watcher::Config::default(),
         Arc::new(Notify::new()),
-        None,
+        Some(Arc::clone(&workload_generation)),
     );
     let (controllers, controller_task) = spawn_reflector(
         Api::all(client.clone()),
         watcher::Config::default(),
         Arc::new(Notify::new()),
-        None,
+        Some(Arc::clone(&workload_generation)),
     );
     let (replica_sets, replica_set_task) = spawn_reflector(
         Api::all(client.clone()),
         watcher::Config::default(),
         Arc::new(Notify::new()),
-        None,
+        Some(Arc::clone(&workload_generation)),
     );
     let (stateful_sets, stateful_set_task) = spawn_reflector(
         Api::all(client.clone()),
         watcher::Config::default(),
         Arc::new(Notify::new()),
-        None,
+        Some(Arc::clone(&workload_generation)),
     );
     let workload_stores = WorkloadStores {
         services,
@@ -285,6 +287,14 @@ pub async fn run_with(
     ];
     let mut shutdown = std::pin::pin!(shutdown);
     let mut cache = ClusterCache::default();
+    let mut queue = SchedulingQueue::new(
+        options.scheduler_name.clone(),
+        Backoff {
+            initial: options.initial_backoff,
+            max: options.max_backoff,
+            flush: FLUSH,
+        },
+    );
     let synced = async {
         while !cache.synced() {
             let event = cluster_rx
@@ -295,10 +305,13 @@ pub async fn run_with(
                 })?;
             cache.apply(event);
         }
-        pending_store
-            .wait_until_ready()
-            .await
-            .map_err(|_| SchedulerError::CacheNeverSynced { resource: "pods" })?;
+        while !queue.synced() {
+            let event = pending_rx
+                .recv()
+                .await
+                .ok_or(SchedulerError::CacheNeverSynced { resource: "pods" })?;
+            queue.apply(event, Instant::now());
+        }
         let v = &volume_stores;
         let volumes_ready = v.claims.wait_until_ready().await.is_ok()
             && v.volumes.wait_until_ready().await.is_ok()
@@ -332,22 +345,29 @@ pub async fn run_with(
         client,
         options,
         cache,
-        unschedulable: HashMap::new(),
-        nominated: HashMap::new(),
+        queue,
         ties: 0,
+        next_start: 0,
         bound: 0,
         volumes: volume_stores,
         budgets,
         workloads: workload_stores,
+        workloads_seen: None,
     };
     let (tx, mut rx) = mpsc::unbounded_channel::<BindOutcome>();
     let binds = Arc::new(Semaphore::new(state.options.parallel_binds.max(1)));
+    let mut seen_generation = None;
     loop {
-        let wake = state.next_retry().map(tokio::time::Instant::from_std);
+        let wake = if state.queue.has_active() {
+            Some(tokio::time::Instant::now())
+        } else {
+            state.queue.next_wake().map(tokio::time::Instant::from_std)
+        };
         tokio::select! {
+            biased;
             () = &mut shutdown => break,
-            () = changed.notified() => {}
             Some(outcome) = rx.recv() => state.on_bound(outcome),
+            () = changed.notified() => {}
             () = async {
                 match wake {
                     Some(at) => tokio::time::sleep_until(at).await,
@@ -355,18 +375,26 @@ pub async fn run_with(
                 }
             } => {}
         }
+        // Read before the events are applied: a change counted here is applied below, and
+        // one applied but not counted only makes the next pass look again.
+        let now_generation = generation.load(Ordering::Relaxed);
         while let Ok(outcome) = rx.try_recv() {
             state.on_bound(outcome);
         }
         while let Ok(event) = cluster_rx.try_recv() {
             state.cache.apply(event);
         }
-        state.schedule_pending(
-            &pending_store,
-            generation.load(Ordering::Relaxed),
-            &tx,
-            &binds,
-        );
+        let now = Instant::now();
+        while let Ok(event) = pending_rx.try_recv() {
+            state.queue.apply(event, now);
+        }
+        if seen_generation.replace(now_generation) != Some(now_generation) {
+            state.queue.cluster_changed(now);
+        }
+        state.refresh_workloads(workload_generation.load(Ordering::Relaxed));
+        state.schedule_batch(&tx, &binds);
+        // Let the watches and binders run before the next batch.
+        tokio::task::yield_now().await;
     }
     tasks.iter().for_each(|t| t.abort());
     tracing::info!(bound = state.bound, "scheduler stopped");
@@ -379,16 +407,20 @@ struct Loop {
     /// Nodes and the pods placed on them: bound, or assumed (bound or being bound by us but
     /// not yet seen bound).
     cache: ClusterCache,
-    unschedulable: HashMap<String, Unschedulable>,
-    /// Pods this scheduler nominated to a node by preemption: uid -> node.
-    nominated: HashMap<String, String>,
+    /// The pods waiting for a node.
+    queue: SchedulingQueue,
+    /// Rotates ties between equally good nodes.
     ties: usize,
+    /// Where the next decision starts filtering (where the previous one stopped).
+    next_start: usize,
     bound: u64,
     volumes: crate::volumes::VolumeStores,
     /// PodDisruptionBudgets, which preemption tries not to break.
     budgets: Store<k8s_openapi::api::policy::v1::PodDisruptionBudget>,
     /// Services and controllers, for default spreading.
     workloads: WorkloadStores,
+    /// The workload generation the snapshot's copy of them is from.
+    workloads_seen: Option<u64>,
 }
 
 /// The caches behind [`crate::default_spread::Workloads`].
@@ -411,154 +443,120 @@ impl WorkloadStores {
 }
 
 impl Loop {
-    fn next_retry(&self) -> Option<Instant> {
-        let now = Instant::now();
-        self.unschedulable
-            .values()
-            .map(|u| {
-                if now < u.retry_at {
-                    u.retry_at
-                } else {
-                    u.retry_at + FLUSH
-                }
-            })
-            .min()
-    }
-
     fn on_bound(&mut self, outcome: BindOutcome) {
         match outcome.result {
             Ok(()) => self.bound += 1,
             Err(error) => {
                 tracing::warn!(uid = %outcome.uid, %error, "binding failed; the pod goes back to the queue");
                 self.cache.forget(&outcome.uid);
+                self.queue.requeue(&outcome.uid);
             }
         }
     }
 
-    fn is_ours(&self, pod: &Pod) -> bool {
-        let name = pod.spec.as_ref().and_then(|s| s.scheduler_name.as_deref());
-        pod.metadata.deletion_timestamp.is_none()
-            && name.is_none_or(|n| n.is_empty() || n == self.options.scheduler_name)
-            && pod
-                .spec
-                .as_ref()
-                .and_then(|s| s.node_name.as_deref())
-                .is_none_or(str::is_empty)
+    /// Gives the snapshot the current Services and controllers when they changed.
+    fn refresh_workloads(&mut self, generation: u64) {
+        if self.workloads_seen.replace(generation) != Some(generation) {
+            self.cache.snapshot_mut().workloads = Arc::new(self.workloads.current());
+        }
     }
 
-    fn schedule_pending(
-        &mut self,
-        pending: &Store<Pod>,
-        generation: u64,
-        tx: &mpsc::UnboundedSender<BindOutcome>,
-        binds: &Arc<Semaphore>,
-    ) {
-        // Forget assumptions the watch never confirmed.
+    /// Tries the active pods in order, up to [`BATCH`] of them or for [`BATCH_TIME`].
+    fn schedule_batch(&mut self, tx: &mpsc::UnboundedSender<BindOutcome>, binds: &Arc<Semaphore>) {
         let now = Instant::now();
-        self.cache.expire(now, ASSUME_TTL);
-        let mut queue: Vec<Arc<Pod>> = pending
-            .state()
+        // Forget assumptions the watch never confirmed: those pods are tried again.
+        for uid in self.cache.expire(now, ASSUME_TTL) {
+            self.queue.requeue(&uid);
+        }
+        self.queue.flush(now);
+        if !self.queue.has_active() {
+            return;
+        }
+        // Pods nominated by preemption keep their room (unless already placed).
+        let mut nominated: Vec<(Arc<Pod>, String)> = self
+            .queue
+            .nominations()
             .into_iter()
-            .filter(|p| self.is_ours(p))
-            .filter(|p| {
+            .filter(|(p, _)| {
                 let uid = p.metadata.uid.as_deref().unwrap_or_default();
-                // Already bound: the watch of bound pods saw it before the pending one
-                // dropped it (binding it again would only get 409 Conflict "already
-                // assigned").
                 !self.cache.is_assumed(uid) && !self.cache.is_bound(uid)
             })
             .collect();
-        let live: std::collections::HashSet<String> = queue
-            .iter()
-            .filter_map(|p| p.metadata.uid.clone())
-            .collect();
-        self.unschedulable.retain(|uid, _| live.contains(uid));
-        self.nominated.retain(|uid, _| live.contains(uid));
-        if queue.is_empty() {
-            return;
-        }
-        queue.sort_by(|a, b| {
-            let prio = |p: &Pod| p.spec.as_ref().and_then(|s| s.priority).unwrap_or(0);
-            prio(b)
-                .cmp(&prio(a))
-                .then_with(|| {
-                    a.metadata
-                        .creation_timestamp
-                        .cmp(&b.metadata.creation_timestamp)
-                })
-                .then_with(|| a.metadata.name.cmp(&b.metadata.name))
-        });
-        self.cache.snapshot_mut().workloads = Arc::new(self.workloads.current());
-        let mut nominated = crate::preemption::nominations(&queue, &self.nominated);
-        for pod in queue {
+        for _ in 0..BATCH {
+            if now.elapsed() >= BATCH_TIME {
+                break;
+            }
+            let Some(pod) = self.queue.pop() else {
+                break;
+            };
             let uid = pod.metadata.uid.clone().unwrap_or_default();
-            if let Some(u) = self.unschedulable.get(&uid) {
-                let unchanged = u.generation == generation
-                    && u.resource_version == pod.metadata.resource_version;
-                // Wait out the back-off; after it, retry when something changed that could
-                // help, or anyway once the flush interval has passed.
-                if now < u.retry_at || (unchanged && now < u.retry_at + FLUSH) {
-                    continue;
-                }
+            // Already bound: the watch of bound pods saw it before the pending one dropped it
+            // (binding it again would only get 409 Conflict "already assigned"); it stays in
+            // flight until the pending watch drops it.
+            if self.cache.is_assumed(&uid) || self.cache.is_bound(&uid) {
+                continue;
             }
-            self.ties = self.ties.wrapping_add(1);
-            // Room freed by preemption is kept for the pods nominated to it.
-            let snapshot = self.cache.snapshot();
-            let view = (!nominated.is_empty())
-                .then(|| crate::preemption::with_nominated(snapshot, &nominated, &pod));
-            let seen = view.as_ref().unwrap_or(snapshot);
-            match crate::volumes::schedule_with_volumes(&pod, seen, self.ties, &self.volumes) {
-                Ok((node, claims)) => {
-                    self.unschedulable.remove(&uid);
-                    let mut bound = (*pod).clone();
-                    if let Some(spec) = bound.spec.as_mut() {
-                        spec.node_name = Some(node.clone());
-                    }
-                    self.cache.assume(Arc::new(bound), now);
-                    let target = (node, claims);
-                    self.spawn_bind(Arc::clone(&pod), target, uid, tx.clone(), Arc::clone(binds));
+            self.schedule_one(pod, uid, &mut nominated, tx, binds);
+        }
+    }
+
+    /// One decision: bind `pod`, or record why it fits nowhere (and preempt if that helps).
+    fn schedule_one(
+        &mut self,
+        pod: Arc<Pod>,
+        uid: String,
+        nominated: &mut Vec<(Arc<Pod>, String)>,
+        tx: &mpsc::UnboundedSender<BindOutcome>,
+        binds: &Arc<Semaphore>,
+    ) {
+        let now = Instant::now();
+        self.ties = self.ties.wrapping_add(1);
+        let search = Search {
+            tie_breaker: self.ties,
+            start: self.next_start,
+            node_filter: None,
+        };
+        // Room freed by preemption is kept for the pods nominated to it: they count on their
+        // node for this decision only.
+        let snapshot = self.cache.snapshot_mut();
+        let added = crate::preemption::add_nominated(snapshot, nominated, &pod);
+        let decision = crate::volumes::schedule_with_volumes(&pod, snapshot, search, &self.volumes);
+        let mut fit = match decision {
+            Ok((placement, claims)) => {
+                crate::preemption::remove_nominated(snapshot, &added);
+                self.next_start = placement.next_start;
+                self.queue.scheduled(&uid);
+                let node = placement.node;
+                let mut bound = (*pod).clone();
+                if let Some(spec) = bound.spec.as_mut() {
+                    spec.node_name = Some(node.clone());
                 }
-                Err(mut fit) => {
-                    let earlier = self.nominated.get(&uid).cloned().or_else(|| {
-                        pod.status
-                            .as_ref()
-                            .and_then(|s| s.nominated_node_name.clone())
-                    });
-                    let budgets = self.budgets.state();
-                    match crate::preemption::preempt(&pod, seen, earlier.as_deref(), &budgets) {
-                        Ok(candidate) => {
-                            self.nominated.insert(uid.clone(), candidate.node.clone());
-                            nominated.push((Arc::clone(&pod), candidate.node.clone()));
-                            let client = self.client.clone();
-                            tokio::spawn(crate::preemption::carry_out(
-                                client,
-                                Arc::clone(&pod),
-                                candidate,
-                            ));
-                        }
-                        Err(why) => fit.message = crate::preemption::failure_message(&fit, &why),
-                    }
-                    let previous = self.unschedulable.remove(&uid);
-                    let backoff = previous.as_ref().map_or(self.options.initial_backoff, |u| {
-                        (u.backoff * 2).min(self.options.max_backoff)
-                    });
-                    let report = previous.as_ref().is_none_or(|u| u.message != fit.message);
-                    self.unschedulable.insert(
-                        uid,
-                        Unschedulable {
-                            generation,
-                            resource_version: pod.metadata.resource_version.clone(),
-                            retry_at: now + backoff,
-                            backoff,
-                            message: fit.message.clone(),
-                        },
-                    );
-                    if report {
-                        tracing::info!(pod = %pod.name_any(), namespace = ?pod.namespace(), reason = %fit.message, "unschedulable");
-                        tokio::spawn(report_unschedulable(self.client.clone(), pod, fit.message));
-                    }
-                }
+                self.cache.assume(Arc::new(bound), now);
+                self.spawn_bind(pod, (node, claims), uid, tx.clone(), Arc::clone(binds));
+                return;
             }
+            Err(fit) => fit,
+        };
+        let earlier = self.queue.nominated_node(&uid);
+        let budgets = self.budgets.state();
+        let preempted = crate::preemption::preempt(&pod, snapshot, earlier.as_deref(), &budgets);
+        crate::preemption::remove_nominated(snapshot, &added);
+        match preempted {
+            Ok(candidate) => {
+                self.queue.nominate(&uid, &candidate.node);
+                nominated.push((Arc::clone(&pod), candidate.node.clone()));
+                let client = self.client.clone();
+                tokio::spawn(crate::preemption::carry_out(
+                    client,
+                    Arc::clone(&pod),
+                    candidate,
+                ));
+            }
+            Err(why) => fit.message = crate::preemption::failure_message(&fit, &why),
+        }
+        if self.queue.unschedulable(&uid, now, fit.message.clone()) {
+            tracing::info!(pod = %pod.name_any(), namespace = ?pod.namespace(), reason = %fit.message, "unschedulable");
+            tokio::spawn(report_unschedulable(self.client.clone(), pod, fit.message));
         }
     }
 

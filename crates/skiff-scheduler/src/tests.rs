@@ -336,3 +336,47 @@ fn large_clusters_filter_only_kube_schedulers_share_of_nodes() {
         "0/300 nodes are available: 300 Insufficient cpu."
     );
 }
+
+#[test]
+fn each_decision_starts_filtering_where_the_previous_one_stopped() {
+    use crate::{Search, schedule_with};
+    // 200 nodes, 100 looked at per decision; the first 150 are full.
+    let nodes: Vec<Arc<Node>> = (0..200)
+        .map(|i| {
+            let cpu = if i < 150 { "100m" } else { "4" };
+            node(&format!("n{i:03}"), cpu, json!({}))
+        })
+        .collect();
+    let snapshot = Snapshot::new(nodes, []);
+    let p = pod("p", "1", json!({}));
+    let first = schedule_with(&p, &snapshot, &Search::default()).unwrap();
+    assert!(first.node.as_str() >= "n150", "{first:?}");
+    assert_eq!(
+        first.next_start, 0,
+        "every node filtered to find 50 that fit"
+    );
+    let later = Search {
+        start: 180,
+        ..Search::default()
+    };
+    let second = schedule_with(&p, &snapshot, &later).unwrap();
+    // Fewer than 100 fit: every node is filtered, round to where it started.
+    assert!(second.node.as_str() >= "n150", "{second:?}");
+    assert_eq!(second.next_start, 180);
+    // 300 nodes that all fit: the search stops after 144 (48 %) and the next one starts
+    // after them.
+    let nodes: Vec<Arc<Node>> = (0..300)
+        .map(|i| node(&format!("n{i:03}"), "4", json!({})))
+        .collect();
+    let snapshot = Snapshot::new(nodes, []);
+    let from = Search {
+        start: 250,
+        ..Search::default()
+    };
+    let placed = schedule_with(&p, &snapshot, &from).unwrap();
+    assert_eq!(placed.next_start, 94, "n250..n299 then n000..n093");
+    assert!(
+        placed.node.as_str() >= "n250" || placed.node.as_str() < "n094",
+        "{placed:?}"
+    );
+}

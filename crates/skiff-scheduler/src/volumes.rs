@@ -18,8 +18,8 @@ use kube::runtime::reflector::Store;
 use serde_json::json;
 
 use crate::affinity::term_matches;
-use crate::algorithm::{FitError, schedule};
-use crate::snapshot::Snapshot;
+use crate::algorithm::{FitError, Placement, Search, schedule_with};
+use crate::snapshot::{NodeInfo, Snapshot};
 
 /// The filter's reason.
 pub const CONFLICT: &str = "node(s) had volume node affinity conflict";
@@ -131,13 +131,25 @@ pub fn plan(
     Ok(out)
 }
 
-/// [`schedule`] with the volume filter: the chosen node and the claims to annotate with it.
+/// Whether `pod` mounts any PersistentVolumeClaim.
+fn has_claims(pod: &Pod) -> bool {
+    pod.spec
+        .iter()
+        .flat_map(|s| s.volumes.iter().flatten())
+        .any(|v| v.persistent_volume_claim.is_some())
+}
+
+/// [`schedule_with`] with the volume filter (the claim stores are read only for pods with
+/// claims): the placement and the claims to annotate with the chosen node.
 pub fn schedule_with_volumes(
     pod: &Pod,
     snapshot: &Snapshot,
-    tie_breaker: usize,
+    search: Search<'_>,
     stores: &VolumeStores,
-) -> Result<(String, Vec<String>), FitError> {
+) -> Result<(Placement, Vec<String>), FitError> {
+    if !has_claims(pod) {
+        return schedule_with(pod, snapshot, &search).map(|p| (p, Vec::new()));
+    }
     let nodes = snapshot.nodes.len();
     let plan = plan(
         pod,
@@ -151,21 +163,14 @@ pub fn schedule_with_volumes(
         message: format!("0/{nodes} nodes are available: {m}."),
     })?;
     if plan.bound.is_empty() {
-        return schedule(pod, snapshot, tie_breaker).map(|n| (n, plan.select));
+        return schedule_with(pod, snapshot, &search).map(|p| (p, plan.select));
     }
-    let mut filtered = snapshot.clone();
-    filtered.nodes.retain(|n| plan.fits(&n.node));
-    let conflicts = nodes - filtered.nodes.len();
-    match schedule(pod, &filtered, tie_breaker) {
-        Ok(node) => Ok((node, plan.select)),
-        Err(fit) => {
-            let mut reasons = fit.reasons;
-            if conflicts > 0 {
-                reasons.insert(CONFLICT.to_string(), conflicts);
-            }
-            Err(FitError::new(nodes, reasons))
-        }
-    }
+    let conflict = |n: &NodeInfo| (!plan.fits(&n.node)).then_some(CONFLICT);
+    let search = Search {
+        node_filter: Some(&conflict),
+        ..search
+    };
+    schedule_with(pod, snapshot, &search).map(|p| (p, plan.select))
 }
 
 /// How long the binder waits for the volume controller to bind selected claims
