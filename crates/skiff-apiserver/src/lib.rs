@@ -35,6 +35,8 @@ pub mod discovery;
 pub mod fieldmanager;
 pub mod handlers;
 pub mod metrics;
+pub mod mirror;
+pub mod namespaces;
 pub mod noderestriction;
 pub mod object;
 pub mod pki;

@@ -115,6 +115,7 @@ impl ApiServer {
         }
         crate::authz::cache::follow(&state);
         crate::authz::graph::follow(&state);
+        crate::namespaces::follow(&state);
         crate::authz::aggregation::spawn(&state);
         match crate::services::repair::repair(&state).await {
             Ok(report) if report != Default::default() => {

@@ -110,6 +110,8 @@ pub struct AppState {
     pub rbac: crate::authz::RbacCache,
     /// The graph of what each node may read, kept current from the watch caches.
     pub node_graph: crate::authz::graph::NodeGraph,
+    /// Which namespaces exist and which are terminating, kept current from the watch cache.
+    pub namespaces: crate::namespaces::NamespaceIndex,
 }
 
 impl AppState {
@@ -134,6 +136,7 @@ impl AppState {
             services_wakeup: tokio::sync::Notify::new(),
             rbac: crate::authz::RbacCache::new(),
             node_graph: crate::authz::graph::NodeGraph::new(),
+            namespaces: crate::namespaces::NamespaceIndex::new(),
         }
     }
 

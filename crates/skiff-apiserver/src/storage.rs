@@ -7,6 +7,7 @@ use skiff_apimachinery::ResourceInfo;
 use skiff_store::{KeyValue, ResourceKey, Revision, Store};
 
 use crate::object;
+use crate::state::AppState;
 use crate::status::ApiError;
 
 /// The store key of one object.
@@ -74,10 +75,15 @@ pub async fn get(
 /// Whether a namespace exists; `Err` with kube's NotFound for `namespaces "x"` when it does
 /// not, Forbidden when it is being deleted and `creating` is true.
 pub async fn check_namespace(
-    store: &dyn Store,
+    state: &AppState,
     namespace: &str,
     creating: bool,
 ) -> Result<(), ApiError> {
+    // The common case from memory; a miss or a terminating namespace is the store's word.
+    if state.namespaces.is_active(namespace) {
+        return Ok(());
+    }
+    let store = state.store.as_ref();
     let key = ResourceKey::new("namespaces", None, namespace)
         .map_err(|e| ApiError::bad_request(e.to_string()))?
         .path();

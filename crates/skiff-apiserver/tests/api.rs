@@ -566,4 +566,10 @@ async fn with_a_namespace_controller_deletion_waits_for_finalize() {
         api.get("/api/v1/namespaces/doomed").await.status,
         StatusCode::NOT_FOUND
     );
+    // The namespace index (kept from the watch cache) never lets a create into a namespace
+    // that is gone.
+    let gone = api
+        .post("/api/v1/namespaces/doomed/configmaps", cm("after"))
+        .await;
+    assert_eq!(gone.status, StatusCode::NOT_FOUND, "{}", gone.body);
 }

@@ -20,14 +20,11 @@ use std::time::Duration;
 
 use serde_json::Value;
 use skiff_store::Revision;
-use tokio::sync::broadcast::error::RecvError;
 
-use super::AuthzError;
 use super::node::{ANN_VOLUME_NODE, Referenced, names_in_pod};
 use crate::object;
 use crate::state::AppState;
-use crate::storage;
-use crate::watchcache::{CacheMessage, CachedEvent, EventType};
+use crate::watchcache::{CachedEvent, EventType};
 
 /// The resources the graph follows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -351,90 +348,29 @@ impl NodeGraph {
     }
 }
 
-async fn list_at(
-    state: &AppState,
-    info: &skiff_apimachinery::ResourceInfo,
-    revision: Revision,
-) -> Result<Vec<Value>, AuthzError> {
-    let prefix = storage::prefix(info, None).map_err(|e| AuthzError::Decode {
-        key: info.plural.clone(),
-        message: e.message,
-    })?;
-    let page = state
-        .store
-        .list(&prefix, None, None, Some(revision))
-        .await
-        .map_err(|source| AuthzError::Store {
-            resource: info.plural.clone(),
-            source,
-        })?;
-    Ok(page
-        .items
-        .iter()
-        .filter_map(|kv| storage::decode(info, kv).ok())
-        .collect())
-}
+/// The graph's side of following one of its resources.
+struct GraphSink(Source);
 
-fn apply_event(graph: &NodeGraph, source: Source, event: &CachedEvent) {
-    graph.write(source, event.revision, |g| {
-        g.apply(source, &event.object, event.kind == EventType::Deleted);
-    });
-}
+impl crate::mirror::Sink for GraphSink {
+    fn replace(&self, state: &AppState, revision: Revision, objects: &[Value]) {
+        let source = self.0;
+        state
+            .node_graph
+            .write(source, revision, |g| g.replace(source, objects));
+    }
 
-/// Follows one resource: lists it, then applies the watch cache's events; lists again after
-/// a reset. Ends when the server shuts down.
-async fn follow_one(state: Arc<AppState>, source: Source) {
-    let (group, version, plural) = source.resource();
-    let mut shutdown = state.shutdown.clone();
-    loop {
-        if *shutdown.borrow() {
-            return;
-        }
-        let Some(info) = state.find(group, version, plural) else {
-            return;
-        };
-        let Ok(cache) = state.cache(&info).await else {
-            return;
-        };
-        let at = cache.last_revision();
-        match list_at(&state, &info, at).await {
-            Ok(objects) => {
-                state
-                    .node_graph
-                    .write(source, at, |g| g.replace(source, &objects));
-                if let Ok(mut subscription) = cache.subscribe(at) {
-                    for event in &subscription.backlog {
-                        apply_event(&state.node_graph, source, event);
-                    }
-                    loop {
-                        tokio::select! {
-                            message = subscription.live.recv() => match message {
-                                Ok(CacheMessage::Event(event)) => {
-                                    apply_event(&state.node_graph, source, &event);
-                                }
-                                Ok(CacheMessage::Reset) | Err(RecvError::Closed | RecvError::Lagged(_)) => break,
-                            },
-                            changed = shutdown.changed() => {
-                                if changed.is_err() || *shutdown.borrow() {
-                                    return;
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-            Err(err) => {
-                tracing::warn!(resource = plural, error = %err, "cannot list for the node authorizer's graph; retrying")
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    fn apply(&self, state: &AppState, event: &CachedEvent) {
+        let source = self.0;
+        state.node_graph.write(source, event.revision, |g| {
+            g.apply(source, &event.object, event.kind == EventType::Deleted);
+        });
     }
 }
 
 /// Starts following the graph's resources until the server shuts down.
 pub fn follow(state: &Arc<AppState>) {
     for source in SOURCES {
-        tokio::spawn(follow_one(Arc::clone(state), source));
+        crate::mirror::follow(state, source.resource(), GraphSink(source));
     }
 }
 

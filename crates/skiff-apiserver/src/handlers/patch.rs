@@ -159,7 +159,7 @@ async fn apply(ctx: &Ctx, body: &[u8], status_update: bool) -> Result<Response, 
             return Err(ApiError::not_found(&ctx.info, ctx.name()));
         }
         if let Some(ns) = ctx.ns() {
-            storage::check_namespace(ctx.state.store.as_ref(), ns, true).await?;
+            storage::check_namespace(&ctx.state, ns, true).await?;
         }
         let mut skeleton = json!({"metadata": {"name": ctx.name()}});
         object::set_type(&mut skeleton, &ctx.info.api_version(), &ctx.info.kind);

@@ -66,7 +66,7 @@ pub async fn create(ctx: &Ctx, body: &[u8]) -> Result<Response, ApiError> {
     check_namespace_field(ctx, &mut obj)?;
     let warnings = strategy::check_fields(ctx, &obj, Some(body))?;
     if let Some(ns) = ctx.ns() {
-        storage::check_namespace(ctx.state.store.as_ref(), ns, true).await?;
+        storage::check_namespace(&ctx.state, ns, true).await?;
     }
     // The creator owns what it sent, defaults included; what admission adds stays unowned,
     // as in kube.
@@ -254,6 +254,9 @@ where
                     Ok(deleted) => {
                         let mut object = current;
                         object::set_resource_version(&mut object, deleted.revision);
+                        state
+                            .namespaces
+                            .written(info, &object, deleted.revision, true);
                         crd::after_delete(state, info, &object).await;
                         services::after_delete(state, info, &object).await;
                         Ok(Outcome {
@@ -275,7 +278,8 @@ where
                 });
             }
             match state.store.delete(&key, Some(revision)).await {
-                Ok(_) => {
+                Ok(deleted) => {
+                    state.namespaces.written(info, &new, deleted.revision, true);
                     crd::after_delete(state, info, &new).await;
                     services::after_delete(state, info, &current).await;
                     return Ok(Outcome {
@@ -315,6 +319,7 @@ where
                 reservation.commit();
                 services::release_unused(state, info, &current, &new).await;
                 object::set_resource_version(&mut new, new_revision);
+                state.namespaces.written(info, &new, new_revision, false);
                 crd::after_write(state, info, &new, new_revision).await;
                 return Ok(Outcome {
                     object: new,
