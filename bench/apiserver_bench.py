@@ -2,24 +2,24 @@
 """API server figures, each in one run on this machine:
 
 - time from starting `skiff server --disable-agent` to /readyz answering 200, and its idle RSS;
-- ConfigMap creates/s from 16 concurrent clients with p50/p99 latency, on the SQLite store and
-  on the etcd store, with raw etcd puts from 16 clients (etcd's v3 JSON gateway) as the anchor
-  for the etcd figure (ratio skiff-on-etcd / raw etcd).
+- watch fan-out (1,000 watchers, p99 delivery latency) and the time to list 10,000 pods, by
+  crates/skiff/examples/apiserver_bench.rs against the SQLite server;
+- ConfigMap creates/s from 16 concurrent connections with p50/p99 latency, on the SQLite store
+  and on the etcd store, with raw etcd puts from 16 connections (etcd's v3 JSON gateway) as the
+  anchor for the etcd figure (ratio skiff-on-etcd / raw etcd). The load comes from wrk (C,
+  keep-alive connections, scripts in bench/wrk/) so the client is never what sets the pace.
 
-Usage: apiserver_bench.py SKIFF_BINARY [CREATES_PER_CLIENT]   (run with the venv's python:
+Usage: apiserver_bench.py SKIFF_BINARY [SECONDS_PER_CASE]   (run with the venv's python:
 it needs `requests`, which `make deps` installs with the kubernetes client)
 """
 
-import base64
 import json
 import os
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 import requests
@@ -71,53 +71,53 @@ def token_of(data):
     raise SystemExit("no token in the admin kubeconfig")
 
 
-def hammer(per_client, send):
-    latencies, errors = [], []
-    lock = threading.Lock()
-
-    def client(n):
-        session = requests.Session()
-        mine = []
-        for i in range(per_client):
-            t0 = time.perf_counter()
-            ok = send(session, n, i)
-            mine.append((time.perf_counter() - t0) * 1000)
-            if not ok:
-                with lock:
-                    errors.append(1)
-        with lock:
-            latencies.extend(mine)
-
-    threads = [threading.Thread(target=client, args=(n,)) for n in range(CLIENTS)]
-    t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    elapsed = time.perf_counter() - t0
-    latencies.sort()
-    return {
-        "per_s": len(latencies) / elapsed,
-        "p50": statistics.median(latencies),
-        "p99": latencies[int(len(latencies) * 0.99) - 1],
-        "errors": len(errors),
-    }
+WRK_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "wrk")
 
 
-def creates(url, token, per_client):
-    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+def wrk_ms(text):
+    """wrk's latency figures ('812.00us', '1.23ms', '2.01s') in milliseconds."""
+    for unit, scale in (("us", 0.001), ("ms", 1.0), ("s", 1000.0)):
+        if text.endswith(unit):
+            return float(text[: -len(unit)]) * scale
+    return float(text)
 
-    def send(session, n, i):
-        body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"cm-{n}-{i}"}, "data": {"k": "v" * 64}}
-        r = session.post(f"{url}/api/v1/namespaces/default/configmaps", headers=headers, data=json.dumps(body), verify=False)
-        return r.status_code == 201
 
-    return hammer(per_client, send)
+def hammer(url, script, seconds, token=None):
+    """Runs wrk with CLIENTS connections on two threads for `seconds`; requests per second,
+    p50/p99 latency and the count of failed requests (non-2xx answers and socket errors)."""
+    env = dict(os.environ, BENCH_TOKEN=token or "")
+    out = subprocess.run(["wrk", "-t2", f"-c{CLIENTS}", f"-d{seconds}s", "--latency", "-s",
+                          os.path.join(WRK_DIR, script), url],
+                         env=env, capture_output=True, text=True, check=True)
+    result = {"per_s": 0.0, "p50": 0.0, "p99": 0.0, "errors": 0}
+    for line in out.stdout.splitlines():
+        fields = line.split()
+        if line.startswith("Requests/sec:"):
+            result["per_s"] = float(fields[1])
+        elif len(fields) == 2 and fields[0] == "50%":
+            result["p50"] = wrk_ms(fields[1])
+        elif len(fields) == 2 and fields[0] == "99%":
+            result["p99"] = wrk_ms(fields[1])
+        elif line.strip().startswith("Non-2xx or 3xx responses:"):
+            result["errors"] += int(fields[-1])
+        elif line.strip().startswith("Socket errors:"):
+            result["errors"] += sum(int(f.rstrip(",")) for f in fields[3::2])
+    if out.stderr.strip():
+        print(out.stderr.strip(), file=sys.stderr)
+    return result
+
+
+def creates(url, token, seconds):
+    return hammer(f"{url}/api/v1/namespaces/default/configmaps", "create_configmaps.lua", seconds, token)
 
 
 def main():
     skiff = os.path.realpath(sys.argv[1])
-    per_client = int(sys.argv[2]) if len(sys.argv) > 2 else 200
+    seconds = int(sys.argv[2]) if len(sys.argv) > 2 else 10
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    subprocess.run([os.environ.get("CARGO", "cargo"), "build", "--release", "-q", "-p", "skiff",
+                    "--example", "apiserver_bench"], cwd=root, check=True)
+    example = os.path.join(root, "target", "release", "examples", "apiserver_bench")
     work = tempfile.mkdtemp(prefix="skiff-api-bench-")
     procs = []
     try:
@@ -126,7 +126,9 @@ def main():
         procs.append(proc)
         time.sleep(1)
         idle = rss_kib(proc.pid)
-        sqlite = creates(url, token_of(data), per_client)
+        sqlite = creates(url, token_of(data), seconds)
+        # Watch fan-out and the list of 10,000 pods, on the same server (its own namespaces).
+        subprocess.run([example, os.path.join(data, "server", "admin.kubeconfig")], check=True)
         proc.terminate()
         proc.wait()
 
@@ -147,19 +149,14 @@ def main():
             except requests.RequestException:
                 time.sleep(0.01)
 
-        def put(session, n, i):
-            key = base64.b64encode(f"/bench/raw/{n}/{i}".encode()).decode()
-            value = base64.b64encode(b"v" * 300).decode()
-            return session.post(f"{etcd_url}/v3/kv/put", json={"key": key, "value": value}).ok
-
-        raw = hammer(per_client, put)
+        raw = hammer(f"{etcd_url}/v3/kv/put", "etcd_put.lua", seconds)
         data = os.path.join(work, "etcd-store")
         proc, url, _ = start_server(skiff, data, ["--store", "etcd", "--etcd-endpoints", etcd_url])
         procs.append(proc)
-        on_etcd = creates(url, token_of(data), per_client)
+        on_etcd = creates(url, token_of(data), seconds)
 
         print(f"API server: ready in {ready_ms:.0f} ms (fresh data dir), idle RSS {idle / 1024:.1f} MiB")
-        print(f"ConfigMap creates, {CLIENTS} clients x {per_client}")
+        print(f"ConfigMap creates, {CLIENTS} connections for {seconds} s (wrk, 2 threads)")
         print(f"{'':<22} {'per s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
         for name, r in [("skiff on SQLite", sqlite), ("skiff on etcd", on_etcd), ("raw etcd puts", raw)]:
             print(f"{name:<22} {r['per_s']:>9.0f} {r['p50']:>8.2f} {r['p99']:>8.2f} {r['errors']:>7}")

@@ -66,7 +66,7 @@ echo
 echo
 # The API server: readiness time, idle RSS, creates/s on SQLite and etcd against raw etcd puts.
 python_bin=${SKIFF_PYTHON:-$(dirname "$0")/../build/venv/bin/python}
-"$python_bin" "$(dirname "$0")/apiserver_bench.py" "$skiff" 200
+"$python_bin" "$(dirname "$0")/apiserver_bench.py" "$skiff" 10
 
 echo
 # Networking: proxy rule propagation across a 3-node cluster, ClusterIP against pod IP HTTP.
