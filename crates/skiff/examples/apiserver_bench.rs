@@ -17,11 +17,14 @@
 //! the script removes.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "bench_support/namespace.rs"]
+mod bench_namespace;
+
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::api::{Api, PostParams, WatchEvent, WatchParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
@@ -40,22 +43,6 @@ async fn client(kubeconfig: &PathBuf) -> Client {
         .await
         .expect("client config");
     Client::try_from(config).expect("client")
-}
-
-/// Creates namespace `name` and waits for its `default` ServiceAccount (pods need it).
-async fn namespace(client: &Client, name: &str) {
-    let api: Api<Namespace> = Api::all(client.clone());
-    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
-    api.create(&PostParams::default(), &ns).await.unwrap();
-    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), name);
-    let start = Instant::now();
-    while accounts.get_opt("default").await.unwrap().is_none() {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "namespace {name} got no default ServiceAccount"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 fn millis(d: Duration) -> f64 {
@@ -116,7 +103,7 @@ async fn arrivals(
 }
 
 async fn fan_out(kubeconfig: &PathBuf, client: &Client, watchers: usize, events: usize) {
-    namespace(client, "bench-watch").await;
+    bench_namespace::create(client, "bench-watch").await;
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), "bench-watch");
     let cm = |name: &str| -> ConfigMap {
         serde_json::from_value(json!({"metadata": {"name": name}, "data": {"k": "v"}})).unwrap()
@@ -161,7 +148,7 @@ async fn fan_out(kubeconfig: &PathBuf, client: &Client, watchers: usize, events:
 }
 
 async fn list(client: &Client, pods: usize) {
-    namespace(client, "bench-list").await;
+    bench_namespace::create(client, "bench-list").await;
     let api: Api<Pod> = Api::namespaced(client.clone(), "bench-list");
     let created = Instant::now();
     futures::stream::iter(0..pods)

@@ -27,6 +27,9 @@
 //! removed on exit.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "bench_support/namespace.rs"]
+mod bench_namespace;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -34,7 +37,7 @@ use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod, ServiceAccount};
+use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
@@ -128,22 +131,6 @@ impl Server {
 
 fn now() -> String {
     k8s_openapi::jiff::Timestamp::now().to_string()
-}
-
-/// Creates namespace `name` and waits for its `default` ServiceAccount (pods need it).
-async fn namespace(client: &Client, name: &str) {
-    let api: Api<Namespace> = Api::all(client.clone());
-    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
-    api.create(&PostParams::default(), &ns).await.unwrap();
-    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), name);
-    let start = Instant::now();
-    while accounts.get_opt("default").await.unwrap().is_none() {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "namespace {name} got no default ServiceAccount"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// Creates `count` Ready nodes with 32 CPU, 128Gi and 110 pods.
@@ -316,7 +303,7 @@ fn main() {
 
     rt.block_on(async {
         for ns in ["bench-live", "bench-drain", "bench-deploy"] {
-            namespace(&client, ns).await;
+            bench_namespace::create(&client, ns).await;
         }
 
         // The cluster: nodes as API objects only.
