@@ -169,11 +169,8 @@ async fn apply(ctx: &Ctx, body: &[u8], status_update: bool) -> Result<Response, 
         let mut obj =
             crate::fieldmanager::apply(&ctx.info, manager, false, force, &skeleton, &applied)?;
         crate::admission::admit_create(&ctx.state, &ctx.info, ctx.ns(), &mut obj).await?;
-        let managed = obj.pointer("/metadata/managedFields").cloned();
+        // prepare_create keeps metadata.managedFields (custom resources' pruning too).
         strategy::prepare_create(&ctx.info, &mut obj)?;
-        if let Some(managed) = managed {
-            object::meta_mut(&mut obj).insert("managedFields".into(), managed);
-        }
         if ctx.query.dry_run() {
             crate::services::admit_create(&ctx.state, &ctx.info, &mut obj, true)
                 .await?
