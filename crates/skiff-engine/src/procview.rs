@@ -6,8 +6,8 @@
 //!
 //! `sysinfo(2)` (busybox `free`) is answered by the server's seccomp agent: the spec gets a
 //! `sysinfo` → `SCMP_ACT_NOTIFY` rule first in its profile and the agent's socket as
-//! `listenerPath` ([`ProcView::notify_sysinfo`]); under `seccomp=unconfined` the profile
-//! allows everything and notifies only `sysinfo`. Privileged containers get none (they have
+//! `listenerPath` ([`ProcView::notify_agent`]); under `seccomp=unconfined` the profile
+//! allows everything and notifies only the agent's calls. Privileged containers get none (they have
 //! no filter, and a nested runtime in them may want a listener of its own: the kernel allows
 //! one per filter chain), nor do `--no-procfs` containers or any container when the server
 //! is not up. If the server dies while containers run, their `sysinfo` fails with ENOSYS
@@ -20,7 +20,9 @@
 //! starting at a place derived from the container id, so that containers spread over the
 //! host's CPUs rather than all piling onto CPU 0. Pods never are (`quota_cpuset` off): a CPU
 //! limit does not pin a pod under the kubelet, and two busy pods on one CPU would halve each
-//! other. The quota still limits the time.
+//! other. The quota still limits the time. Their `sched_getaffinity` is notified to the
+//! agent instead, which answers with the caller's mask cut to `ceil(quota)` CPUs, so
+//! `nproc`, Go's `GOMAXPROCS` and the JVM count the limit without the pod being pinned.
 //! Docker does not do this; it is what makes `nproc` agree with `/proc/cpuinfo`, and
 //! `--no-procfs` turns it off with the files.
 //!
@@ -59,17 +61,24 @@ impl ProcView {
         ProcView::default()
     }
 
-    /// Adds the `sysinfo` notify rule to the spec's `linux` object when the agent is up:
+    /// Adds the notify rule for the agent's system calls to the spec's `linux` object when
+    /// the agent is up: `sysinfo`, and `sched_getaffinity` too when `affinity` (a CPU quota
+    /// smaller than the CPUs the container may use, without a cpuset: a pod's limit);
     /// first in the confined profile's rules (the first match wins), with the agent as
     /// `listenerPath`; without a profile (`seccomp=unconfined`) a profile that allows
-    /// everything and only notifies `sysinfo`. A profile that already has a listener of its
+    /// everything and only notifies those. A profile that already has a listener of its
     /// own (a user's `seccomp=PATH`) is left alone, as is a privileged container's absent
     /// one (the caller does not call this then).
-    pub fn notify_sysinfo(&self, linux: &mut Value) {
+    pub fn notify_agent(&self, linux: &mut Value, affinity: bool) {
         let Some(agent) = &self.seccomp_agent else {
             return;
         };
-        let rule = json!({"names": ["sysinfo"], "action": "SCMP_ACT_NOTIFY"});
+        let names = if affinity {
+            json!(["sysinfo", "sched_getaffinity"])
+        } else {
+            json!(["sysinfo"])
+        };
+        let rule = json!({"names": names, "action": "SCMP_ACT_NOTIFY"});
         let seccomp = &mut linux["seccomp"];
         if seccomp.is_null() {
             *seccomp = json!({
@@ -227,7 +236,7 @@ mod tests {
     fn sysinfo_is_notified_first_with_the_agent_as_listener() {
         let v = view(&[0]);
         let mut linux = json!({"seccomp": skiff_runtime::seccomp::default_profile()});
-        v.notify_sysinfo(&mut linux);
+        v.notify_agent(&mut linux, false);
         assert_eq!(
             linux["seccomp"]["listenerPath"],
             "/data/procfs/seccomp.sock"
@@ -238,16 +247,16 @@ mod tests {
         assert!(skiff_runtime::seccomp::compile(&profile).unwrap().notify);
         // Unconfined: allow everything, notify sysinfo only.
         let mut linux = json!({});
-        v.notify_sysinfo(&mut linux);
+        v.notify_agent(&mut linux, false);
         assert_eq!(linux["seccomp"]["defaultAction"], "SCMP_ACT_ALLOW");
         assert_eq!(linux["seccomp"]["syscalls"].as_array().unwrap().len(), 1);
         // A listener of the user's own stays; no agent, no rule.
         let mut linux =
             json!({"seccomp": {"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": "/mine"}});
-        v.notify_sysinfo(&mut linux);
+        v.notify_agent(&mut linux, false);
         assert_eq!(linux["seccomp"]["listenerPath"], "/mine");
         let mut linux = json!({});
-        ProcView::none().notify_sysinfo(&mut linux);
+        ProcView::none().notify_agent(&mut linux, true);
         assert!(linux["seccomp"].is_null());
     }
 

@@ -215,6 +215,7 @@ pub fn build(
     linux["cgroupsPath"] = json!(cgroups_path(config));
     let r = &config.resources;
     let mut resources = json!({"devices": [{"allow": false, "access": "rwm"}]});
+    let mut notify_affinity = false;
     if r.memory > 0 {
         resources["memory"] = json!({"limit": r.memory});
     }
@@ -224,11 +225,13 @@ pub fn build(
             let period: i64 = 100_000;
             cpu["period"] = json!(period);
             cpu["quota"] = json!(r.nano_cpus * period / 1_000_000_000);
-            if let Some(cpus) = view
-                .cpuset(&config.id, r.nano_cpus)
-                .filter(|_| config.quota_cpuset)
-            {
-                cpu["cpus"] = json!(cpus);
+            if let Some(cpus) = view.cpuset(&config.id, r.nano_cpus) {
+                if config.quota_cpuset {
+                    cpu["cpus"] = json!(cpus);
+                } else {
+                    // Not pinned (a pod): the agent answers sched_getaffinity instead.
+                    notify_affinity = true;
+                }
             }
         }
         if r.cpu_shares > 0 {
@@ -248,7 +251,7 @@ pub fn build(
         spec["linux"]["seccomp"] = skiff_runtime::seccomp::default_profile();
     }
     if !config.privileged {
-        view.notify_sysinfo(&mut spec["linux"]);
+        view.notify_agent(&mut spec["linux"], notify_affinity);
     }
     Ok(spec)
 }
@@ -551,6 +554,35 @@ mod tests {
         assert!(spec["linux"]["resources"]["cpu"].get("cpus").is_none());
         let mounts = spec["mounts"].as_array().unwrap();
         assert!(!mounts.iter().any(|m| m["destination"] == "/proc/meminfo"));
+    }
+
+    #[test]
+    fn an_unpinned_quota_notifies_sched_getaffinity_instead_of_a_cpuset() {
+        let view = ProcView {
+            mount_point: Some("/data/procfs/mnt".into()),
+            host_cpus: vec![0, 1, 2, 3],
+            seccomp_agent: Some("/data/procfs/seccomp.sock".into()),
+        };
+        let names = |spec: &Value| spec["linux"]["seccomp"]["syscalls"][0]["names"].clone();
+        let mut c = config();
+        c.resources.nano_cpus = 1_000_000_000;
+        // `skiff run --cpus 1`: a cpuset, and only sysinfo goes to the agent.
+        let spec = build(&c, &user(), &files(), &view).unwrap();
+        assert_eq!(spec["linux"]["resources"]["cpu"]["cpus"], json!("2"));
+        assert_eq!(names(&spec), json!(["sysinfo"]));
+        // A pod's limit: no cpuset; the agent answers sched_getaffinity too.
+        c.quota_cpuset = false;
+        let spec = build(&c, &user(), &files(), &view).unwrap();
+        assert!(spec["linux"]["resources"]["cpu"].get("cpus").is_none());
+        assert_eq!(names(&spec), json!(["sysinfo", "sched_getaffinity"]));
+        assert_eq!(
+            spec["linux"]["seccomp"]["syscalls"][0]["action"],
+            "SCMP_ACT_NOTIFY"
+        );
+        // A quota of every CPU (or none) leaves the kernel's answer.
+        c.resources.nano_cpus = 4_000_000_000;
+        let spec = build(&c, &user(), &files(), &view).unwrap();
+        assert_eq!(names(&spec), json!(["sysinfo"]));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The seccomp agent: answers `sysinfo(2)` for containers, which no file can change (busybox
-//! `free` asks the kernel rather than `/proc/meminfo`).
+//! `free` asks the kernel rather than `/proc/meminfo`), and `sched_getaffinity(2)` for those
+//! whose spec notifies it too (`nproc` under a CPU limit that does not pin: pods).
 //!
 //! The engine gives each container a seccomp rule that notifies `sysinfo` and names
 //! `DATA/procfs/seccomp.sock` as `linux.seccomp.listenerPath`; the runtime connects there and
@@ -26,6 +27,7 @@ use std::time::Duration;
 use skiff_cgroups::Mounts;
 use skiff_sys::seccomp::{self, Notification, Response};
 
+use crate::figures::Figures;
 use crate::fs::{Loads, render};
 use crate::sysinfo::SysInfo;
 use crate::{FILES, ProcfsDir, ProcfsError, Result};
@@ -152,9 +154,23 @@ fn answer(
     mounts: &Mounts,
     loads: &Loads,
 ) -> Option<Response> {
-    if n.arch != AUDIT_ARCH_X86_64 || i64::from(n.nr) != nix::libc::SYS_sysinfo {
+    if n.arch != AUDIT_ARCH_X86_64 {
         return Some(Response::Continue);
     }
+    match i64::from(n.nr) {
+        nix::libc::SYS_sysinfo => answer_sysinfo(listener, n, mounts, loads),
+        nix::libc::SYS_sched_getaffinity => answer_affinity(listener, n, mounts),
+        _ => Some(Response::Continue),
+    }
+}
+
+/// `sysinfo(2)`: the caller's memory, uptime and loads as its `/proc` files show them.
+fn answer_sysinfo(
+    listener: &OwnedFd,
+    n: &Notification,
+    mounts: &Mounts,
+    loads: &Loads,
+) -> Option<Response> {
     let file = |name: &str| {
         FILES
             .iter()
@@ -174,6 +190,41 @@ fn answer(
     let written = memory.and_then(|m| m.write_all_at(&info.to_bytes(), n.args[0]));
     Some(match written {
         Ok(()) => Response::Value(0),
+        Err(_) => Response::Errno(nix::libc::EFAULT),
+    })
+}
+
+/// `sched_getaffinity(0, len, mask)`: the caller's own mask cut to its cgroup's CPU quota
+/// ([`crate::affinity`]). Another thread's mask (a pid other than 0), a caller without a
+/// quota or with no more CPUs than it, and any failure leave the call to the kernel, which
+/// then gives the caller its own answer (EINVAL for a short buffer, say).
+fn answer_affinity(listener: &OwnedFd, n: &Notification, mounts: &Mounts) -> Option<Response> {
+    if n.args[0] != 0 {
+        return Some(Response::Continue);
+    }
+    let Some((quota, period)) = Figures::cpu_of_process(n.pid, mounts).quota else {
+        return Some(Response::Continue);
+    };
+    let len = usize::try_from(n.args[1]).unwrap_or(usize::MAX);
+    let Ok(tid) = i32::try_from(n.pid) else {
+        return Some(Response::Continue);
+    };
+    let Ok(mask) = skiff_sys::process::affinity_bytes(tid, len) else {
+        return Some(Response::Continue);
+    };
+    let Some(cut) = crate::affinity::cut_mask(&mask, crate::cpu::quota_cpus(quota, period)) else {
+        return Some(Response::Continue);
+    };
+    let memory = std::fs::OpenOptions::new()
+        .write(true)
+        .open(format!("/proc/{}/mem", n.pid));
+    // As for sysinfo: the open file is the caller's memory only while the call is pending.
+    if !seccomp::id_valid(listener.as_fd(), n.id) {
+        return None;
+    }
+    let written = memory.and_then(|m| m.write_all_at(&cut, n.args[2]));
+    Some(match written {
+        Ok(()) => Response::Value(i64::try_from(cut.len()).unwrap_or(0)),
         Err(_) => Response::Errno(nix::libc::EFAULT),
     })
 }

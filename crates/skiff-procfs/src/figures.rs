@@ -194,6 +194,12 @@ impl Figures {
         Figures::of_cgroup(&CgroupDirs::from_proc_cgroup(&text, mounts))
     }
 
+    /// The CPU figures alone of the cgroup of process `pid` (what `sched_getaffinity` needs).
+    pub fn cpu_of_process(pid: u32, mounts: &Mounts) -> Cpu {
+        let text = read(Path::new(&format!("/proc/{pid}/cgroup"))).unwrap_or_default();
+        cpu(&CgroupDirs::from_proc_cgroup(&text, mounts))
+    }
+
     /// The figures of one cgroup. (Each file needs only some of them: the parts are
     /// [`memory`], [`cpu`], [`started`] and [`tasks`].)
     pub fn of_cgroup(dirs: &CgroupDirs) -> Figures {

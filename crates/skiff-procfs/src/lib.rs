@@ -20,6 +20,7 @@
 //! `/dev/fuse`) is not fatal: the engine runs the container with the host's files and says
 //! so once in the monitor's log.
 
+pub mod affinity;
 mod agent;
 pub mod client;
 pub mod cpu;

@@ -1,4 +1,4 @@
-//! Process-level calls: fork, exec, identity, session, limits and `prctl` flags.
+//! Process-level calls: fork, exec, identity, session, limits, `prctl` flags and CPU affinity.
 
 use std::ffi::CString;
 use std::os::fd::AsFd;
@@ -243,6 +243,28 @@ pub fn send_signal(pid: i32, signal: i32) -> SysResult<()> {
     let sig =
         nix::sys::signal::Signal::try_from(signal).map_err(SysError::on("parse signal", signal))?;
     nix::sys::signal::kill(Pid::from_raw(pid), sig).map_err(SysError::on("kill", pid))
+}
+
+/// The CPU affinity mask of thread `tid` as the `sched_getaffinity` system call gives it to a
+/// caller passing a buffer of `len` bytes: the bytes the kernel copied (its return value is
+/// their count: `min(len, the kernel's cpumask size)`). The kernel's checks apply (EINVAL
+/// when `len` is too small for the machine's CPUs or not a multiple of a `long`). `len` is
+/// capped at 64 KiB (half a million CPUs).
+pub fn affinity_bytes(tid: i32, len: usize) -> SysResult<Vec<u8>> {
+    let mut mask = vec![0u8; len.min(64 * 1024)];
+    // SAFETY: the kernel writes at most `mask.len()` bytes into `mask`, a live buffer of
+    // that size, and returns how many it wrote (or -1 with errno).
+    let rc = unsafe {
+        nix::libc::syscall(
+            nix::libc::SYS_sched_getaffinity,
+            tid,
+            mask.len(),
+            mask.as_mut_ptr(),
+        )
+    };
+    let copied = nix::errno::Errno::result(rc).map_err(SysError::on("sched_getaffinity", tid))?;
+    mask.truncate(usize::try_from(copied).unwrap_or(0));
+    Ok(mask)
 }
 
 /// Whether a process with this pid exists (signal 0).

@@ -283,6 +283,31 @@ fn pods_get_cgroups_under_their_qos_class() {
         .find(|l| l.starts_with("Mem:"))
         .and_then(|l| l.split_whitespace().nth(1));
     assert_eq!(total, Some("64"), "{free}");
+    // `nproc` under the guaranteed app's 500m limit is one CPU, though the pod is not pinned
+    // (its thread may run on every CPU, as under the kubelet): the agent answers
+    // sched_getaffinity from the quota. The burstable app has no limit: the host's count.
+    let host_allowed = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("Cpus_allowed_list:"))
+        .unwrap()
+        .to_string();
+    let host_cpus = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0))
+        .map(|set| {
+            (0..nix::sched::CpuSet::count())
+                .filter(|&c| set.is_set(c).unwrap_or(false))
+                .count()
+        })
+        .unwrap();
+    let script = "nproc; grep Cpus_allowed_list: /proc/self/status";
+    let guaranteed = c.k(&["exec", "guaranteed", "--", "sh", "-c", script]);
+    assert_eq!(guaranteed, format!("1\n{host_allowed}\n"), "nproc, allowed");
+    let burstable = c.k(&["exec", "burstable", "--", "sh", "-c", script]);
+    assert_eq!(
+        burstable,
+        format!("{host_cpus}\n{host_allowed}\n"),
+        "nproc, allowed"
+    );
 
     // Deleting a pod removes its cgroup, in every hierarchy.
     for (name, path) in ["guaranteed", "burstable", "besteffort"].iter().zip(&paths) {
