@@ -627,7 +627,7 @@ fn record_proxy_applied(
         tracing::debug!(kind = ?stats.kind, bytes = stats.script_bytes, nft = ?stats.nft,
             model = ?built, took = ?stats.elapsed, resource_version = newest,
             conntrack_flushed = stats.conntrack_flows, conntrack_deleted = stats.conntrack_deleted,
-            "applied the service rules");
+            conntrack_listed = stats.conntrack_listed, "applied the service rules");
     }
     let path = ctx.config.data_dir.join("agent/proxy-applied");
     let temp = path.with_extension("tmp");

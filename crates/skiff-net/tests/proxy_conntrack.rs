@@ -15,7 +15,7 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde_json::json;
 use skiff_net::Ipv4Cidr;
-use skiff_net::proxy::{Executor, ProxyInput, ProxyModel, ProxyState, build, render};
+use skiff_net::proxy::{ApplyKind, Executor, ProxyInput, ProxyModel, ProxyState, build, render};
 use skiff_testkit::netns::{TestNetwork, TestNode};
 use skiff_testkit::process::ChildGuard;
 use skiff_testkit::wait::wait_for;
@@ -251,4 +251,54 @@ fn udp_clients_move_to_the_new_endpoint_once_the_old_ones_entries_are_flushed() 
     assert!(stats.conntrack_deleted >= 1, "{stats:?}");
     let n = count(&one);
     wait_growing(&one, n + 5, "datagrams back at node 1");
+}
+
+/// An agent restart: the endpoint moved from node 1 to node 2 while no proxy ran, so the first
+/// apply of a new `ProxyState` has no previous model to compare with. Its full replace sweeps
+/// the listed entries: the client's entry, answered by node 1 which is no endpoint any more,
+/// is deleted and the next datagrams reach node 2.
+#[test]
+fn a_new_proxy_state_sweeps_the_entries_of_endpoints_removed_before_it_started() {
+    let mut c = Cluster::start();
+    let stats = ProxyState::new()
+        .apply(&c.executor, &c.model(1))
+        .expect("apply with the endpoint on node 1");
+    assert_eq!(stats.conntrack_flows, 0, "{stats:?}");
+    let client = ChildGuard::spawn(
+        "udp client",
+        c.net
+            .node(3)
+            .command(PYTHON)
+            .args(["-c", CLIENT, CLUSTER_IP]),
+    )
+    .expect("start the UDP client");
+    c.processes.push(client);
+    let (one, two) = (c.received(1), c.received(2));
+    let n = wait_growing(&one, 0, "datagrams at node 1");
+    wait_growing(&one, n + 5, "more datagrams at node 1");
+
+    // The restarted agent's first apply: a new state, the endpoint on node 2 only.
+    let stats = ProxyState::new()
+        .apply(&c.executor, &c.model(2))
+        .expect("first apply of a new state, endpoint on node 2");
+    assert_eq!(stats.kind, ApplyKind::Full, "{stats:?}");
+    assert!(stats.conntrack_listed >= 1, "{stats:?}");
+    assert_eq!(stats.conntrack_flows, 1, "{stats:?}");
+    assert_eq!(stats.conntrack_failed, 0, "{stats:?}");
+    assert!(stats.conntrack_deleted >= 1, "{stats:?}");
+    let n = wait_growing(&two, 0, "datagrams at node 2 after the sweep");
+    wait_growing(&two, n + 5, "more datagrams at node 2");
+    let stopped = count(&one);
+    wait_growing(&two, count(&two) + 5, "node 2 keeps receiving");
+    assert!(
+        count(&one) <= stopped + 1,
+        "node 1 still receives after the sweep"
+    );
+
+    // Another full replace finds nothing stale: the client's entry goes to node 2.
+    let stats = ProxyState::new()
+        .apply(&c.executor, &c.model(2))
+        .expect("full apply again");
+    assert!(stats.conntrack_listed >= 1, "{stats:?}");
+    assert_eq!(stats.conntrack_flows, 0, "{stats:?}");
 }

@@ -9,7 +9,9 @@
 //! connection breaks and the client reconnects through the new rules.
 //!
 //! [`stale_udp_flows`] compares two models (pure); [`flush`] deletes the matching entries with
-//! `conntrack -D`, in the node's network namespace if the executor has one.
+//! `conntrack -D`, in the node's network namespace if the executor has one. Endpoints removed
+//! while no agent ran have no previous model to compare with: [`super::conntrack_sweep`]
+//! finds those in the listed entries instead.
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
@@ -144,10 +146,9 @@ pub enum ConntrackError {
     },
 }
 
-/// Deletes the conntrack entries of `flow` (`conntrack -D ...`, under `nsenter --net=PATH`
-/// when `netns` is given); the number of entries deleted.
-pub fn flush(netns: Option<&Path>, flow: &UdpFlow) -> Result<usize, ConntrackError> {
-    let mut command = match netns {
+/// `conntrack`, under `nsenter --net=PATH` when `netns` is given (arguments still to add).
+pub(super) fn conntrack_command(netns: Option<&Path>) -> Command {
+    match netns {
         Some(path) => {
             let mut net = std::ffi::OsString::from("--net=");
             net.push(path);
@@ -156,7 +157,13 @@ pub fn flush(netns: Option<&Path>, flow: &UdpFlow) -> Result<usize, ConntrackErr
             c
         }
         None => Command::new("conntrack"),
-    };
+    }
+}
+
+/// Deletes the conntrack entries of `flow` (`conntrack -D ...`, under `nsenter --net=PATH`
+/// when `netns` is given); the number of entries deleted.
+pub fn flush(netns: Option<&Path>, flow: &UdpFlow) -> Result<usize, ConntrackError> {
+    let mut command = conntrack_command(netns);
     command
         .arg("-D")
         .args(flow.conntrack_args())

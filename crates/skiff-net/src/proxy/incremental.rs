@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 
 use super::apply::{Executor, ProxyError};
 use super::conntrack::{self, UdpFlow, stale_udp_flows, udp_flows};
+use super::conntrack_sweep;
 use super::model::{ProxyModel, ServicePortRules};
 use super::nft::{TABLE, named_elements, render, render_service_objects};
 
@@ -67,8 +68,11 @@ pub struct ApplyStats {
     pub conntrack_flows: usize,
     /// Conntrack entries deleted by those flushes.
     pub conntrack_deleted: usize,
-    /// Flushes that failed (logged; the rules are applied all the same).
+    /// Flushes (and listings of the entries, for the sweep) that failed (logged; the rules
+    /// are applied all the same).
     pub conntrack_failed: usize,
+    /// UDP conntrack entries listed by the sweep after a full replace (0 when none ran).
+    pub conntrack_listed: usize,
     /// Time spent in `nft` (zero when unchanged).
     pub nft: Duration,
     /// Time spent in all: comparing, writing the script and running `nft`.
@@ -88,6 +92,7 @@ impl ApplyStats {
             conntrack_flows: 0,
             conntrack_deleted: 0,
             conntrack_failed: 0,
+            conntrack_listed: 0,
             nft: Duration::ZERO,
             elapsed: Duration::ZERO,
         }
@@ -122,7 +127,11 @@ impl ProxyState {
     ///
     /// After a successful update, the UDP conntrack entries of the flows the previous model
     /// had and this one has not (an endpoint removed from a UDP service, the service or its
-    /// address gone) are deleted ([`conntrack`](super::conntrack)), as kube-proxy does.
+    /// address gone) are deleted ([`conntrack`](super::conntrack)), as kube-proxy does. After
+    /// a full replace (the first apply of an agent among them), the UDP entries are also
+    /// listed and those addressed to a UDP service port of `model` but answered by none of
+    /// its endpoints are deleted ([`conntrack_sweep`](super::conntrack_sweep)): endpoints
+    /// removed while no agent ran, which no previous model knows.
     ///
     /// On error the table is as it was before the call (a script is one transaction) and the
     /// next call re-creates it in full.
@@ -165,6 +174,9 @@ impl ProxyState {
                 }
             }
         }
+        if stats.kind == ApplyKind::Full {
+            sweep(executor, model, &mut stats);
+        }
         stats.elapsed = start.elapsed();
         Ok(stats)
     }
@@ -181,6 +193,34 @@ impl ProxyState {
             )
             .unwrap_or_else(|| render(model)),
             _ => render(model),
+        }
+    }
+}
+
+/// Lists the UDP conntrack entries and deletes those of `model`'s UDP service ports that go
+/// to none of their endpoints ([`conntrack_sweep`]), counting into `stats`.
+fn sweep(executor: &Executor, model: &ProxyModel, stats: &mut ApplyStats) {
+    let frontends = conntrack_sweep::udp_frontends(model);
+    if frontends.is_empty() {
+        return;
+    }
+    let entries = match conntrack_sweep::list_udp(executor.netns()) {
+        Ok(entries) => entries,
+        Err(err) => {
+            stats.conntrack_failed += 1;
+            tracing::warn!(error = %err, "cannot sweep the conntrack entries of removed UDP endpoints");
+            return;
+        }
+    };
+    stats.conntrack_listed = entries.len();
+    for flow in conntrack_sweep::stale_entries(&frontends, &entries) {
+        stats.conntrack_flows += 1;
+        match conntrack::flush(executor.netns(), &flow) {
+            Ok(deleted) => stats.conntrack_deleted += deleted,
+            Err(err) => {
+                stats.conntrack_failed += 1;
+                tracing::warn!(error = %err, "cannot flush the conntrack entries of a stale UDP flow");
+            }
         }
     }
 }

@@ -16,13 +16,17 @@
 //!
 //! 5. [`conntrack`] deletes the UDP conntrack entries of endpoints a service no longer uses
 //!    (`ProxyState::apply` does it after each successful update), so that UDP clients sending
-//!    from one source port are not stuck on a removed endpoint.
+//!    from one source port are not stuck on a removed endpoint; after each full replace (an
+//!    agent's first apply among them) [`conntrack_sweep`] also lists the entries and deletes
+//!    those of UDP service ports answered by none of their endpoints (endpoints removed while
+//!    the agent was down).
 //!
 //! The node agent calls `build` + `ProxyState::apply` on every change of a Service, an
 //! EndpointSlice or its Node.
 
 pub mod apply;
 pub mod conntrack;
+pub mod conntrack_sweep;
 pub mod hostport;
 pub mod incremental;
 pub mod model;
