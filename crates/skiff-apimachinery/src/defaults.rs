@@ -2,9 +2,10 @@
 //! the way kubectl users expect (`restartPolicy: Always`, `imagePullPolicy: IfNotPresent`,
 //! `strategy: RollingUpdate 25%/25%` ...).
 //!
-//! Follows `pkg/apis/{core,apps,batch}/v1/defaults.go`, plus the few values kube-apiserver's
-//! admission and REST strategies add to every pod (service account `default`, priority 0,
-//! `preemptionPolicy`), service (single-stack IPv4) and namespace (`kubernetes` finalizer). A
+//! Follows `pkg/apis/{core,apps,batch}/v1/defaults.go` ([`apply_scheme_defaults`]), plus
+//! ([`apply_server_set`]) the few values kube-apiserver's admission and REST strategies add
+//! to every pod (service account `default`, priority 0, `preemptionPolicy`), service
+//! (single-stack IPv4) and namespace (`kubernetes` finalizer), which no manager owns. A
 //! string field counts as unset when missing, `null` or empty (Go's zero value); other fields
 //! only when missing or `null`. Existing values are never changed.
 
@@ -12,8 +13,53 @@ use serde_json::{Map, Value, json};
 
 use crate::registry::ResourceInfo;
 
-/// Fills in the defaults of a built-in kind; other kinds are left as they are.
+/// Fills in the defaults of a built-in kind and the values the server sets on every new
+/// object of it ([`apply_scheme_defaults`], then [`apply_server_set`]); other kinds are left
+/// as they are.
 pub fn apply_defaults(info: &ResourceInfo, obj: &mut Value) {
+    apply_scheme_defaults(info, obj);
+    apply_server_set(info, obj);
+}
+
+/// The values kube-apiserver's admission plugins and REST strategies set, after its field
+/// manager has recorded the write (so nobody owns them): a pod's service account, `priority`
+/// and `preemptionPolicy`, a Service's IP families, a Namespace's `kubernetes` finalizer.
+pub fn apply_server_set(info: &ResourceInfo, obj: &mut Value) {
+    let Some(root) = obj.as_object_mut() else {
+        return;
+    };
+    match (info.group.as_str(), info.kind.as_str()) {
+        ("", "Pod") => {
+            let spec = ensure_object(root, "spec");
+            // The ServiceAccount and Priority admission plugins.
+            set_str(spec, "serviceAccountName", "default");
+            if let Some(sa) = spec.get("serviceAccountName").cloned() {
+                set_str(spec, "serviceAccount", sa.as_str().unwrap_or("default"));
+            }
+            set(spec, "priority", json!(0));
+            set_str(spec, "preemptionPolicy", "PreemptLowerPriority");
+        }
+        ("", "Service") => {
+            let spec = ensure_object(root, "spec");
+            if spec.get("type").and_then(Value::as_str) != Some("ExternalName") {
+                set(spec, "ipFamilies", json!(["IPv4"]));
+                set_str(spec, "ipFamilyPolicy", "SingleStack");
+            }
+        }
+        ("", "Namespace") => {
+            set(
+                ensure_object(root, "spec"),
+                "finalizers",
+                json!(["kubernetes"]),
+            );
+        }
+        _ => {}
+    }
+}
+
+/// The defaults of kube's scheme (`SetDefaults_*`), which kube applies when it decodes a
+/// request, before its field manager: the writer owns them.
+pub fn apply_scheme_defaults(info: &ResourceInfo, obj: &mut Value) {
     let group = info.group.as_str();
     let Some(root) = obj.as_object_mut() else {
         return;
@@ -36,11 +82,17 @@ pub fn apply_defaults(info: &ResourceInfo, obj: &mut Value) {
         ("", "Secret") => set_str(root, "type", "Opaque"),
         ("", "Namespace") => {
             set_str(ensure_object(root, "status"), "phase", "Active");
-            set(
-                ensure_object(root, "spec"),
-                "finalizers",
-                json!(["kubernetes"]),
-            );
+            // SetDefaults_Namespace: the name label, once there is a name.
+            let name = root
+                .get("metadata")
+                .and_then(|m| m.get("name"))
+                .and_then(Value::as_str)
+                .filter(|n| !n.is_empty())
+                .map(str::to_string);
+            if let Some(name) = name {
+                let labels = ensure_object(ensure_object(root, "metadata"), "labels");
+                labels.insert("kubernetes.io/metadata.name".into(), json!(name));
+            }
         }
         ("", "Node") => {
             let status = ensure_object(root, "status");
@@ -142,13 +194,6 @@ fn default_pod(pod: &mut Map<String, Value>) {
         }
     }
     set(spec, "enableServiceLinks", json!(true));
-    // The ServiceAccount and Priority admission plugins.
-    set_str(spec, "serviceAccountName", "default");
-    if let Some(sa) = spec.get("serviceAccountName").cloned() {
-        set_str(spec, "serviceAccount", sa.as_str().unwrap_or("default"));
-    }
-    set(spec, "priority", json!(0));
-    set_str(spec, "preemptionPolicy", "PreemptLowerPriority");
 }
 
 fn requests_from_limits(container: &mut Map<String, Value>) {
@@ -340,8 +385,6 @@ fn default_service(spec: &mut Map<String, Value>) {
     }
     if type_ != "ExternalName" {
         set_str(spec, "internalTrafficPolicy", "Cluster");
-        set(spec, "ipFamilies", json!(["IPv4"]));
-        set_str(spec, "ipFamilyPolicy", "SingleStack");
     }
 }
 
@@ -459,6 +502,35 @@ mod tests {
         let mut obj = obj;
         apply_defaults(info, &mut obj);
         obj
+    }
+
+    #[test]
+    fn scheme_defaults_leave_out_what_admission_and_strategies_set() {
+        let registry = Registry::builtin();
+        let info = |plural: &str| registry.all().iter().find(|r| r.plural == plural).unwrap();
+        let mut pod = json!({"spec": {"containers": [{"name": "c", "image": "busybox"}]}});
+        apply_scheme_defaults(info("pods"), &mut pod);
+        assert_eq!(pod["spec"]["enableServiceLinks"], true);
+        for field in [
+            "serviceAccountName",
+            "serviceAccount",
+            "priority",
+            "preemptionPolicy",
+        ] {
+            assert!(pod["spec"].get(field).is_none(), "{field}: {pod}");
+        }
+        let mut service = json!({"spec": {"ports": [{"port": 80}]}});
+        apply_scheme_defaults(info("services"), &mut service);
+        assert_eq!(service["spec"]["internalTrafficPolicy"], "Cluster");
+        assert!(service["spec"].get("ipFamilies").is_none(), "{service}");
+        let mut ns =
+            json!({"metadata": {"name": "x", "labels": {"kubernetes.io/metadata.name": "y"}}});
+        apply_scheme_defaults(info("namespaces"), &mut ns);
+        assert_eq!(ns["metadata"]["labels"]["kubernetes.io/metadata.name"], "x");
+        assert!(ns.get("spec").is_none(), "{ns}");
+        let mut unnamed = json!({"metadata": {"generateName": "x-"}});
+        apply_scheme_defaults(info("namespaces"), &mut unnamed);
+        assert!(unnamed["metadata"].get("labels").is_none(), "{unnamed}");
     }
 
     #[test]

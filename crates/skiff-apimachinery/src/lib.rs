@@ -36,7 +36,7 @@ pub mod table;
 pub mod time;
 pub mod validation;
 
-pub use defaults::apply_defaults;
+pub use defaults::{apply_defaults, apply_scheme_defaults, apply_server_set};
 pub use fields::{FieldSelector, FieldSelectorError};
 pub use labels::{LabelSelector, Requirement, SelectorError, labels_of};
 pub use registry::{Registry, ResourceInfo};

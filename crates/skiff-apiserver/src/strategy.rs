@@ -71,10 +71,11 @@ fn fold_string_data(secret: &mut Value) {
     }
 }
 
-/// The defaults kube-apiserver fills in as it decodes a request (built-in defaults; a custom
+/// The defaults kube-apiserver fills in as it decodes a request, before its field manager
+/// (its scheme's defaults, not what admission and the REST strategies set later; a custom
 /// resource pruned and defaulted by its schema).
 pub fn default_fields(info: &ResourceInfo, obj: &mut Value) {
-    skiff_apimachinery::apply_defaults(info, obj);
+    skiff_apimachinery::apply_scheme_defaults(info, obj);
     crate::custom_resource::prune_and_default(info, obj);
 }
 

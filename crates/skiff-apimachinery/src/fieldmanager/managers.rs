@@ -6,6 +6,7 @@
 use serde_json::{Value, json};
 
 use super::FieldManagerError;
+use super::cap::{MAX_UPDATE_MANAGERS, cap_update_entries};
 use super::fieldset::FieldSet;
 use super::path::Path;
 use super::typeref::TypeRef;
@@ -417,7 +418,8 @@ pub fn apply(
 
 /// A write other than apply (create, update, JSON/merge/strategic patch) from `old` (an
 /// empty object for a create) to `new` by `writer`: the writer takes the fields it added or
-/// changed from every other manager, removed fields leave everyone.
+/// changed from every other manager, removed fields leave everyone; past ten `Update`
+/// entries the oldest merge into `ancient-changes` ([`cap_update_entries`]).
 pub fn update(
     old: &Value,
     new: &Value,
@@ -443,6 +445,7 @@ pub fn update(
         }
     }
     managed.entries.retain(|e| !e.fields.is_empty());
+    cap_update_entries(&mut managed, MAX_UPDATE_MANAGERS);
     Ok(managed)
 }
 

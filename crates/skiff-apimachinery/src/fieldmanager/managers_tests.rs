@@ -307,3 +307,65 @@ fn managed_fields_round_trip_and_drop_empty_entries() {
     assert_eq!(managed.to_value(), json!([value[0].clone()]));
     assert!(ManagedFields::from_value(&json!([{"operation": "Nope"}])).is_err());
 }
+
+#[test]
+fn a_created_deployment_is_owned_as_kube_records_it() {
+    // kube-apiserver's entry for this POST (its typed zero object holds `containers` and the
+    // value structs, so they carry no `.`; the pointer `rollingUpdate` does).
+    let info = deployments();
+    let ty = TypeRef::of_resource(&info);
+    let mut sent = json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "api-test-json", "labels": {"app": "api-test-json"}},
+        "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "api-test-json"}},
+            "template": {"metadata": {"labels": {"app": "api-test-json"}},
+                "spec": {"containers": [{"name": "nginx-json", "image": "nginx:1.19"}]}}}
+    });
+    crate::apply_scheme_defaults(&info, &mut sent);
+    let managed = update(
+        &json!({}),
+        &sent,
+        &ManagedFields::default(),
+        &ty,
+        &writer("curl", "t1"),
+    )
+    .unwrap();
+    let expected: Value = serde_json::from_str(
+        r#"{"f:metadata":{"f:labels":{".":{},"f:app":{}}},"f:spec":{"f:progressDeadlineSeconds":{},"f:replicas":{},"f:revisionHistoryLimit":{},"f:selector":{},"f:strategy":{"f:rollingUpdate":{".":{},"f:maxSurge":{},"f:maxUnavailable":{}},"f:type":{}},"f:template":{"f:metadata":{"f:labels":{".":{},"f:app":{}}},"f:spec":{"f:containers":{"k:{\"name\":\"nginx-json\"}":{".":{},"f:image":{},"f:imagePullPolicy":{},"f:name":{},"f:resources":{},"f:terminationMessagePath":{},"f:terminationMessagePolicy":{}}},"f:dnsPolicy":{},"f:restartPolicy":{},"f:schedulerName":{},"f:securityContext":{},"f:terminationGracePeriodSeconds":{}}}}}"#,
+    )
+    .unwrap();
+    assert_eq!(fields_of(&managed, "curl"), expected);
+}
+
+#[test]
+fn structs_inside_new_list_items_are_owned_with_their_dot() {
+    let info = deployments();
+    let ty = TypeRef::of_resource(&info);
+    let old = deployment(1, "nginx");
+    let mut new = old.clone();
+    new["spec"]["template"]["spec"]["containers"][0]["resources"] =
+        json!({"limits": {"memory": "1Gi"}});
+    new["spec"]["template"]["spec"]["containers"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "side", "image": "busybox",
+                     "securityContext": {"privileged": true}}));
+    let managed = update(
+        &old,
+        &new,
+        &ManagedFields::default(),
+        &ty,
+        &writer("w", "t1"),
+    )
+    .unwrap();
+    let containers = &fields_of(&managed, "w")["f:spec"]["f:template"]["f:spec"]["f:containers"];
+    // `resources` is held by value in the existing container; `securityContext` is new.
+    assert_eq!(
+        containers["k:{\"name\":\"web\"}"],
+        json!({"f:resources": {"f:limits": {".": {}, "f:memory": {}}}})
+    );
+    assert_eq!(
+        containers["k:{\"name\":\"side\"}"]["f:securityContext"],
+        json!({".": {}, "f:privileged": {}})
+    );
+}

@@ -11,8 +11,10 @@
 //!   items by path, and field-by-field comparison;
 //! - [`managers`]: the managed fields entries and the two operations, [`apply`] and
 //!   [`update`], with kube's conflict messages;
+//! - [`cap`]: kube's cap of ten `Update` entries, the oldest merged into `ancient-changes`;
 //! - [`last_applied`]: `kubectl apply --server-side` taking over from client-side apply.
 
+pub mod cap;
 pub mod fieldset;
 pub mod last_applied;
 pub mod managers;
@@ -20,6 +22,7 @@ pub mod path;
 pub mod typeref;
 pub mod walk;
 
+pub use cap::{ANCIENT_CHANGES, MAX_UPDATE_MANAGERS, cap_update_entries};
 pub use fieldset::FieldSet;
 pub use last_applied::apply_upgrading_client_side;
 pub use managers::{

@@ -60,6 +60,34 @@ pub const ATOMIC_STRUCTS: &[&str] = &[
     "io.k8s.api.core.v1.TopologySelectorTerm",
 ];
 
+/// Optional struct fields Go holds by value (not through a pointer): kube's typed objects
+/// always have them, empty at least, wherever their parent is. Required fields, and the
+/// struct fields of a built-in kind's root (`metadata`, `spec`, `status`), are held too.
+pub const VALUE_STRUCTS: &[(&str, &str)] = &[
+    ("io.k8s.api.apps.v1.DeploymentSpec", "strategy"),
+    ("io.k8s.api.apps.v1.ReplicaSetSpec", "template"),
+    ("io.k8s.api.apps.v1.DaemonSetSpec", "updateStrategy"),
+    ("io.k8s.api.apps.v1.StatefulSetSpec", "updateStrategy"),
+    ("io.k8s.api.core.v1.PodTemplateSpec", "metadata"),
+    ("io.k8s.api.core.v1.PodTemplateSpec", "spec"),
+    ("io.k8s.api.batch.v1.JobTemplateSpec", "metadata"),
+    ("io.k8s.api.batch.v1.JobTemplateSpec", "spec"),
+    ("io.k8s.api.core.v1.Container", "resources"),
+    ("io.k8s.api.core.v1.EphemeralContainer", "resources"),
+    ("io.k8s.api.core.v1.PersistentVolumeClaimSpec", "resources"),
+    ("io.k8s.api.core.v1.ServiceStatus", "loadBalancer"),
+    ("io.k8s.api.core.v1.NodeStatus", "daemonEndpoints"),
+    ("io.k8s.api.core.v1.NodeStatus", "nodeInfo"),
+    ("io.k8s.api.core.v1.NodeDaemonEndpoints", "kubeletEndpoint"),
+    ("io.k8s.api.core.v1.Event", "source"),
+    ("io.k8s.api.events.v1.Event", "deprecatedSource"),
+    ("io.k8s.api.events.v1.Event", "regarding"),
+    (
+        "io.k8s.apiextensions-apiserver.pkg.apis.apiextensions.v1.CustomResourceDefinitionStatus",
+        "acceptedNames",
+    ),
+];
+
 /// How a list's items are told apart.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ListType {
@@ -175,6 +203,27 @@ impl<'a> TypeRef<'a> {
             }
             Source::Deduced => (TypeRef::deduced(), false),
         }
+    }
+
+    /// Whether kube's typed objects hold the field `key` (of type `child`) wherever they hold
+    /// this node, even when it is unset: Go fields without `omitempty` (approximated by the
+    /// schema's `required`) and structs held by value ([`VALUE_STRUCTS`]). Such a field is
+    /// never added or removed as a whole, only its contents. Custom resources, unstructured
+    /// in kube, hold nothing; an object's `metadata` is never tracked itself.
+    pub fn holds(&self, key: &str, child: &TypeRef<'_>) -> bool {
+        if self.root && key == "metadata" {
+            return true;
+        }
+        let Source::Builtin(name, schema_value) = self.source else {
+            return false;
+        };
+        let required = schema_value
+            .get("required")
+            .and_then(Value::as_array)
+            .is_some_and(|r| r.iter().any(|f| f.as_str() == Some(key)));
+        required
+            || (self.root && child.is_struct())
+            || name.is_some_and(|n| VALUE_STRUCTS.contains(&(n, key)))
     }
 
     /// The type of a list's items.

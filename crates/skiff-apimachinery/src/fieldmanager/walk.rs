@@ -294,8 +294,20 @@ pub fn compare(
 ) -> Result<Comparison, FieldManagerError> {
     let mut comparison = Comparison::default();
     let mut path = Vec::new();
-    compare_at(Some(old), Some(new), ty, false, &mut path, &mut comparison)?;
+    let root = Held {
+        old: true,
+        new: true,
+    };
+    compare_at(Some(old), Some(new), ty, root, &mut path, &mut comparison)?;
     Ok(comparison)
+}
+
+/// Whether kube's typed old and new objects hold a node even where the JSON leaves it out
+/// ([`TypeRef::holds`]): its parent is there and Go keeps the field by value.
+#[derive(Debug, Clone, Copy)]
+struct Held {
+    old: bool,
+    new: bool,
 }
 
 /// Whether a node is a leaf for comparing: a scalar, an atomic map or list, two different
@@ -331,7 +343,7 @@ fn compare_at(
     old: Option<&Value>,
     new: Option<&Value>,
     ty: &TypeRef<'_>,
-    item: bool,
+    held: Held,
     path: &mut Vec<PathElement>,
     out: &mut Comparison,
 ) -> Result<(), FieldManagerError> {
@@ -354,12 +366,17 @@ fn compare_at(
             keys.dedup();
             for key in keys {
                 let (child_ty, declared) = ty.field(key);
+                let holds = declared && ty.holds(key, &child_ty);
+                let child_held = Held {
+                    old: holds && (old.is_some() || held.old),
+                    new: holds && (new.is_some() || held.new),
+                };
                 path.push(PathElement::Field(key.clone()));
                 compare_at(
                     old_map.get(key),
                     new_map.get(key),
                     &child_ty,
-                    !declared,
+                    child_held,
                     path,
                     out,
                 )?;
@@ -373,10 +390,14 @@ fn compare_at(
             let old_indexed = index_items(ty, old_items, path)?;
             let new_indexed = index_items(ty, new_items, path)?;
             let item_ty = ty.items();
+            let unheld = Held {
+                old: false,
+                new: false,
+            };
             for (element, old_item) in &old_indexed {
                 let new_item = new_indexed.iter().find(|(e, _)| e == element).map(|p| p.1);
                 path.push(element.clone());
-                compare_at(Some(old_item), new_item, &item_ty, true, path, out)?;
+                compare_at(Some(old_item), new_item, &item_ty, unheld, path, out)?;
                 path.pop();
             }
             for (element, new_item) in &new_indexed {
@@ -384,19 +405,18 @@ fn compare_at(
                     continue;
                 }
                 path.push(element.clone());
-                compare_at(None, Some(new_item), &item_ty, true, path, out)?;
+                compare_at(None, Some(new_item), &item_ty, unheld, path, out)?;
                 path.pop();
             }
         }
         _ => {}
     }
-    // A container that appears or goes as a whole counts itself, unless it is a struct
-    // (kube's structs exist, empty, in every object of their type).
-    let counts = item || !(old.or(new).is_some_and(Value::is_object) && ty.is_struct());
-    if counts && !path.is_empty() {
+    // A container that appears or goes as a whole counts itself, unless kube's typed object
+    // holds it anyway (a struct held by value, a list or map field without `omitempty`).
+    if !path.is_empty() {
         match (old, new) {
-            (None, Some(_)) => out.added.insert(path),
-            (Some(_), None) => out.removed.insert(path),
+            (None, Some(_)) if !held.old => out.added.insert(path),
+            (Some(_), None) if !held.new => out.removed.insert(path),
             _ => {}
         }
     }
@@ -513,7 +533,7 @@ mod tests {
             json!({
                 "f:metadata": {"f:labels": {".": {}, "f:app": {}}},
                 "f:spec": {"f:template": {"f:spec": {"f:containers": {
-                    ".": {}, "k:{\"name\":\"web\"}": {".": {}, "f:name": {}}
+                    "k:{\"name\":\"web\"}": {".": {}, "f:name": {}}
                 }}}}
             })
         );
