@@ -8,6 +8,8 @@ set -euo pipefail
 
 skiff=$(readlink -f "${1:?usage: bench/engine_bench.sh PATH/TO/skiff [RUNS]}")
 runs=${2:-20}
+# shellcheck source=bench/lib.sh
+. "$(dirname "$0")/lib.sh"
 for tool in hyperfine jq docker podman; do
   command -v "$tool" >/dev/null || { echo "engine bench: $tool is missing: run \`make deps\`" >&2; exit 1; }
 done
@@ -16,7 +18,8 @@ image=skiff-bench/busybox:latest
 cleanup() {
   docker rmi -f "$image" >/dev/null 2>&1 || true
   podman --root "$work/podman" --runroot "$work/podman-run" --storage-driver vfs rmi -af >/dev/null 2>&1 || true
-  rm -rf "$work"
+  stop_procfs "$work/skiff"
+  remove_tree "$work"
 }
 trap cleanup EXIT
 
@@ -41,4 +44,8 @@ median() { jq -r ".results[$1].median * 1000 | . * 100 | round / 100" "$work/h.j
 s=$(median 0); p=$(median 1); d=$(median 2)
 echo "container run --rm of /bin/true, $runs runs each, median wall ms"
 printf '%-24s %10s\n' "skiff run --rm" "$s" "podman run --rm" "$p" "docker run --rm" "$d"
-awk -v s="$s" -v p="$p" -v d="$d" 'BEGIN { printf "ratio skiff/podman %.2f  skiff/docker %.2f\n", s / p, s / d }'
+awk -v s="$s" -v p="$p" -v d="$d" 'BEGIN {
+  printf "ratio skiff/podman %.2f  skiff/docker %.2f\n", s / p, s / d
+  f = p < d ? p : d
+  printf "target: at most 0.20 of the faster peer: %.2f, %s\n", s / f, (s / f <= 0.20 ? "met" : "not met")
+}'

@@ -1,5 +1,5 @@
-# Shared clean-up of the benchmark scripts that run an example (net_bench.sh,
-# pod_start_bench.sh, scheduler_bench.sh). Sourced, not run.
+# Shared clean-up of the benchmark scripts (engine_bench.sh, net_bench.sh, pod_start_bench.sh,
+# scheduler_bench.sh). Sourced, not run.
 
 # stop_process PID: SIGTERM, up to 5 s for it to go, then SIGKILL; reaps it.
 stop_process() {
@@ -50,4 +50,12 @@ remove_containers() {
 remove_tree() {
   findmnt -rn -o TARGET | grep "^$1/" | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
   rm -rf "$1" 2>/dev/null || true
+}
+
+# stop_procfs DATA_ROOT: stops the data root's /proc server (`skiff procfs serve`, started by
+# the first container; it would leave by itself only after 30 s without containers).
+stop_procfs() {
+  local pid
+  pid=$(cat "$1/procfs/server.pid" 2>/dev/null || true)
+  stop_process "$pid"
 }
