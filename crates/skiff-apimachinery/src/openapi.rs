@@ -568,6 +568,7 @@ mod tests {
                 "spec": {"type": "object", "description": "what a gadget does",
                          "properties": {"size": {"type": "integer"}}}}})),
             scale: None,
+            ..Default::default()
         }));
         registry.add(gadget);
         let doc = openapi_v3_for_group_version(&registry, "example.com", "v1");

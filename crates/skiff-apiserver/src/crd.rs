@@ -37,6 +37,36 @@ fn text<'a>(crd: &'a Value, pointer: &str) -> &'a str {
     crd.pointer(pointer).and_then(Value::as_str).unwrap_or("")
 }
 
+/// The CEL rules of the versions' schemas that do not compile. As kube-apiserver, which
+/// keeps one schema for the CRD when every version has the same, errors are under
+/// `spec.validation.openAPIV3Schema` then, else under each version's.
+fn rule_compile_causes(versions: &[Value]) -> Vec<Cause> {
+    let schemas: Vec<Option<&Value>> = versions
+        .iter()
+        .map(|v| v.pointer("/schema/openAPIV3Schema"))
+        .collect();
+    let shared = schemas.windows(2).all(|w| w[0] == w[1]);
+    let mut causes = Vec::new();
+    for (i, schema) in schemas.iter().enumerate() {
+        let Some(schema) = schema else { continue };
+        let prefix = if shared {
+            "spec.validation.openAPIV3Schema".to_string()
+        } else {
+            format!("spec.versions[{i}].schema.openAPIV3Schema")
+        };
+        let rules = skiff_apimachinery::structural::rules::Rules::compile(schema, &prefix);
+        causes.extend(rules.errors.into_iter().map(|e| Cause {
+            reason: e.reason,
+            message: e.message,
+            field: e.field,
+        }));
+        if shared {
+            break;
+        }
+    }
+    causes
+}
+
 fn required(field: &str, causes: &mut Vec<Cause>) {
     causes.push(Cause {
         reason: "FieldValueRequired".into(),
@@ -106,6 +136,7 @@ pub fn prepare(info: &ResourceInfo, crd: &mut Value) -> Result<(), ApiError> {
             });
         }
     }
+    causes.extend(rule_compile_causes(&versions));
     let name = object::name(crd).to_string();
     if !plural.is_empty() && !group.is_empty() && name != format!("{plural}.{group}") {
         causes.push(Cause {

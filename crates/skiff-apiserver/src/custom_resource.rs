@@ -44,6 +44,46 @@ pub fn schema_causes(info: &ResourceInfo, obj: &Value) -> Vec<Cause> {
         .collect()
 }
 
+/// The reasons of schema errors after which kube-apiserver does not evaluate CEL rules.
+const BLOCKING: [&str; 5] = [
+    "FieldValueNotSupported",
+    "FieldValueRequired",
+    "FieldValueTooLong",
+    "FieldValueTooMany",
+    "FieldValueTypeInvalid",
+];
+
+/// The CEL rules' errors for a custom object (`old`: the stored object of an update). After
+/// an error of type, enum, required, length or count (`earlier`), rules are not evaluated and
+/// kube's `<nil>: Invalid value: "null": some validation rules were not checked ...` stands
+/// in for them.
+pub fn rule_causes<'a>(
+    info: &ResourceInfo,
+    obj: &Value,
+    old: Option<&Value>,
+    mut earlier: impl Iterator<Item = &'a Cause>,
+) -> Vec<Cause> {
+    let Some(custom) = info.custom.as_ref().filter(|c| !c.rules.is_empty()) else {
+        return Vec::new();
+    };
+    if earlier.any(|c| BLOCKING.contains(&c.reason.as_str())) {
+        return vec![Cause {
+            reason: "FieldValueInvalid".into(),
+            message: "Invalid value: \"null\": some validation rules were not checked because the object was invalid; correct the existing errors to complete validation".into(),
+            field: "<nil>".into(),
+        }];
+    }
+    custom
+        .rule_errors(obj, old)
+        .into_iter()
+        .map(|e| Cause {
+            reason: e.reason,
+            message: e.message,
+            field: e.field,
+        })
+        .collect()
+}
+
 /// The scale paths of a custom resource version with a `scale` subresource.
 pub fn scale_paths(info: &ResourceInfo) -> Option<&ScalePaths> {
     info.custom.as_ref().and_then(|c| c.scale.as_ref())

@@ -127,7 +127,7 @@ pub fn prepare_create(info: &ResourceInfo, obj: &mut Value) -> Result<(), ApiErr
         }
         _ => {}
     }
-    validate(info, obj)
+    validate(info, obj, None)
 }
 
 /// Computes the stored object of an update: `wanted` as sent, with what the client may not
@@ -153,7 +153,7 @@ pub fn prepare_update(
                 object::meta_mut(&mut new).insert("managedFields".into(), fields.clone());
             }
             crate::custom_resource::prune_and_default(info, &mut new);
-            validate(info, &new)?;
+            validate(info, &new, Some(current))?;
         }
         return Ok(new);
     }
@@ -197,7 +197,7 @@ pub fn prepare_update(
     if info.group.is_empty() && info.plural == "nodes" {
         check_pod_cidrs_kept(info, current, &wanted)?;
     }
-    validate(info, &wanted)?;
+    validate(info, &wanted, Some(current))?;
     Ok(wanted)
 }
 
@@ -326,8 +326,9 @@ pub fn check_fields(ctx: &Ctx, obj: &Value, body: Option<&[u8]>) -> Result<Vec<S
 }
 
 /// Validation of every object: metadata for any kind, the kind's own rules for built-ins,
-/// the CRD's schema for custom resources.
-fn validate(info: &ResourceInfo, obj: &Value) -> Result<(), ApiError> {
+/// the CRD's schema and then its CEL rules for custom resources (`old`: the stored object of
+/// an update, which transition rules compare with).
+fn validate(info: &ResourceInfo, obj: &Value, old: Option<&Value>) -> Result<(), ApiError> {
     let errors = skiff_apimachinery::validate(info, obj);
     let mut causes: Vec<Cause> = errors
         .into_iter()
@@ -337,7 +338,15 @@ fn validate(info: &ResourceInfo, obj: &Value) -> Result<(), ApiError> {
             field: e.field,
         })
         .collect();
-    let custom = crate::custom_resource::schema_causes(info, obj);
+    let mut custom = crate::custom_resource::schema_causes(info, obj);
+    if info.custom.is_some() {
+        custom.extend(crate::custom_resource::rule_causes(
+            info,
+            obj,
+            old,
+            causes.iter().chain(custom.iter()),
+        ));
+    }
     if causes.is_empty() && custom.is_empty() {
         return Ok(());
     }

@@ -359,3 +359,125 @@ async fn defaults_added_to_the_crd_later_show_on_read() {
     let listed = api.get(WIDGETS).await;
     assert_eq!(listed.body["items"][0]["spec"]["colour"], "blue");
 }
+
+/// A schema with CEL rules: one on `spec` with a message and a `fieldPath`, a transition rule
+/// on `spec.replicas`, one with a `reason`.
+fn schema_with_rules() -> Value {
+    let mut schema = schema();
+    schema["properties"]["spec"]["x-kubernetes-validations"] = json!([
+        {"rule": "self.size <= 10 || self.mode == 'slow'", "message": "fast widgets are at most 10", "fieldPath": ".size"},
+        {"rule": "!has(self.extra) || size(self.extra) < 2", "reason": "FieldValueForbidden", "message": "too much extra"},
+    ]);
+    schema["properties"]["spec"]["properties"]["replicas"]["x-kubernetes-validations"] =
+        json!([{"rule": "self >= oldSelf"}]);
+    schema
+}
+
+#[tokio::test]
+async fn cel_rules_refuse_objects_and_transition_rules_compare_with_the_old_object() {
+    let api = api().await;
+    let created = api.post(CRDS, crd(schema_with_rules())).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+
+    let refused = api
+        .post(
+            WIDGETS,
+            widget("big", json!({"size": 11, "extra": {"a": 1, "b": 2}})),
+        )
+        .await;
+    assert_eq!(
+        refused.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        refused.body
+    );
+    assert_eq!(
+        causes(&refused.body),
+        vec![
+            (
+                "spec.size".to_string(),
+                "Invalid value: \"object\": fast widgets are at most 10".to_string()
+            ),
+            ("spec".to_string(), "Forbidden: too much extra".to_string()),
+        ]
+    );
+    let reasons: Vec<&str> = refused.body["details"]["causes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(reasons, ["FieldValueInvalid", "FieldValueForbidden"]);
+
+    // A schema error keeps the rules from running, as kube-apiserver does.
+    let wrong = api
+        .post(WIDGETS, widget("wrong", json!({"size": "big"})))
+        .await;
+    assert_eq!(
+        causes(&wrong.body).last().unwrap(),
+        &(
+            "<nil>".to_string(),
+            "Invalid value: \"null\": some validation rules were not checked because the object was invalid; correct the existing errors to complete validation".to_string()
+        )
+    );
+
+    // Transition rules do not run on create, and refuse a decrease on update.
+    let made = api
+        .post(WIDGETS, widget("w", json!({"size": 2, "replicas": 3})))
+        .await;
+    assert_eq!(made.status, StatusCode::CREATED, "{}", made.body);
+    let path = format!("{WIDGETS}/w");
+    let decreased = api
+        .patch(
+            &path,
+            "application/merge-patch+json",
+            json!({"spec": {"replicas": 2}}),
+        )
+        .await;
+    assert_eq!(
+        decreased.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        decreased.body
+    );
+    assert_eq!(
+        causes(&decreased.body),
+        vec![(
+            "spec.replicas".to_string(),
+            "Invalid value: \"integer\": failed rule: self >= oldSelf".to_string()
+        )]
+    );
+    let increased = api
+        .patch(
+            &path,
+            "application/merge-patch+json",
+            json!({"spec": {"replicas": 4}}),
+        )
+        .await;
+    assert_eq!(increased.status, StatusCode::OK, "{}", increased.body);
+}
+
+#[tokio::test]
+async fn a_crd_whose_rule_does_not_compile_is_refused() {
+    let api = api().await;
+    let mut schema = schema();
+    schema["properties"]["spec"]["x-kubernetes-validations"] = json!([{"rule": "self.size <"}]);
+    let refused = api.post(CRDS, crd(schema)).await;
+    assert_eq!(
+        refused.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        refused.body
+    );
+    let causes = causes(&refused.body);
+    assert_eq!(causes.len(), 1, "{causes:?}");
+    assert_eq!(
+        causes[0].0,
+        "spec.validation.openAPIV3Schema.properties[spec].x-kubernetes-validations[0].rule"
+    );
+    assert!(
+        causes[0].1.starts_with("Invalid value: apiextensions.ValidationRule{Rule:\"self.size <\", Message:\"\", MessageExpression:\"\", Reason:(*apiextensions.FieldValueErrorReason)(nil), FieldPath:\"\", OptionalOldSelf:(*bool)(nil)}: compilation failed: ERROR: <input>:1:"),
+        "{}",
+        causes[0].1
+    );
+}

@@ -1,6 +1,7 @@
 //! Real kubectl (1.27, the oldest with `--subresource`, and 1.33) against `skiff server` with
 //! a CRD that has a schema: defaults and pruning visible in `get -o json`, invalid objects
-//! refused with kube-apiserver's messages, `kubectl scale` and `patch --subresource=status`.
+//! refused with kube-apiserver's messages, `kubectl scale` and `patch --subresource=status`;
+//! and (1.33) CEL `x-kubernetes-validations`, transition rules included.
 #![allow(clippy::unwrap_used)]
 
 mod server_support;
@@ -266,4 +267,101 @@ fn kubectl_1_27_sees_custom_resources_served_against_their_schema() {
 #[test]
 fn kubectl_1_33_sees_custom_resources_served_against_their_schema() {
     custom_resources("1.33");
+}
+
+/// A CRD with CEL rules: a limit on `spec.replicas` with a message, and a transition rule.
+const RULED_CRD: &str = r#"apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: gizmos.example.com
+spec:
+  group: example.com
+  scope: Namespaced
+  names: {plural: gizmos, kind: Gizmo}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            x-kubernetes-validations:
+            - rule: "self.replicas <= self.maxReplicas"
+              message: "replicas may not exceed maxReplicas"
+              fieldPath: .replicas
+            properties:
+              maxReplicas: {type: integer}
+              replicas:
+                type: integer
+                x-kubernetes-validations:
+                - rule: "self >= oldSelf"
+"#;
+
+fn gizmo(replicas: u32) -> String {
+    format!(
+        "apiVersion: example.com/v1\nkind: Gizmo\nmetadata:\n  name: g\nspec:\n  maxReplicas: 5\n  replicas: {replicas}\n"
+    )
+}
+
+#[test]
+fn kubectl_1_33_sees_cel_rules_refuse_objects_and_decreases() {
+    let version = "1.33";
+    let path = format!("{KUBECTL_DIR}/kubectl.{version}");
+    assert!(std::path::Path::new(&path).exists(), "{path} is missing");
+    let server = Server::start();
+    let k = Kubectl {
+        server: &server,
+        version,
+    };
+
+    // A rule that does not compile refuses the CRD.
+    let broken = RULED_CRD.replace("self >= oldSelf", "self >=");
+    let refused = k.fails(&["apply", "-f", "-"], &broken);
+    assert!(
+        refused.starts_with(
+            "The CustomResourceDefinition \"gizmos.example.com\" is invalid: spec.validation.openAPIV3Schema.properties[spec].properties[replicas].x-kubernetes-validations[0].rule: Invalid value: apiextensions.ValidationRule{Rule:\"self >=\", Message:\"\", MessageExpression:\"\", Reason:(*apiextensions.FieldValueErrorReason)(nil), FieldPath:\"\", OptionalOldSelf:(*bool)(nil)}: compilation failed: ERROR: <input>:1:"
+        ),
+        "{refused}"
+    );
+    k.ok(&["apply", "-f", "-"], Some(RULED_CRD));
+    k.ok(
+        &[
+            "wait",
+            "--for=condition=Established",
+            "crd/gizmos.example.com",
+            "--timeout=30s",
+        ],
+        None,
+    );
+
+    // A rule that fails: kube's message, at the rule's fieldPath.
+    let invalid = k.fails(&["apply", "-f", "-"], &gizmo(6));
+    assert_eq!(
+        invalid,
+        "The Gizmo \"g\" is invalid: spec.replicas: Invalid value: \"object\": replicas may not exceed maxReplicas"
+    );
+
+    // A transition rule: not on create, then a decrease is refused and an increase passes.
+    // (Merge patches: a second `kubectl apply` of a custom object sends a strategic merge
+    // patch, which Skiff refuses with 415.)
+    k.ok(&["create", "-f", "-"], Some(&gizmo(3)));
+    let patch = |replicas: u32| format!(r#"{{"spec":{{"replicas":{replicas}}}}}"#);
+    let decreased = k.fails(
+        &["patch", "gizmo", "g", "--type=merge", "-p", &patch(2)],
+        "",
+    );
+    assert_eq!(
+        decreased,
+        "The Gizmo \"g\" is invalid: spec.replicas: Invalid value: \"integer\": failed rule: self >= oldSelf"
+    );
+    k.ok(
+        &["patch", "gizmo", "g", "--type=merge", "-p", &patch(4)],
+        None,
+    );
+    assert_eq!(k.json(&["get", "gizmo", "g"])["spec"]["replicas"], 4);
+
+    k.ok(&["delete", "crd", "gizmos.example.com"], None);
 }

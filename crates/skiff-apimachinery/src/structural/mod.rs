@@ -10,14 +10,18 @@
 //!   `x-kubernetes-preserve-unknown-fields`), or listed for `fieldValidation=Strict`;
 //! - [`default`]: `default:` values filled in, on write and on read from storage;
 //! - [`check`]: what a CRD's schema must be to be accepted (structural, with `type`s, no
-//!   constraints on `metadata` beyond `name`/`generateName`).
+//!   constraints on `metadata` beyond `name`/`generateName`);
+//! - [`rules`]: the CEL `x-kubernetes-validations`, compiled once per version.
 //!
 //! Schemas stay `serde_json::Value`s, as the CRD carries them.
 
 pub mod check;
 pub mod default;
 pub mod prune;
+pub mod rules;
 pub mod validate;
+
+use std::sync::Arc;
 
 use serde_json::Value;
 
@@ -28,6 +32,8 @@ pub struct CustomVersion {
     pub schema: Option<Value>,
     /// The version's `subresources.scale`, if it has one.
     pub scale: Option<ScalePaths>,
+    /// The schema's CEL rules, compiled once (kept even if some failed to compile).
+    pub rules: Arc<rules::Rules>,
 }
 
 /// The JSON paths of a CRD's `subresources.scale` (`.spec.replicas` ...).
@@ -60,7 +66,15 @@ impl CustomVersion {
                 label_selector: text("labelSelectorPath"),
             }
         });
-        CustomVersion { schema, scale }
+        let rules = schema
+            .as_ref()
+            .map(|s| rules::Rules::compile(s, "openAPIV3Schema"))
+            .unwrap_or_default();
+        CustomVersion {
+            schema,
+            scale,
+            rules: Arc::new(rules),
+        }
     }
 
     /// Prunes unknown fields and fills in defaults, as kube-apiserver does to a custom object
@@ -72,6 +86,19 @@ impl CustomVersion {
         let pruned = prune::prune(obj, schema);
         default::apply(obj, schema);
         pruned
+    }
+
+    /// The errors of the CEL rules for an object being written (`old`: the stored object of
+    /// an update, for transition rules).
+    pub fn rule_errors(
+        &self,
+        obj: &Value,
+        old: Option<&Value>,
+    ) -> Vec<crate::validation::FieldError> {
+        match &self.schema {
+            Some(schema) => rules::validate(&self.rules, schema, obj, old),
+            None => Vec::new(),
+        }
     }
 }
 
