@@ -371,7 +371,15 @@ fn operation(
         Style::V3 => {
             op["responses"] = json!({"200": {"description": "OK", "content": {"application/json": {"schema": reference}}}});
             if body {
-                let types: &[&str] = if action == "patch" {
+                // Custom resources take no strategic merge patch (kube answers 415): kubectl
+                // apply reads this list to choose between it and a JSON merge patch.
+                let types: &[&str] = if action == "patch" && info.custom.is_some() {
+                    &[
+                        "application/json-patch+json",
+                        "application/merge-patch+json",
+                        "application/apply-patch+yaml",
+                    ]
+                } else if action == "patch" {
                     &[
                         "application/json-patch+json",
                         "application/merge-patch+json",

@@ -256,6 +256,12 @@ fn custom_resources(version: &str) {
         "Ready"
     );
 
+    // A second `kubectl apply` patches the object with a JSON merge patch (custom resources
+    // take no strategic merge patch; kube answers 415 to one).
+    let resized = WIDGET.replace("size: 3", "size: 5");
+    k.ok(&["apply", "--validate=warn", "-f", "-"], Some(&resized));
+    assert_eq!(k.json(&["get", "widget", "sprocket"])["spec"]["size"], 5);
+
     k.ok(&["delete", "crd", "widgets.example.com"], None);
 }
 
@@ -345,9 +351,17 @@ fn kubectl_1_33_sees_cel_rules_refuse_objects_and_decreases() {
     );
 
     // A transition rule: not on create, then a decrease is refused and an increase passes.
-    // (Merge patches: a second `kubectl apply` of a custom object sends a strategic merge
-    // patch, which Skiff refuses with 415.)
-    k.ok(&["create", "-f", "-"], Some(&gizmo(3)));
+    // A second `kubectl apply` of a custom object sends a JSON merge patch (the OpenAPI v3
+    // document lists no strategic merge patch for it, as kube's does not).
+    k.ok(&["apply", "-f", "-"], Some(&gizmo(3)));
+    k.ok(&["apply", "-f", "-"], Some(&gizmo(4)));
+    assert_eq!(k.json(&["get", "gizmo", "g"])["spec"]["replicas"], 4);
+    let decreased = k.fails(&["apply", "-f", "-"], &gizmo(2));
+    assert!(
+        decreased
+            .contains("spec.replicas: Invalid value: \"integer\": failed rule: self >= oldSelf"),
+        "{decreased}"
+    );
     let patch = |replicas: u32| format!(r#"{{"spec":{{"replicas":{replicas}}}}}"#);
     let decreased = k.fails(
         &["patch", "gizmo", "g", "--type=merge", "-p", &patch(2)],
@@ -358,10 +372,10 @@ fn kubectl_1_33_sees_cel_rules_refuse_objects_and_decreases() {
         "The Gizmo \"g\" is invalid: spec.replicas: Invalid value: \"integer\": failed rule: self >= oldSelf"
     );
     k.ok(
-        &["patch", "gizmo", "g", "--type=merge", "-p", &patch(4)],
+        &["patch", "gizmo", "g", "--type=merge", "-p", &patch(5)],
         None,
     );
-    assert_eq!(k.json(&["get", "gizmo", "g"])["spec"]["replicas"], 4);
+    assert_eq!(k.json(&["get", "gizmo", "g"])["spec"]["replicas"], 5);
 
     k.ok(&["delete", "crd", "gizmos.example.com"], None);
 }
