@@ -7,8 +7,10 @@
 //! network, IPC and UTS namespaces, init containers in order, app containers joining the
 //! sandbox, restarts with the kubelet's back-off ([`restart`]), graceful deletion; and posts
 //! each pod's status ([`status`]); sets up pod volumes ([`volumes`]), runs probes ([`probes`])
-//! and records the kubelet's events ([`events`]). Its node API ([`nodeapi`]) serves container logs to the
-//! API server. It reaches the cluster only through the Kubernetes API.
+//! and records the kubelet's events ([`events`]). Its node API ([`nodeapi`]) serves container
+//! logs, exec, attach and port-forward to the API server, which it authenticates and
+//! authorizes as the kubelet does ([`nodeauth`]). It reaches the cluster only through the
+//! Kubernetes API.
 
 pub mod apiclient;
 pub mod container;
@@ -22,6 +24,7 @@ pub mod machine;
 pub mod network;
 pub mod node;
 pub mod nodeapi;
+pub mod nodeauth;
 pub mod pause;
 pub mod podcgroup;
 pub mod pods;
@@ -68,8 +71,9 @@ pub struct AgentConfig {
     pub api_bind: IpAddr,
     /// The node API's port (0 picks a free one; the Node's status names the real one).
     pub api_port: u16,
-    /// The bearer token the node API accepts (the API server's credential).
-    pub api_token: String,
+    /// The cluster CA (PEM) the node API verifies client certificates against (the API
+    /// server presents one signed by it); `None`: no client certificate is asked for.
+    pub client_ca_pem: Option<String>,
     /// Registries reached over plain HTTP besides loopback ones.
     pub insecure_registries: Vec<String>,
     /// Whether pods get addresses on a node bridge, services and cluster DNS (`true`), or
@@ -105,6 +109,8 @@ pub struct Context {
     pub net: std::sync::OnceLock<Arc<network::PodNetwork>>,
     /// The pods whose teardown failed and is retried.
     pub teardowns: teardown::Retries,
+    /// The node API's cached token and access reviews.
+    pub auth: nodeauth::Authenticator,
     api_port: AtomicU16,
 }
 
@@ -167,6 +173,7 @@ pub async fn run(
         pause_rootfs,
         net: std::sync::OnceLock::new(),
         teardowns: teardown::Retries::default(),
+        auth: nodeauth::Authenticator::default(),
         api_port: AtomicU16::new(port),
     });
     let mut delay = std::time::Duration::from_millis(200);

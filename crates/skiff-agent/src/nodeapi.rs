@@ -1,6 +1,8 @@
 //! The node API (the kubelet's port 10250): HTTPS with a self-signed certificate kept under
-//! `DATA/agent/tls/`, a bearer token (the credential the API server presents) required on
-//! every request. Today it serves `GET /containerLogs/{namespace}/{pod}/{container}` (what the
+//! `DATA/agent/tls/`, asking callers for a client certificate the cluster CA signed (the API
+//! server presents one); every request but `/healthz` is authenticated (that certificate, or
+//! a bearer token the API server's TokenReview accepts) and authorized (a
+//! SubjectAccessReview on `nodes/proxy` of this node) by [`crate::nodeauth`]. It serves `GET /containerLogs/{namespace}/{pod}/{container}` (what the
 //! API server's `pods/{name}/log` proxies to), the streaming endpoints `/exec/...`,
 //! `/attach/...` and `/portForward/...` ([`crate::streaming`]) and `/healthz`.
 
@@ -11,7 +13,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path as UrlPath, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -23,7 +25,9 @@ use crate::logs::{self, LogError, LogOptions};
 use crate::{AgentConfig, AgentError, Context};
 
 /// The TLS configuration of the node API: the certificate and key under `agent_dir/tls/`,
-/// made (self-signed, for the node's address and name) when missing.
+/// made (self-signed, for the node's address and name) when missing; client certificates are
+/// asked for (not required) and verified against [`AgentConfig::client_ca_pem`] (without it
+/// none is asked for, and only bearer tokens authenticate).
 pub fn tls_config(
     agent_dir: &Path,
     config: &AgentConfig,
@@ -54,44 +58,56 @@ pub fn tls_config(
     let key = PrivateKeyDer::from_pem_slice(&key_pem)
         .map_err(|e| AgentError::Tls(format!("{}: {e}", key_path.display())))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+    let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
-        .map_err(|e| AgentError::Tls(e.to_string()))?
-        .with_no_client_auth()
+        .map_err(|e| AgentError::Tls(e.to_string()))?;
+    let builder = match &config.client_ca_pem {
+        Some(ca_pem) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for ca in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+                let ca = ca.map_err(|e| AgentError::Tls(format!("the cluster CA: {e}")))?;
+                roots
+                    .add(ca)
+                    .map_err(|e| AgentError::Tls(format!("the cluster CA: {e}")))?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .allow_unauthenticated()
+            .build()
+            .map_err(|e| AgentError::Tls(format!("the cluster CA: {e}")))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut tls = builder
         .with_single_cert(certs, key)
         .map_err(|e| AgentError::Tls(e.to_string()))?;
     tls.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(tls))
 }
 
-/// The node API's routes.
+/// The node API's routes: every one but `/healthz` behind [`crate::nodeauth::check`].
 pub fn router(ctx: Arc<Context>) -> Router {
-    let router = Router::new()
+    let checked = Router::new().route(
+        "/containerLogs/{namespace}/{pod}/{container}",
+        get(container_logs),
+    );
+    crate::streaming::routes(checked)
+        .route_layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&ctx),
+            crate::nodeauth::check,
+        ))
         .route("/healthz", get(|| async { "ok" }))
-        .route(
-            "/containerLogs/{namespace}/{pod}/{container}",
-            get(container_logs),
-        );
-    crate::streaming::routes(router).with_state(ctx)
-}
-
-fn authorized(ctx: &Context, headers: &HeaderMap) -> bool {
-    let wanted = format!("Bearer {}", ctx.config.api_token);
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| !ctx.config.api_token.is_empty() && v == wanted)
+        .with_state(ctx)
 }
 
 async fn container_logs(
     State(ctx): State<Arc<Context>>,
     UrlPath((namespace, pod, container)): UrlPath<(String, String, String)>,
     Query(options): Query<LogOptions>,
-    headers: HeaderMap,
 ) -> Response {
-    if !authorized(&ctx, &headers) {
-        return (StatusCode::UNAUTHORIZED, "Unauthorized").into_response();
-    }
     match logs::stream(Arc::clone(&ctx), namespace, pod, container, options).await {
         Ok(rx) => {
             let body = Body::from_stream(tokio_stream(rx));
@@ -126,7 +142,7 @@ pub async fn serve(ctx: Arc<Context>, listener: TcpListener, tls: Arc<rustls::Se
             }
         };
         let acceptor = acceptor.clone();
-        let service = TowerToHyperService::new(router.clone());
+        let router = router.clone();
         tokio::spawn(async move {
             let tls =
                 match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
@@ -136,6 +152,23 @@ pub async fn serve(ctx: Arc<Context>, listener: TcpListener, tls: Arc<rustls::Se
                         return;
                     }
                 };
+            // A client certificate the cluster CA signed names the connection's user.
+            let user = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|certs| certs.first())
+                .and_then(|leaf| crate::nodeauth::user_of_certificate(leaf))
+                .map(crate::nodeauth::CertificateUser);
+            let service = TowerToHyperService::new(tower::ServiceExt::map_request(
+                router,
+                move |mut request: axum::http::Request<hyper::body::Incoming>| {
+                    if let Some(user) = &user {
+                        request.extensions_mut().insert(user.clone());
+                    }
+                    request
+                },
+            ));
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             if let Err(err) = builder
                 .serve_connection_with_upgrades(TokioIo::new(tls), service)

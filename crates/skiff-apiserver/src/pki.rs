@@ -70,6 +70,12 @@ pub struct ServerPki {
     pub join_token: String,
     /// The CA key.
     pub ca_key_pem: String,
+    /// The client certificate the server presents to node agents' APIs
+    /// (`kube-apiserver-kubelet-client` in `system:masters`, as kube-apiserver's
+    /// `--kubelet-client-certificate`).
+    pub kubelet_client_cert_pem: String,
+    /// Its key.
+    pub kubelet_client_key_pem: String,
     /// The directory the files live in.
     pub dir: PathBuf,
 }
@@ -180,6 +186,33 @@ fn serving_cert(sans: &[String], ca_key: &KeyPair) -> Result<(String, String), P
     Ok((cert.pem(), key.serialize_pem()))
 }
 
+/// The user name of the server's client certificate for node agents.
+pub const KUBELET_CLIENT_USER: &str = "kube-apiserver-kubelet-client";
+
+/// The group of the server's client certificate for node agents (every permission).
+pub const MASTERS: &str = "system:masters";
+
+fn kubelet_client_cert(ca_key: &KeyPair) -> Result<(String, String), PkiError> {
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, KUBELET_CLIENT_USER);
+    dn.push(DnType::OrganizationName, MASTERS);
+    params.distinguished_name = dn;
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    params.use_authority_key_identifier_extension = true;
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    params.not_after = rcgen::date_time_ymd(2125, 1, 1);
+    let key = KeyPair::generate().map_err(gen_err("kubelet client key"))?;
+    let issuer = Issuer::new(ca_params(), ca_key);
+    let cert = params
+        .signed_by(&key, &issuer)
+        .map_err(gen_err("kubelet client certificate"))?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
 /// The subject alternative names of `params`, as strings, to compare with the wanted ones.
 fn san_strings(sans: &[SanType]) -> Vec<String> {
     let mut out: Vec<String> = sans
@@ -246,6 +279,26 @@ impl ServerPki {
             }
         };
 
+        // The client certificate for node agents, issued again when the CA is not the one it
+        // was made by (another server's CA adopted from the store).
+        let client_cert_path = dir.join("kubelet-client.crt");
+        let client_key_path = dir.join("kubelet-client.key");
+        let client_ca_path = dir.join("kubelet-client.ca");
+        let (kubelet_client_cert_pem, kubelet_client_key_pem) = match (
+            read(&client_cert_path)?,
+            read(&client_key_path)?,
+            read(&client_ca_path)?,
+        ) {
+            (Some(cert), Some(key), Some(made_by)) if made_by == ca_pem => (cert, key),
+            _ => {
+                let (cert, key) = kubelet_client_cert(&ca_key)?;
+                write_private(&client_key_path, &key, 0o600)?;
+                write_private(&client_cert_path, &cert, 0o644)?;
+                write_private(&client_ca_path, &ca_pem, 0o644)?;
+                (cert, key)
+            }
+        };
+
         let token_path = dir.join("token");
         let admin_token = match read(&token_path)? {
             Some(token) if !token.trim().is_empty() => token.trim().to_string(),
@@ -273,6 +326,8 @@ impl ServerPki {
             key_pem,
             admin_token,
             join_token,
+            kubelet_client_cert_pem,
+            kubelet_client_key_pem,
             dir: dir.to_path_buf(),
         })
     }
@@ -372,6 +427,33 @@ mod tests {
         let third = ServerPki::load_or_create(dir.path(), &more).unwrap();
         assert_eq!(first.ca_pem, third.ca_pem);
         assert_ne!(first.cert_pem, third.cert_pem);
+
+        // The client certificate for node agents: the same while the CA stays, issued again
+        // by a new CA.
+        assert_eq!(first.kubelet_client_cert_pem, third.kubelet_client_cert_pem);
+        let identity = {
+            let (_, pem) =
+                x509_parser::pem::parse_x509_pem(first.kubelet_client_cert_pem.as_bytes()).unwrap();
+            crate::certificates::signer::identity_of(&pem.contents).unwrap()
+        };
+        assert_eq!(identity.username, KUBELET_CLIENT_USER);
+        assert_eq!(identity.groups[0], MASTERS);
+        crate::handlers::node_proxy::client_config(
+            &first.kubelet_client_cert_pem,
+            &first.kubelet_client_key_pem,
+        )
+        .unwrap();
+        let other = tempfile::tempdir().unwrap();
+        let foreign = ServerPki::load_or_create(other.path(), &sans).unwrap();
+        for name in ["ca.crt", "ca.key"] {
+            std::fs::copy(other.path().join(name), dir.path().join(name)).unwrap();
+        }
+        let adopted = ServerPki::load_or_create(dir.path(), &more).unwrap();
+        assert_eq!(adopted.ca_pem, foreign.ca_pem);
+        assert_ne!(
+            adopted.kubelet_client_cert_pem,
+            first.kubelet_client_cert_pem
+        );
 
         let kubeconfig = first.admin_kubeconfig("https://127.0.0.1:6443");
         assert!(kubeconfig.contains("server: https://127.0.0.1:6443"));

@@ -34,9 +34,12 @@ pub struct ServerOptions {
     pub server_address: String,
     /// The version of the `skiff` binary, for `/version`.
     pub skiff_version: String,
-    /// The bearer token presented to node agents when proxying `pods/log` to them (empty: no
-    /// node agent is reachable, and those requests answer 503).
-    pub node_api_token: String,
+    /// The TLS client configuration (with the server's client certificate,
+    /// [`crate::pki::ServerPki::kubelet_client_cert_pem`]) of the connections to node agents'
+    /// APIs that serve `pods/log`, `exec`, `attach` and `portforward` (`None`: no node agent
+    /// is reachable, and those requests answer 503). Made by
+    /// [`crate::handlers::node_proxy::client_config`].
+    pub kubelet_client: Option<std::sync::Arc<rustls::ClientConfig>>,
     /// Where Services get cluster IPs and node ports from.
     pub service_ranges: crate::services::ServiceRanges,
     /// The default Services (`default/kubernetes`, `kube-system/kube-dns`) this server keeps;
@@ -67,7 +70,7 @@ impl Default for ServerOptions {
             namespace_controller: false,
             server_address: "127.0.0.1:6443".into(),
             skiff_version: "0.0.0".into(),
-            node_api_token: String::new(),
+            kubelet_client: None,
             service_ranges: crate::services::ServiceRanges::default(),
             default_services: None,
             token_signer: None,

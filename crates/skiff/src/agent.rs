@@ -21,7 +21,9 @@ pub struct AgentArgs {
     #[arg(long, value_name = "FILE")]
     token_file: PathBuf,
     /// The CA certificate of the API server (`DATA_DIR/server/ca.crt` on the server); without
-    /// it the server's certificate is not verified.
+    /// it the server's certificate is not verified, and the node API cannot verify the client
+    /// certificate the API server presents to it (so logs, exec, attach and port-forward
+    /// through the API server are refused).
     #[arg(long, value_name = "FILE")]
     ca_file: Option<PathBuf>,
     /// The Node's name (default: this host's name).
@@ -92,17 +94,21 @@ impl AgentArgs {
                     .parse()
                     .with_context(|| format!("invalid server URL {}", self.server))?,
             );
-            match &self.ca_file {
+            let client_ca_pem = match &self.ca_file {
                 Some(ca) => {
                     let pem = std::fs::read(ca)
                         .with_context(|| format!("cannot read {}", ca.display()))?;
                     config.root_cert = Some(pem_to_der(&pem)?);
+                    Some(String::from_utf8_lossy(&pem).into_owned())
                 }
                 None => {
-                    tracing::warn!("no --ca-file: the API server's certificate is not verified");
+                    tracing::warn!(
+                        "no --ca-file: the API server's certificate is not verified, and the node API cannot verify the API server's client certificate (pod logs, exec, attach and port-forward through the API server will be refused)"
+                    );
                     config.accept_invalid_certs = true;
+                    None
                 }
-            }
+            };
             let node_name = self
                 .node_name
                 .clone()
@@ -125,7 +131,7 @@ impl AgentArgs {
                 node_ip: self.node_ip,
                 api_bind: self.node_ip,
                 api_port: self.port,
-                api_token: token,
+                client_ca_pem,
                 insecure_registries: self.insecure_registries.clone(),
                 pod_network: self.pod_network == PodNetworkMode::Bridge,
                 ingress_http_port: self.ingress_http_port,
@@ -172,7 +178,7 @@ pub fn embedded(
     node_name: String,
     node_ip: IpAddr,
     port: u16,
-    token: String,
+    client_ca_pem: String,
     pod_network: PodNetworkMode,
     ingress: IngressPorts,
 ) -> anyhow::Result<skiff_agent::AgentConfig> {
@@ -183,7 +189,7 @@ pub fn embedded(
         node_ip,
         api_bind: node_ip,
         api_port: port,
-        api_token: token,
+        client_ca_pem: Some(client_ca_pem),
         insecure_registries: std::env::var("SKIFF_INSECURE_REGISTRIES")
             .map(|v| {
                 v.split([',', ' '])

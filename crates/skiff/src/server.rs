@@ -293,8 +293,15 @@ impl ServerArgs {
             // The garbage collector below runs: foreground and orphan deletes may wait for it.
             garbage_collector: !self.disable_controllers,
             namespace_controller: !self.disable_controllers,
-            // The server presents the join token to node agents' APIs (they have it).
-            node_api_token: pki.join_token.clone(),
+            // The server presents its kubelet client certificate (system:masters) to node
+            // agents' APIs, which verify it against the cluster CA.
+            kubelet_client: Some(
+                skiff_apiserver::handlers::node_proxy::client_config(
+                    &pki.kubelet_client_cert_pem,
+                    &pki.kubelet_client_key_pem,
+                )
+                .context("cannot prepare the kubelet client certificate")?,
+            ),
             csr_signer: Some(Arc::new(
                 pki.client_signer()
                     .context("cannot prepare the node certificate signer")?,
@@ -409,7 +416,7 @@ impl ServerArgs {
                 node_name,
                 client_host,
                 self.agent_port,
-                pki.join_token.clone(),
+                pki.ca_pem.clone(),
                 self.pod_network,
                 crate::agent::IngressPorts(self.ingress_http_port, self.ingress_https_port),
             )?;

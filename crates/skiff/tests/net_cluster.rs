@@ -245,6 +245,9 @@ fn pods_reach_each_other_across_nodes_over_vxlan_and_addresses_are_freed() {
     let b = c.wait_running("default", "b");
     assert_eq!(fetch_ok(&c, "a", &format!("http://{b}:8080/")), "b");
     assert_eq!(fetch_ok(&c, "b", &format!("http://{a}:8080/")), "a");
+    // exec through the API server reaches a joined node's agent, which verifies the server's
+    // client certificate against its `--ca-file`.
+    assert_eq!(c.k(&["exec", "b", "--", "hostname"]).trim(), "b");
     let link = c.on_node(1, "ip", &["-d", "link", "show", "skiff.vxlan"]);
     assert!(
         String::from_utf8_lossy(&link.stdout).contains("vxlan id"),

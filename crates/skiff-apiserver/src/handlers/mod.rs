@@ -5,7 +5,7 @@
 mod approval;
 mod delete;
 mod eviction;
-mod node_proxy;
+pub mod node_proxy;
 mod patch;
 mod read;
 pub mod stream_proxy;

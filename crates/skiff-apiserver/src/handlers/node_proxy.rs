@@ -1,8 +1,9 @@
 //! `GET pods/{name}/log`, proxied to the node agent of the pod's node, as kube-apiserver
 //! proxies it to the kubelet: the node's `InternalIP` and
 //! `status.daemonEndpoints.kubeletEndpoint.Port` name the agent's node API; the request goes
-//! over HTTPS with the server's node credential (`ServerOptions::node_api_token`) and the
-//! agent's plain-text answer streams back. Like kube-apiserver without
+//! over HTTPS with the server's client certificate (`kube-apiserver-kubelet-client` in
+//! `system:masters`, [`crate::state::ServerOptions::kubelet_client`], as kube-apiserver's
+//! `--kubelet-client-certificate`) and the agent's plain-text answer streams back. Like kube-apiserver without
 //! `--kubelet-certificate-authority`, the agent's certificate is not verified yet.
 
 use std::sync::Arc;
@@ -83,13 +84,17 @@ pub async fn pod_log(ctx: &Ctx) -> Result<Response, ApiError> {
         encode(&container),
         query.join("&")
     );
-    fetch(&authority, &path, &ctx.state.options.node_api_token)
-        .await
-        .map_err(|e| {
-            ApiError::unavailable(format!(
-                "cannot reach the node agent of {node_name} at {authority}: {e}"
-            ))
-        })?
+    let client = ctx
+        .state
+        .options
+        .kubelet_client
+        .clone()
+        .ok_or_else(|| ApiError::unavailable("no node agent is reachable from this server"))?;
+    fetch(&authority, &path, client).await.map_err(|e| {
+        ApiError::unavailable(format!(
+            "cannot reach the node agent of {node_name} at {authority}: {e}"
+        ))
+    })?
 }
 
 /// `host:port` of the node agent of `node_name` (where pod `pod` runs): the node's
@@ -132,25 +137,41 @@ pub(super) async fn node_authority(
     Ok(format!("{host}:{port}"))
 }
 
-/// Opens a TLS connection (HTTP/1.1) to the node agent at `authority`.
+/// The TLS client configuration (HTTP/1.1) of connections to node agents: the client
+/// certificate `cert_pem` with its key `key_pem` presented on each.
+pub fn client_config(
+    cert_pem: &str,
+    key_pem: &str,
+) -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(|e| rustls::Error::General(format!("the kubelet client certificate: {e}")))?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+        .map_err(|e| rustls::Error::General(format!("the kubelet client key: {e}")))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+        .with_client_auth_cert(certs, key)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Opens a TLS connection (HTTP/1.1) to the node agent at `authority` with `config`.
 pub(super) async fn connect(
     authority: &str,
+    config: Arc<rustls::ClientConfig>,
 ) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, String> {
     let tcp = tokio::net::TcpStream::connect(authority)
         .await
         .map_err(|e| e.to_string())?;
     let _ = tcp.set_nodelay(true);
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
     let server_name =
         rustls::pki_types::ServerName::try_from("node-agent").map_err(|e| e.to_string())?;
-    tokio_rustls::TlsConnector::from(Arc::new(config))
+    tokio_rustls::TlsConnector::from(config)
         .connect(server_name, tcp)
         .await
         .map_err(|e| e.to_string())
@@ -174,9 +195,9 @@ pub(super) fn encode(text: &str) -> String {
 async fn fetch(
     authority: &str,
     path: &str,
-    token: &str,
+    client: Arc<rustls::ClientConfig>,
 ) -> Result<Result<Response, ApiError>, String> {
-    let tls = connect(authority).await?;
+    let tls = connect(authority, client).await?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
         .await
         .map_err(|e| e.to_string())?;
@@ -185,7 +206,6 @@ async fn fetch(
     });
     let request = Request::get(path)
         .header(header::HOST, authority)
-        .header(header::AUTHORIZATION, format!("Bearer {token}"))
         .body(Body::empty())
         .map_err(|e| e.to_string())?;
     let response = sender
@@ -207,6 +227,9 @@ async fn fetch(
     let message = String::from_utf8_lossy(&bytes).trim().to_string();
     Ok(Err(match status {
         StatusCode::BAD_REQUEST | StatusCode::NOT_FOUND => ApiError::bad_request(message),
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => ApiError::unavailable(format!(
+            "the node agent refused this server's credentials ({status}): {message}"
+        )),
         _ => ApiError::unavailable(format!("node agent answered {status}: {message}")),
     }))
 }

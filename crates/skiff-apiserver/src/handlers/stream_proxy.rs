@@ -2,7 +2,7 @@
 //! kube-apiserver accepts them), proxied to the node agent of the pod's node as an upgraded
 //! connection: the client's upgrade request (its `Connection`, `Upgrade`, `Sec-WebSocket-*`
 //! and `X-Stream-Protocol-Version` headers) goes to the agent's `/exec/...`, `/attach/...`
-//! or `/portForward/...` over TLS with the node credential; when the agent answers 101 the
+//! or `/portForward/...` over TLS with the server's client certificate; when the agent answers 101 the
 //! answer goes back to the client and the two upgraded byte streams are spliced, whatever
 //! protocol (WebSocket or SPDY) they speak. A refusal from the agent is passed on as it is.
 
@@ -110,11 +110,11 @@ async fn proxy(
         .find("", "v1", "pods")
         .ok_or_else(|| ApiError::internal("pods are not served"))?;
     let (pod, _) = storage::get(state.store.as_ref(), &info, Some(namespace), name).await?;
-    if state.options.node_api_token.is_empty() {
+    let Some(client) = state.options.kubelet_client.clone() else {
         return Err(ApiError::unavailable(format!(
             "no node agent is running: pods/{sub} is served by the node agent of the pod's node, and none has joined this server"
         )));
-    }
+    };
     let node_name = pod
         .pointer("/spec/nodeName")
         .and_then(Value::as_str)
@@ -160,7 +160,7 @@ async fn proxy(
             "cannot reach the node agent of {node_name} at {authority}: {e}"
         ))
     };
-    let tls = connect(&authority).await.map_err(unreachable)?;
+    let tls = connect(&authority, client).await.map_err(unreachable)?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
         .await
         .map_err(|e| unreachable(e.to_string()))?;
@@ -170,11 +170,7 @@ async fn proxy(
     let mut request = Request::builder()
         .method(method.clone())
         .uri(&path)
-        .header(header::HOST, &authority)
-        .header(
-            header::AUTHORIZATION,
-            format!("Bearer {}", state.options.node_api_token),
-        );
+        .header(header::HOST, &authority);
     for name in FORWARDED {
         for value in headers.get_all(*name) {
             request = request.header(*name, value);

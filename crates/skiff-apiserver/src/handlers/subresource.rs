@@ -45,7 +45,7 @@ pub async fn handle(
         ("binding", Method::POST) => bind(ctx, body).await,
         ("eviction", Method::POST) => super::eviction::evict(ctx, body).await,
         ("log", Method::GET)
-            if ctx.info.plural == "pods" && !ctx.state.options.node_api_token.is_empty() =>
+            if ctx.info.plural == "pods" && ctx.state.options.kubelet_client.is_some() =>
         {
             super::node_proxy::pod_log(ctx).await
         }

@@ -1,5 +1,7 @@
 //! Create-only review resources that are answered, never stored: `SelfSubjectReview`
-//! (`kubectl auth whoami`) and the authorization reviews (`kubectl auth can-i`).
+//! (`kubectl auth whoami`), `TokenReview` (who a bearer token is: what node agents ask
+//! before serving a request that carries one, as kubelet's `--authentication-token-webhook`)
+//! and the authorization reviews (`kubectl auth can-i`, and node agents' checks).
 //!
 //! The access reviews are answered from RBAC by [`crate::authz::review`].
 
@@ -14,6 +16,13 @@ use crate::status::ApiError;
 
 /// (group, version, kind, plural, namespaced)
 const VIRTUAL: &[(&str, &str, &str, &str, bool)] = &[
+    (
+        "authentication.k8s.io",
+        "v1",
+        "TokenReview",
+        "tokenreviews",
+        false,
+    ),
     (
         "authentication.k8s.io",
         "v1",
@@ -121,10 +130,34 @@ pub async fn handle(ctx: &Ctx, method: &Method, body: &[u8]) -> Result<Response,
     });
     review["status"] = match ctx.info.plural.as_str() {
         "selfsubjectreviews" => json!({"userInfo": user}),
+        "tokenreviews" => token_review(ctx, &review).await?,
         _ => {
             crate::authz::review::status(&ctx.state, &ctx.info, ctx.ns(), &ctx.identity, &review)
                 .await?
         }
     };
     Ok(response::json(StatusCode::CREATED, &review))
+}
+
+/// The status of a TokenReview: whether `spec.token` authenticates (as a bearer token on
+/// this server would: a static token or a service account token) and as whom.
+async fn token_review(ctx: &Ctx, review: &Value) -> Result<Value, ApiError> {
+    let token = review
+        .pointer("/spec/token")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if token.is_empty() {
+        return Err(ApiError::bad_request(
+            "token is required for TokenReview in authentication",
+        ));
+    }
+    Ok(
+        match crate::serviceaccount::authenticate(&ctx.state, token).await {
+            Some(identity) => json!({
+                "authenticated": true,
+                "user": {"username": identity.username, "groups": identity.groups},
+            }),
+            None => json!({"authenticated": false, "user": {}}),
+        },
+    )
 }
