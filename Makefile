@@ -13,7 +13,7 @@ SKIFF    := target/release/skiff
 # Debian packages the project and its tests use (see docs/architecture.md, "Test fixtures").
 DEB_PACKAGES := busybox-static docker-registry etcd-server etcd-client nftables iptables iproute2 \
 	conntrack runc crun podman skopeo umoci hyperfine jq curl protobuf-compiler util-linux time \
-	python3 python3-venv python3-pip ca-certificates wrk
+	python3 python3-venv python3-pip ca-certificates wrk openssl
 
 .PHONY: help deps build run test test-only bench lint fmt clean
 

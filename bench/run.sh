@@ -64,6 +64,10 @@ echo
 "$(dirname "$0")/engine_bench.sh" "$skiff" "$runs"
 
 echo
+# Image pull: skiff pull of a three-layer image from a loopback registry against skopeo copy.
+"$(dirname "$0")/pull_bench.sh" "$skiff" "${BENCH_PULL_RUNS:-10}"
+
+echo
 # The API server: readiness time, idle RSS, creates/s on SQLite and etcd against raw etcd puts.
 python_bin=${SKIFF_PYTHON:-$(dirname "$0")/../build/venv/bin/python}
 "$python_bin" "$(dirname "$0")/apiserver_bench.py" "$skiff" 10

@@ -34,6 +34,7 @@ pub mod reference;
 pub mod registry;
 pub mod snapshot;
 pub mod store;
+mod stream_unpack;
 pub mod unpack;
 
 pub use commit::{CommitRequest, Committed};

@@ -1,7 +1,8 @@
 //! Pulling an image from a registry: resolve the tag, choose the host's platform from an
-//! index, fetch config and layers (layers concurrently, each verified by digest), unpack each
-//! layer into its snapshot (checked against the config's DiffIDs), then record the name.
-//! Nothing is recorded unless everything succeeded.
+//! index, fetch config and layers (layers concurrently, each verified by digest) and unpack
+//! each layer into its snapshot (checked against the config's DiffIDs) while it downloads
+//! (see [`stream_unpack`](crate::stream_unpack)), then record the name. Nothing is recorded
+//! unless everything succeeded.
 
 use std::sync::Arc;
 
@@ -14,6 +15,7 @@ use crate::records::{ImageRecord, now};
 use crate::reference::Reference;
 use crate::registry::{BlobProgress, RegistryClient, RegistryOptions};
 use crate::store::ImageStore;
+use crate::stream_unpack::LayerJob;
 
 /// How many layers download at once (Docker's default).
 const CONCURRENT_LAYERS: usize = 3;
@@ -42,7 +44,8 @@ pub enum PullEvent {
         /// Bytes expected.
         total: u64,
     },
-    /// The layer is downloaded and verified; unpacking starts.
+    /// The layer is downloaded; unpacking, which runs while it downloads, finishes (or, for
+    /// a blob already stored, starts).
     Extracting {
         /// The layer blob's digest.
         layer: Digest,
@@ -191,6 +194,9 @@ impl ImageStore {
             });
             return Ok(());
         }
+        let diff_id = config.rootfs.diff_ids[index].clone();
+        let chain_id = chain[index].clone();
+        let parent = index.checked_sub(1).map(|p| chain[p].clone());
         if !have_blob {
             let progress: BlobProgress = {
                 let events = Arc::clone(events);
@@ -203,26 +209,41 @@ impl ImageStore {
                     })
                 })
             };
-            client
-                .fetch_blob(self.content(), &layer.digest, layer.size, &progress)
+            // Download and unpack at once: the snapshot's files are written while the blob
+            // still arrives, and both are committed only once verified.
+            let job = LayerJob {
+                blob: layer.digest.clone(),
+                size: layer.size,
+                chain_id,
+                parent,
+                diff_id,
+            };
+            let extracting = {
+                let events = Arc::clone(events);
+                let layer = layer.digest.clone();
+                move || {
+                    events(PullEvent::Extracting {
+                        layer: layer.clone(),
+                    })
+                }
+            };
+            self.fetch_and_unpack(client, &job, &progress, &extracting)
                 .await?;
+        } else {
+            events(PullEvent::Extracting {
+                layer: layer.digest.clone(),
+            });
+            let store = self.clone();
+            let blob = layer.digest.clone();
+            tokio::task::spawn_blocking(move || {
+                store.unpack_blob(&blob, &chain_id, parent.as_ref(), &diff_id)
+            })
+            .await
+            .map_err(|e| ImageError::Invalid {
+                what: format!("unpack of layer {}", layer.digest),
+                detail: e.to_string(),
+            })??;
         }
-        events(PullEvent::Extracting {
-            layer: layer.digest.clone(),
-        });
-        let store = self.clone();
-        let diff_id = config.rootfs.diff_ids[index].clone();
-        let chain_id = chain[index].clone();
-        let parent = index.checked_sub(1).map(|p| chain[p].clone());
-        let blob = layer.digest.clone();
-        tokio::task::spawn_blocking(move || {
-            store.unpack_blob(&blob, &chain_id, parent.as_ref(), &diff_id)
-        })
-        .await
-        .map_err(|e| ImageError::Invalid {
-            what: format!("unpack of layer {}", layer.digest),
-            detail: e.to_string(),
-        })??;
         events(PullEvent::LayerDone {
             layer: layer.digest.clone(),
         });

@@ -52,6 +52,41 @@ pub struct Snapshotter {
     links: PathBuf,
 }
 
+/// An unpacked layer whose DiffID is checked, in a temp directory beside the snapshots: not a
+/// snapshot until [`commit`](PendingSnapshot::commit)ted; its files go when it is dropped.
+#[derive(Debug)]
+pub struct PendingSnapshot {
+    snapshots: Snapshotter,
+    temp: tempfile::TempDir,
+    info: SnapshotInfo,
+}
+
+impl PendingSnapshot {
+    /// Records the metadata and renames the directory into place; returns the metadata. If
+    /// another unpack of the same layer got there first, its snapshot is kept.
+    pub fn commit(self) -> Result<SnapshotInfo> {
+        let PendingSnapshot {
+            snapshots,
+            temp,
+            info,
+        } = self;
+        let meta = temp.path().join("meta.json");
+        let json =
+            serde_json::to_vec_pretty(&info).map_err(ImageError::json("snapshot metadata"))?;
+        std::fs::write(&meta, json).map_err(ImageError::io("write", &meta))?;
+        let target = snapshots.dir(&info.chain_id);
+        let temp_path = temp.keep();
+        if let Err(e) = std::fs::rename(&temp_path, &target) {
+            let _ = std::fs::remove_dir_all(&temp_path);
+            // Another unpack of the same layer won the race: its snapshot is as good.
+            if !snapshots.exists(&info.chain_id) {
+                return Err(ImageError::io("rename snapshot to", target)(e));
+            }
+        }
+        Ok(info)
+    }
+}
+
 impl Snapshotter {
     /// Opens (creating if needed) the snapshots under `images_root` (`DATA/images`).
     pub fn open(images_root: &Path) -> Result<Snapshotter> {
@@ -97,6 +132,20 @@ impl Snapshotter {
         if self.exists(chain_id) {
             return self.info(chain_id);
         }
+        self.unpack_pending(chain_id, parent, diff_id, blob)?
+            .commit()
+    }
+
+    /// Unpacks the layer `blob` into a temp directory and checks its DiffID, without making
+    /// the snapshot visible: [`PendingSnapshot::commit`] does that (a pull commits only once
+    /// the layer's blob is verified too); dropping it removes the files.
+    pub fn unpack_pending(
+        &self,
+        chain_id: &Digest,
+        parent: Option<&Digest>,
+        diff_id: &Digest,
+        blob: impl Read + Send,
+    ) -> Result<PendingSnapshot> {
         let temp = tempfile::Builder::new()
             .prefix(".tmp-")
             .tempdir_in(&self.root)
@@ -111,26 +160,16 @@ impl Snapshotter {
                 actual: unpacked.diff_id.to_string(),
             });
         }
-        let info = SnapshotInfo {
-            chain_id: chain_id.clone(),
-            diff_id: diff_id.clone(),
-            parent: parent.cloned(),
-            size: unpacked.size,
-        };
-        let meta = temp.path().join("meta.json");
-        let json =
-            serde_json::to_vec_pretty(&info).map_err(ImageError::json("snapshot metadata"))?;
-        std::fs::write(&meta, json).map_err(ImageError::io("write", &meta))?;
-        let target = self.dir(chain_id);
-        let temp_path = temp.keep();
-        if let Err(e) = std::fs::rename(&temp_path, &target) {
-            let _ = std::fs::remove_dir_all(&temp_path);
-            // Another unpack of the same layer won the race: its snapshot is as good.
-            if !self.exists(chain_id) {
-                return Err(ImageError::io("rename snapshot to", target)(e));
-            }
-        }
-        Ok(info)
+        Ok(PendingSnapshot {
+            snapshots: self.clone(),
+            temp,
+            info: SnapshotInfo {
+                chain_id: chain_id.clone(),
+                diff_id: diff_id.clone(),
+                parent: parent.cloned(),
+                size: unpacked.size,
+            },
+        })
     }
 
     /// Every committed snapshot's ChainID.

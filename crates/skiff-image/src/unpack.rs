@@ -13,7 +13,7 @@
 
 use std::collections::VecDeque;
 use std::ffi::{OsStr, OsString};
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
@@ -32,6 +32,9 @@ pub const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
 
 /// How many symlinks one path may pass through before it counts as a loop.
 const MAX_SYMLINKS: usize = 40;
+/// The buffer file contents are copied through (`std::io::copy`'s 8 KiB made a large layer
+/// cost thousands of small reads from the decompressor and writes to the file).
+const COPY_BUFFER: usize = 256 * 1024;
 
 /// What unpacking a layer found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,6 +72,7 @@ pub fn unpack_layer(blob: impl Read + Send, dest: &Path) -> Result<Unpacked> {
         root: dest.to_path_buf(),
         dirs: Vec::new(),
         size: 0,
+        buffer: vec![0; COPY_BUFFER],
     };
     let entries = archive
         .entries()
@@ -94,6 +98,8 @@ struct Unpacker {
     /// a read-only mode must not stop their children from being written).
     dirs: Vec<(PathBuf, u32, i64)>,
     size: u64,
+    /// What file contents are copied through.
+    buffer: Vec<u8>,
 }
 
 fn unsafe_entry(entry: &Path, reason: impl Into<String>) -> ImageError {
@@ -181,8 +187,8 @@ impl Unpacker {
                     .create_new(true)
                     .open(&target)
                     .map_err(ImageError::io("create", &target))?;
-                self.size +=
-                    std::io::copy(entry, &mut file).map_err(ImageError::io("write", &target))?;
+                self.size += copy_through(entry, &mut file, &mut self.buffer)
+                    .map_err(ImageError::io("write", &target))?;
             }
             tar::EntryType::Symlink => {
                 let link = entry
@@ -368,6 +374,25 @@ fn header_mtime<R: Read>(entry: &tar::Entry<'_, R>) -> i64 {
         .ok()
         .and_then(|t| i64::try_from(t).ok())
         .unwrap_or(0)
+}
+
+/// Copies all of `from` into `to` through `buffer`; returns the bytes copied.
+fn copy_through(
+    from: &mut impl Read,
+    to: &mut impl Write,
+    buffer: &mut [u8],
+) -> std::io::Result<u64> {
+    let mut total = 0;
+    loop {
+        let n = match from.read(buffer) {
+            Ok(0) => return Ok(total),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        to.write_all(&buffer[..n])?;
+        total += n as u64;
+    }
 }
 
 /// Removes whatever is at `path` (a file, a link, or a whole directory); fine if nothing is.

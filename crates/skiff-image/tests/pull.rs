@@ -373,4 +373,15 @@ fn a_tampered_blob_is_refused_and_leaves_nothing_behind() {
             .count(),
         0
     );
+    // The layer was unpacked while it downloaded: its half-made snapshot is gone too.
+    let unfinished: Vec<_> = std::fs::read_dir(data.path().join("images/snapshots"))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name())
+        .filter(|name| name.to_string_lossy().starts_with(".tmp-"))
+        .collect();
+    assert!(unfinished.is_empty(), "{unfinished:?}");
+    assert!(
+        store.snapshots().list().unwrap().len() < images.layered.layers.len(),
+        "the tampered layer's snapshot may not be committed"
+    );
 }

@@ -32,7 +32,7 @@ pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, appl
 /// The largest manifest or token response read.
 const MAX_DOCUMENT: usize = 8 * 1024 * 1024;
 /// How many times a request is tried when the failure may be transient.
-const ATTEMPTS: u32 = 4;
+pub(crate) const ATTEMPTS: u32 = 4;
 /// The first back-off; it doubles per attempt up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 /// The longest back-off.
@@ -116,7 +116,7 @@ pub enum RegistryError {
 
 impl RegistryError {
     /// Whether trying again may help.
-    fn is_transient(&self) -> bool {
+    pub(crate) fn is_transient(&self) -> bool {
         match self {
             RegistryError::Unreachable { .. }
             | RegistryError::Transport { .. }
@@ -506,6 +506,23 @@ impl RegistryClient {
         size: u64,
         progress: &BlobProgress,
     ) -> Result<()> {
+        let mut body = self.open_blob(digest).await?;
+        let mut writer = store.writer(Some((digest.clone(), Some(size))))?;
+        progress(0);
+        while let Some(chunk) = body.chunk().await? {
+            std::io::Write::write_all(&mut writer, &chunk)
+                .map_err(ImageError::io("write", store.ingest_dir()))?;
+            if writer.written() > size {
+                break;
+            }
+            progress(writer.written());
+        }
+        writer.commit().map(drop)
+    }
+
+    /// Starts downloading the blob `digest`: the response body, once the registry answered
+    /// with success (other answers are errors). No retry: the caller decides.
+    pub(crate) async fn open_blob(&self, digest: &Digest) -> Result<BlobBody> {
         let (url, response) = self.get(&format!("blobs/{digest}"), None).await?;
         let status = response.status();
         if !status.is_success() {
@@ -516,29 +533,10 @@ impl RegistryClient {
                 .status_error(&url, status, &body, digest.as_str(), false)
                 .into());
         }
-        let mut writer = store.writer(Some((digest.clone(), Some(size))))?;
-        let mut body = response.into_body();
-        progress(0);
-        loop {
-            use http_body_util::BodyExt;
-            let frame = tokio::time::timeout(BODY_STALL_TIMEOUT, body.frame())
-                .await
-                .map_err(|_| RegistryError::Timeout { url: url.clone() })?;
-            let Some(frame) = frame else { break };
-            let frame = frame.map_err(|e| RegistryError::Transport {
-                url: url.clone(),
-                detail: e.to_string(),
-            })?;
-            if let Ok(data) = frame.into_data() {
-                std::io::Write::write_all(&mut writer, &data)
-                    .map_err(ImageError::io("write", store.ingest_dir()))?;
-                if writer.written() > size {
-                    break;
-                }
-                progress(writer.written());
-            }
-        }
-        writer.commit().map(drop)
+        Ok(BlobBody {
+            url,
+            body: response.into_body(),
+        })
     }
 
     fn status_error(
@@ -570,6 +568,36 @@ impl RegistryClient {
     }
 }
 
+/// A blob's response body, read chunk by chunk as it arrives.
+#[derive(Debug)]
+pub(crate) struct BlobBody {
+    url: String,
+    body: Incoming,
+}
+
+impl BlobBody {
+    /// The next chunk of data, `None` at the end; a stall longer than
+    /// [`BODY_STALL_TIMEOUT`] or a broken connection is a (transient) error.
+    pub(crate) async fn chunk(&mut self) -> Result<Option<bytes::Bytes>, RegistryError> {
+        use http_body_util::BodyExt;
+        loop {
+            let frame = tokio::time::timeout(BODY_STALL_TIMEOUT, self.body.frame())
+                .await
+                .map_err(|_| RegistryError::Timeout {
+                    url: self.url.clone(),
+                })?;
+            let Some(frame) = frame else { return Ok(None) };
+            let frame = frame.map_err(|e| RegistryError::Transport {
+                url: self.url.clone(),
+                detail: e.to_string(),
+            })?;
+            if let Ok(data) = frame.into_data() {
+                return Ok(Some(data));
+            }
+        }
+    }
+}
+
 /// The `message` of the first entry of a registry's `{"errors": [...]}` body.
 fn error_message(body: &[u8]) -> String {
     serde_json::from_slice::<serde_json::Value>(body)
@@ -596,7 +624,8 @@ fn error_message(body: &[u8]) -> String {
         })
 }
 
-fn backoff(attempt: u32) -> Duration {
+/// How long to wait before attempt `attempt + 1`.
+pub(crate) fn backoff(attempt: u32) -> Duration {
     FIRST_BACKOFF
         .saturating_mul(1 << attempt.saturating_sub(1).min(8))
         .min(MAX_BACKOFF)
