@@ -18,7 +18,7 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use super::model::{Protocol, ProxyModel};
+use super::model::{Protocol, ProxyModel, ServicePortRules};
 
 /// Where a UDP service port's traffic was addressed to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -76,6 +76,16 @@ impl std::fmt::Display for UdpFlow {
     }
 }
 
+/// The addresses of every endpoint a service port may use (cluster-wide or local).
+pub(super) fn endpoint_ips(rules: &ServicePortRules) -> BTreeSet<Ipv4Addr> {
+    rules
+        .cluster_endpoints
+        .iter()
+        .chain(&rules.local_endpoints)
+        .map(|e| e.ip)
+        .collect()
+}
+
 /// Every UDP flow `model` sends somewhere: each destination of each UDP service port with
 /// each endpoint it may use (cluster-wide or local).
 pub fn udp_flows(model: &ProxyModel) -> BTreeSet<UdpFlow> {
@@ -94,12 +104,7 @@ pub fn udp_flows(model: &ProxyModel) -> BTreeSet<UdpFlow> {
             port: rules.port,
         }));
         destinations.extend(rules.node_port.map(UdpDestination::NodePort));
-        let endpoints: BTreeSet<Ipv4Addr> = rules
-            .cluster_endpoints
-            .iter()
-            .chain(&rules.local_endpoints)
-            .map(|e| e.ip)
-            .collect();
+        let endpoints = endpoint_ips(rules);
         for destination in destinations {
             for endpoint in &endpoints {
                 flows.insert(UdpFlow {

@@ -22,7 +22,7 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 use std::process::Stdio;
 
-use super::conntrack::{UdpDestination, UdpFlow, conntrack_command};
+use super::conntrack::{UdpDestination, UdpFlow, conntrack_command, endpoint_ips};
 use super::model::{Protocol, ProxyModel};
 
 /// The addresses and ports of one direction of a conntrack entry.
@@ -103,12 +103,7 @@ pub fn udp_frontends(model: &ProxyModel) -> BTreeMap<(Ipv4Addr, u16), BTreeSet<I
         .iter()
         .filter(|r| r.protocol == Protocol::Udp)
     {
-        let endpoints: BTreeSet<Ipv4Addr> = rules
-            .cluster_endpoints
-            .iter()
-            .chain(&rules.local_endpoints)
-            .map(|e| e.ip)
-            .collect();
+        let endpoints = endpoint_ips(rules);
         if endpoints.is_empty() {
             continue;
         }
