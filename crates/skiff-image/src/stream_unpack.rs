@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 
 use crate::digest::Digest;
 use crate::error::{ImageError, Result};
-use crate::registry::{ATTEMPTS, BlobProgress, RegistryClient, backoff};
+use crate::registry::{BlobProgress, RegistryClient, retry_download};
 use crate::snapshot::{PendingSnapshot, SnapshotInfo};
 use crate::store::ImageStore;
 
@@ -47,20 +47,10 @@ impl ImageStore {
         progress: &BlobProgress,
         downloaded: &(dyn Fn() + Send + Sync),
     ) -> Result<SnapshotInfo> {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match self
-                .fetch_and_unpack_once(client, job, progress, downloaded)
-                .await
-            {
-                Err(ImageError::Registry(e)) if e.is_transient() && attempt < ATTEMPTS => {
-                    tracing::warn!(digest = %job.blob, attempt, error = %e, "layer download failed, retrying");
-                    tokio::time::sleep(backoff(attempt)).await;
-                }
-                other => return other,
-            }
-        }
+        retry_download(&job.blob, || {
+            self.fetch_and_unpack_once(client, job, progress, downloaded)
+        })
+        .await
     }
 
     async fn fetch_and_unpack_once(

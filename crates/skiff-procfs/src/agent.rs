@@ -179,6 +179,18 @@ fn answer_sysinfo(
             .unwrap_or_default()
     };
     let info = SysInfo::from_files(&file("meminfo"), &file("uptime"), &file("loadavg"));
+    write_answer(listener, n, &info.to_bytes(), n.args[0], 0)
+}
+
+/// Writes `bytes` at `address` in the caller's memory and answers `value`; EFAULT when the
+/// write fails; `None` when the caller no longer waits.
+fn write_answer(
+    listener: &OwnedFd,
+    n: &Notification,
+    bytes: &[u8],
+    address: u64,
+    value: i64,
+) -> Option<Response> {
     let memory = std::fs::OpenOptions::new()
         .write(true)
         .open(format!("/proc/{}/mem", n.pid));
@@ -187,9 +199,9 @@ fn answer_sysinfo(
     if !seccomp::id_valid(listener.as_fd(), n.id) {
         return None;
     }
-    let written = memory.and_then(|m| m.write_all_at(&info.to_bytes(), n.args[0]));
+    let written = memory.and_then(|m| m.write_all_at(bytes, address));
     Some(match written {
-        Ok(()) => Response::Value(0),
+        Ok(()) => Response::Value(value),
         Err(_) => Response::Errno(nix::libc::EFAULT),
     })
 }
@@ -215,16 +227,6 @@ fn answer_affinity(listener: &OwnedFd, n: &Notification, mounts: &Mounts) -> Opt
     let Some(cut) = crate::affinity::cut_mask(&mask, crate::cpu::quota_cpus(quota, period)) else {
         return Some(Response::Continue);
     };
-    let memory = std::fs::OpenOptions::new()
-        .write(true)
-        .open(format!("/proc/{}/mem", n.pid));
-    // As for sysinfo: the open file is the caller's memory only while the call is pending.
-    if !seccomp::id_valid(listener.as_fd(), n.id) {
-        return None;
-    }
-    let written = memory.and_then(|m| m.write_all_at(&cut, n.args[2]));
-    Some(match written {
-        Ok(()) => Response::Value(i64::try_from(cut.len()).unwrap_or(0)),
-        Err(_) => Response::Errno(nix::libc::EFAULT),
-    })
+    let size = i64::try_from(cut.len()).unwrap_or(0);
+    write_answer(listener, n, &cut, n.args[2], size)
 }

@@ -485,18 +485,10 @@ impl RegistryClient {
         size: u64,
         progress: &BlobProgress,
     ) -> Result<()> {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match self.fetch_blob_once(store, digest, size, progress).await {
-                Ok(()) => return Ok(()),
-                Err(ImageError::Registry(e)) if e.is_transient() && attempt < ATTEMPTS => {
-                    tracing::warn!(%digest, attempt, error = %e, "blob download failed, retrying");
-                    tokio::time::sleep(backoff(attempt)).await;
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        retry_download(digest, || {
+            self.fetch_blob_once(store, digest, size, progress)
+        })
+        .await
     }
 
     async fn fetch_blob_once(
@@ -629,6 +621,26 @@ pub(crate) fn backoff(attempt: u32) -> Duration {
     FIRST_BACKOFF
         .saturating_mul(1 << attempt.saturating_sub(1).min(8))
         .min(MAX_BACKOFF)
+}
+
+/// Runs the download of blob `digest` (`download` makes one attempt from the start) up to
+/// [`ATTEMPTS`] times while it fails with a transient registry error, with back-off.
+pub(crate) async fn retry_download<T, F, Fut>(digest: &Digest, mut download: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match download().await {
+            Err(ImageError::Registry(e)) if e.is_transient() && attempt < ATTEMPTS => {
+                tracing::warn!(%digest, attempt, error = %e, "blob download failed, retrying");
+                tokio::time::sleep(backoff(attempt)).await;
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Runs `request` up to [`ATTEMPTS`] times while it fails transiently.
